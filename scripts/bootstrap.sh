@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages reglage needs (only those missing) and builds it into build/.
+# Used by scripts/demo.sh and scripts/test.sh; safe to run again (incremental build, ccache).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(cmake g++ make pkg-config ccache
+          libtorch-dev libopenblas0-openmp
+          libopenmpi-dev openmpi-bin libboost-dev libyaml-cpp-dev nlohmann-json3-dev
+          libgtest-dev libpcre2-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# ccache and precompiled headers: ignore the PCH's defines and timestamps so cached objects are reused.
+export CCACHE_SLOPPINESS="pch_defines,time_macros,include_file_mtime,include_file_ctime"
+jobs=$(nproc)
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release ${REGLAGE_CMAKE_ARGS:-} > build.log 2>&1 || { cat build.log; exit 1; }
+cmake --build build -j "$jobs" >> build.log 2>&1 || { grep -E "error|Error" -A3 build.log | head -60; exit 1; }
+echo "built: build/reglage"
