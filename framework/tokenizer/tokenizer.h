@@ -1,0 +1,51 @@
+// Tokenizers: the interface every stage uses, and the loader that picks the right one from the user's files.
+//   llama2.c tokenizer files (tok512.bin): SentencePiece-style BPE with scores, BOS, dummy prefix, byte fallback.
+//   Hugging Face byte-level BPE (GPT-2 family, Qwen2): vocab.json + merges.txt, or tokenizer.json.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace reglage::tokenizer {
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+
+  // Text to ids; BOS/EOS prepended/appended when asked and when the tokenizer has them.
+  virtual std::vector<int64_t> encode(const std::string& text, bool add_bos, bool add_eos) const = 0;
+
+  // Bytes of one token given the token before it (llama2.c drops a piece's leading space right after BOS).
+  virtual std::string decode_piece(int64_t prev_token, int64_t token) const = 0;
+
+  // Bytes of a whole sequence: the pieces joined (special tokens such as BOS/EOS contribute nothing).
+  virtual std::string decode(const std::vector<int64_t>& ids) const = 0;
+
+  virtual int64_t vocab_size() const = 0;
+
+  // Writes this tokenizer's files into a Hugging Face model directory (tokenizer.json, tokenizer_config.json,
+  // special_tokens_map.json, and for llama2.c tokenizers also the original tokenizer.bin).
+  virtual void save_hf(const std::string& dir) const = 0;
+
+  int64_t bos_id() const { return bos_id_; }  // -1 when the tokenizer has none
+  int64_t eos_id() const { return eos_id_; }  // -1 when the tokenizer has none
+  // Tokens that end generation (EOS, and for llama2.c models also BOS, as run.c stops on it).
+  const std::vector<int64_t>& stop_ids() const { return stop_ids_; }
+
+ protected:
+  int64_t bos_id_ = -1;
+  int64_t eos_id_ = -1;
+  std::vector<int64_t> stop_ids_;
+};
+
+// Loads a tokenizer from a path:
+//   - a llama2.c tokenizer file (*.bin),
+//   - a tokenizer.json file,
+//   - a directory holding tokenizer.bin, tokenizer.json, or vocab.json + merges.txt (a Hugging Face model dir);
+//     BOS/EOS ids come from the directory's tokenizer_config.json / config.json / generation_config.json.
+// expected_vocab: the model's vocabulary size, checked against the tokenizer's (0 = no check).
+// Throws reglage::Error naming the file and the problem.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path, int64_t expected_vocab = 0);
+
+}  // namespace reglage::tokenizer
