@@ -1,0 +1,86 @@
+#include "framework/generate/generate.h"
+
+#include <algorithm>
+
+#include "framework/core/error.h"
+
+namespace reglage::generate {
+
+std::vector<Generation> generate(model::CausalLM& model, const std::vector<std::vector<int64_t>>& prompts,
+                                 const SamplingParams& params, const model::AdapterSet& adapters) {
+  params.validate();
+  const int64_t B = int64_t(prompts.size());
+  std::vector<Generation> out(B);
+  if (B == 0 || params.max_new_tokens == 0) return out;
+  const int64_t V = model->config().vocab_size;
+
+  int64_t P = 0;  // longest prompt
+  for (int64_t b = 0; b < B; ++b) {
+    if (prompts[b].empty()) fail("prompt ", b, " is empty (it needs at least one token, e.g. BOS)");
+    for (auto id : prompts[b])
+      if (id < 0 || id >= V) fail("prompt ", b, " holds token id ", id, " outside the vocabulary [0, ", V, ")");
+    P = std::max<int64_t>(P, prompts[b].size());
+  }
+  const int64_t capacity = P + params.max_new_tokens;
+  if (capacity > model->config().max_seq_len)
+    fail("longest prompt (", P, " tokens) + max_new_tokens (", params.max_new_tokens, ") = ", capacity,
+         " exceeds the model's context of ", model->config().max_seq_len);
+
+  torch::NoGradGuard no_grad;
+  const bool was_training = model->is_training();
+  model->eval();
+  const auto dev = model->device();
+
+  // Left padding: prompt b occupies the last len_b slots of the first P; its positions start at 0.
+  auto ids = torch::full({B, P}, params.pad_id, torch::kLong);  // (B, P)
+  auto valid = torch::zeros({B, P}, torch::kBool);              // (B, P)
+  auto positions = torch::zeros({B, P}, torch::kLong);          // (B, P)
+  std::vector<int64_t> next_pos(B);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t len = int64_t(prompts[b].size()), pad = P - len;
+    for (int64_t i = 0; i < len; ++i) {
+      ids[b][pad + i] = prompts[b][i];
+      valid[b][pad + i] = true;
+      positions[b][pad + i] = i;
+    }
+    next_pos[b] = len;
+  }
+
+  std::vector<std::mt19937_64> rngs;
+  for (int64_t b = 0; b < B; ++b) rngs.push_back(sequence_rng(params.seed, uint64_t(b)));
+  std::vector<bool> done(B, false);
+
+  model::KVCache cache = model->new_cache(B, capacity);
+  model::ForwardInput in{ids.to(dev), positions.to(dev), valid.to(dev), &cache, adapters};
+  auto logits = model->forward(in).select(1, P - 1).contiguous().to(torch::kCPU);  // (B, V)
+
+  for (int64_t step = 0; step < params.max_new_tokens; ++step) {
+    auto next = torch::full({B, 1}, params.pad_id, torch::kLong);  // (B, 1)
+    auto next_valid = torch::zeros({B, 1}, torch::kBool);
+    auto next_positions = torch::zeros({B, 1}, torch::kLong);
+    const float* rows = logits.data_ptr<float>();
+    for (int64_t b = 0; b < B; ++b) {
+      if (done[b]) continue;
+      Choice c = sample_token(rows + b * V, V, params, rngs[b]);
+      out[b].tokens.push_back(c.token);
+      out[b].logprobs.push_back(c.logprob);
+      if (std::find(params.stop_ids.begin(), params.stop_ids.end(), c.token) != params.stop_ids.end()) {
+        done[b] = true;
+        out[b].stopped = true;
+        continue;
+      }
+      next[b][0] = c.token;
+      next_valid[b][0] = true;
+      next_positions[b][0] = next_pos[b]++;
+    }
+    if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
+    if (step + 1 == params.max_new_tokens) break;
+    // Finished sequences feed a padding slot that no one attends to.
+    model::ForwardInput step_in{next.to(dev), next_positions.to(dev), next_valid.to(dev), &cache, adapters};
+    logits = model->forward(step_in).select(1, 0).contiguous().to(torch::kCPU);  // (B, V)
+  }
+  if (was_training) model->train();
+  return out;
+}
+
+}  // namespace reglage::generate

@@ -1,0 +1,81 @@
+#include "framework/lora/lora_linear.h"
+
+#include <cmath>
+
+#include "framework/core/error.h"
+
+namespace reglage::lora {
+
+LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias) {
+  // Initialised like torch.nn.Linear; loaders overwrite the values.
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in_features));
+  weight = register_parameter("weight", torch::empty({out_features, in_features}).uniform_(-bound, bound));
+  if (with_bias) bias = register_parameter("bias", torch::zeros({out_features}));
+}
+
+torch::Tensor LinearImpl::forward(const torch::Tensor& x, const AdapterSet& active) {
+  auto y = torch::nn::functional::linear(x, weight, bias);  // (..., out)
+  for (const auto& name : active) {
+    auto it = adapters_.find(name);
+    if (it == adapters_.end() || it->second.merged_weight > 0) continue;  // not on this layer, or merged
+    LoraWeights& a = it->second;
+    auto h = x.to(a.A.scalar_type());  // adapters compute in their own (float32) precision
+    if (a.dropout > 0 && is_training()) h = torch::dropout(h, a.dropout, /*train=*/true);
+    auto delta = torch::nn::functional::linear(torch::nn::functional::linear(h, a.A), a.B);  // (..., out)
+    y = y + (delta * a.scale).to(y.scalar_type());
+  }
+  return y;
+}
+
+void LinearImpl::add_adapter(const std::string& name, int64_t rank, double alpha, double dropout,
+                             at::Generator gen) {
+  if (adapters_.count(name)) fail("adapter '", name, "' already exists on this layer");
+  if (rank <= 0) fail("adapter '", name, "': rank = ", rank, " (must be > 0)");
+  LoraWeights a;
+  // PEFT: kaiming_uniform_(A, a=sqrt(5)) gives U(-1/sqrt(fan_in), 1/sqrt(fan_in)); B = 0 so the adapter
+  // starts as the identity change.
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in_features()));
+  auto opts = torch::TensorOptions().dtype(torch::kFloat32).device(weight.device());
+  a.A = torch::empty({rank, in_features()}, torch::TensorOptions().dtype(torch::kFloat32))
+            .uniform_(-bound, bound, gen)
+            .to(opts.device());
+  a.B = torch::zeros({out_features(), rank}, opts);
+  a.A.set_requires_grad(true);
+  a.B.set_requires_grad(true);
+  a.scale = alpha / static_cast<double>(rank);
+  a.dropout = dropout;
+  adapters_.emplace(name, std::move(a));
+}
+
+void LinearImpl::remove_adapter(const std::string& name) {
+  if (adapter(name).merged_weight > 0) unmerge(name);
+  adapters_.erase(name);
+}
+
+LoraWeights& LinearImpl::adapter(const std::string& name) {
+  auto it = adapters_.find(name);
+  if (it == adapters_.end()) fail("no adapter named '", name, "' on this layer");
+  return it->second;
+}
+
+void LinearImpl::merge(const std::string& name, double w) {
+  if (!(w >= 0.0 && w <= 1.0)) fail("merge weight ", w, " for adapter '", name, "' must be in [0, 1]");
+  LoraWeights& a = adapter(name);
+  if (a.merged_weight > 0) fail("adapter '", name, "' is already merged");
+  if (w == 0.0) return;  // interpolating to the base changes nothing
+  torch::NoGradGuard no_grad;
+  auto delta = torch::matmul(a.B, a.A) * (a.scale * w);  // (out, in), float32
+  weight.copy_((weight.to(torch::kFloat32) + delta).to(weight.scalar_type()));
+  a.merged_weight = w;
+}
+
+void LinearImpl::unmerge(const std::string& name) {
+  LoraWeights& a = adapter(name);
+  if (a.merged_weight <= 0) return;
+  torch::NoGradGuard no_grad;
+  auto delta = torch::matmul(a.B, a.A) * (a.scale * a.merged_weight);
+  weight.copy_((weight.to(torch::kFloat32) - delta).to(weight.scalar_type()));
+  a.merged_weight = 0.0;
+}
+
+}  // namespace reglage::lora

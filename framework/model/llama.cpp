@@ -1,0 +1,211 @@
+#include "framework/model/llama.h"
+
+#include <cmath>
+#include <limits>
+
+#include "framework/core/error.h"
+
+namespace reglage::model {
+
+namespace F = torch::nn::functional;
+
+// ---- RMSNorm ------------------------------------------------------------------------------------
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) {
+  weight = register_parameter("weight", torch::ones({dim}));
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  // As Hugging Face: statistics in float32, the normalised value cast back before the weight multiplies it.
+  auto xf = x.to(torch::kFloat32);
+  auto normed = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return weight * normed.to(x.scalar_type());
+}
+
+// ---- rotary embeddings --------------------------------------------------------------------------
+
+std::pair<torch::Tensor, torch::Tensor> rotary_tables(const torch::Tensor& positions, int64_t head_dim,
+                                                      double theta) {
+  auto opts = torch::TensorOptions().dtype(torch::kFloat32).device(positions.device());
+  // inv_freq[j] = theta^(-2j/Dh), j < Dh/2, computed in float32 as Hugging Face does.
+  auto exponents = torch::arange(0, head_dim, 2, opts) / static_cast<double>(head_dim);
+  auto inv_freq = 1.0 / torch::pow(torch::full({}, theta, opts), exponents);   // (Dh/2)
+  auto freqs = positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq;         // (B, T, Dh/2)
+  auto emb = torch::cat({freqs, freqs}, -1).unsqueeze(2);                      // (B, T, 1, Dh)
+  return {emb.cos(), emb.sin()};
+}
+
+static torch::Tensor rotate_half(const torch::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+static torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  auto xf = x.to(torch::kFloat32);  // (B, T, heads, Dh)
+  return (xf * cos + rotate_half(xf) * sin).to(x.scalar_type());
+}
+
+// ---- attention ----------------------------------------------------------------------------------
+
+AttentionImpl::AttentionImpl(const ModelConfig& cfg)
+    : n_heads(cfg.n_heads), n_kv_heads(cfg.n_kv_heads), head_dim(cfg.head_size()) {
+  q_proj = register_module("q_proj", lora::Linear(cfg.dim, n_heads * head_dim, cfg.attention_bias));
+  k_proj = register_module("k_proj", lora::Linear(cfg.dim, n_kv_heads * head_dim, cfg.attention_bias));
+  v_proj = register_module("v_proj", lora::Linear(cfg.dim, n_kv_heads * head_dim, cfg.attention_bias));
+  o_proj = register_module("o_proj", lora::Linear(n_heads * head_dim, cfg.dim, false));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                                     const torch::Tensor& allowed, KVCache* cache, int64_t layer,
+                                     const AdapterSet& adapters) {
+  const int64_t B = x.size(0), T = x.size(1);
+  const int64_t group = n_heads / n_kv_heads;
+  auto q = q_proj(x, adapters).view({B, T, n_heads, head_dim});
+  auto k = k_proj(x, adapters).view({B, T, n_kv_heads, head_dim});
+  auto v = v_proj(x, adapters).view({B, T, n_kv_heads, head_dim});
+  q = apply_rotary(q, cos, sin).transpose(1, 2);  // (B, H, T, Dh)
+  k = apply_rotary(k, cos, sin).transpose(1, 2);  // (B, Hkv, T, Dh)
+  v = v.transpose(1, 2);                          // (B, Hkv, T, Dh)
+
+  if (cache != nullptr) {
+    // Append to the pre-allocated cache, then attend over everything filled so far.
+    const int64_t start = cache->length;
+    cache->k[layer].narrow(2, start, T).copy_(k);
+    cache->v[layer].narrow(2, start, T).copy_(v);
+    k = cache->k[layer].narrow(2, 0, start + T);  // (B, Hkv, S, Dh)
+    v = cache->v[layer].narrow(2, 0, start + T);
+  }
+  const int64_t S = k.size(2);
+
+  // Grouped-query attention without repeating K/V: query head h uses kv head h / group, so the queries of
+  // one kv head are stacked along the row axis of a single matmul.
+  auto qg = q.reshape({B, n_kv_heads, group * T, head_dim});                      // (B, Hkv, g*T, Dh)
+  auto scores = torch::matmul(qg, k.transpose(-1, -2)) / std::sqrt(double(head_dim));  // (B, Hkv, g*T, S)
+  scores = scores.view({B, n_kv_heads, group, T, S}).to(torch::kFloat32);
+  // Masked entries get the lowest finite value, not -inf: a padding query with nothing to attend to then
+  // yields finite (ignored) values instead of NaN that would leak into later layers.
+  scores = scores.masked_fill(allowed.logical_not(), std::numeric_limits<float>::lowest());
+  auto probs = torch::softmax(scores, -1).to(v.scalar_type()).view({B, n_kv_heads, group * T, S});
+  auto out = torch::matmul(probs, v);                                             // (B, Hkv, g*T, Dh)
+  out = out.view({B, n_heads, T, head_dim}).transpose(1, 2).reshape({B, T, n_heads * head_dim});
+  return o_proj(out, adapters);  // (B, T, D)
+}
+
+// ---- MLP, layer, decoder ------------------------------------------------------------------------
+
+MLPImpl::MLPImpl(const ModelConfig& cfg) {
+  gate_proj = register_module("gate_proj", lora::Linear(cfg.dim, cfg.hidden_dim, false));
+  up_proj = register_module("up_proj", lora::Linear(cfg.dim, cfg.hidden_dim, false));
+  down_proj = register_module("down_proj", lora::Linear(cfg.hidden_dim, cfg.dim, false));
+}
+
+torch::Tensor MLPImpl::forward(const torch::Tensor& x, const AdapterSet& adapters) {
+  return down_proj(F::silu(gate_proj(x, adapters)) * up_proj(x, adapters), adapters);
+}
+
+DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& cfg) {
+  self_attn = register_module("self_attn", Attention(cfg));
+  mlp = register_module("mlp", MLP(cfg));
+  input_layernorm = register_module("input_layernorm", RMSNorm(cfg.dim, cfg.norm_eps));
+  post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(cfg.dim, cfg.norm_eps));
+}
+
+DecoderImpl::DecoderImpl(const ModelConfig& cfg) {
+  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(cfg.vocab_size, cfg.dim));
+  torch::nn::ModuleList list;
+  for (int64_t i = 0; i < cfg.n_layers; ++i) {
+    layers.push_back(DecoderLayer(cfg));
+    list->push_back(layers.back());
+  }
+  register_module("layers", list);
+  norm = register_module("norm", RMSNorm(cfg.dim, cfg.norm_eps));
+}
+
+// ---- causal LM ----------------------------------------------------------------------------------
+
+CausalLMImpl::CausalLMImpl(const ModelConfig& cfg) : cfg_(cfg) {
+  cfg_.validate("model config");
+  model = register_module("model", Decoder(cfg_));
+  if (!cfg_.tie_embeddings) lm_head = register_module("lm_head", lora::Linear(cfg_.dim, cfg_.vocab_size, false));
+}
+
+torch::Tensor CausalLMImpl::hidden(const ForwardInput& in) {
+  TORCH_CHECK(in.ids.dim() == 2, "ids must be (B, T), got ", in.ids.sizes());
+  const int64_t B = in.ids.size(0), T = in.ids.size(1);
+  const int64_t past = in.cache ? in.cache->length : 0;
+  const auto dev = in.ids.device();
+
+  auto positions = in.positions.defined()
+                       ? in.positions
+                       : (torch::arange(past, past + T, torch::TensorOptions().dtype(torch::kLong).device(dev)))
+                             .unsqueeze(0)
+                             .expand({B, T});
+  auto valid = in.valid.defined() ? in.valid.to(torch::kBool)
+                                  : torch::ones({B, T}, torch::TensorOptions().dtype(torch::kBool).device(dev));
+  const int64_t max_pos = positions.numel() ? positions.max().item<int64_t>() : 0;
+  if (max_pos >= cfg_.max_seq_len)
+    fail("position ", max_pos, " is beyond the model's context of ", cfg_.max_seq_len, " tokens");
+
+  // Keys this call can see: the cache's filled slots plus this call's tokens.
+  torch::Tensor key_valid;  // (B, S)
+  if (in.cache) {
+    if (past + T > in.cache->capacity())
+      fail("KV cache holds ", in.cache->capacity(), " tokens; ", past + T, " requested");
+    in.cache->key_valid.narrow(1, past, T).copy_(valid);
+    key_valid = in.cache->key_valid.narrow(1, 0, past + T);
+  } else {
+    key_valid = valid;
+  }
+  const int64_t S = key_valid.size(1);
+  // Causal: query i (slot past + i) sees key slots j <= past + i.
+  auto q_slot = torch::arange(past, past + T, torch::TensorOptions().dtype(torch::kLong).device(dev));
+  auto k_slot = torch::arange(0, S, torch::TensorOptions().dtype(torch::kLong).device(dev));
+  auto causal = k_slot.unsqueeze(0) <= q_slot.unsqueeze(1);                     // (T, S)
+  auto allowed = causal.unsqueeze(0) & key_valid.unsqueeze(1);                  // (B, T, S)
+  allowed = allowed.view({B, 1, 1, T, S});
+
+  auto [cos, sin] = rotary_tables(positions, cfg_.head_size(), cfg_.rope_theta);  // (B, T, 1, Dh)
+
+  auto h = model->embed_tokens(in.ids);  // (B, T, D)
+  for (size_t l = 0; l < model->layers.size(); ++l) {
+    auto& layer = model->layers[l];
+    h = h + layer->self_attn(layer->input_layernorm(h), cos, sin, allowed, in.cache, int64_t(l), in.adapters);
+    h = h + layer->mlp(layer->post_attention_layernorm(h), in.adapters);
+  }
+  if (in.cache) in.cache->length = past + T;
+  return model->norm(h);  // (B, T, D)
+}
+
+torch::Tensor CausalLMImpl::lm_logits(const torch::Tensor& hidden) {
+  auto logits = lm_head ? lm_head(hidden) : F::linear(hidden, model->embed_tokens->weight);  // (B, T, V)
+  return logits.to(torch::kFloat32);
+}
+
+KVCache CausalLMImpl::new_cache(int64_t batch, int64_t max_len) const {
+  KVCache cache;
+  auto opts = torch::TensorOptions().dtype(dtype()).device(device());
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+    cache.k.push_back(torch::zeros({batch, cfg_.n_kv_heads, max_len, cfg_.head_size()}, opts));
+    cache.v.push_back(torch::zeros({batch, cfg_.n_kv_heads, max_len, cfg_.head_size()}, opts));
+  }
+  cache.key_valid = torch::zeros({batch, max_len}, torch::TensorOptions().dtype(torch::kBool).device(device()));
+  return cache;
+}
+
+std::vector<std::pair<std::string, lora::Linear>> CausalLMImpl::linear_layers() {
+  std::vector<std::pair<std::string, lora::Linear>> out;
+  for (size_t l = 0; l < model->layers.size(); ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    auto& layer = model->layers[l];
+    out.emplace_back(p + "self_attn.q_proj", layer->self_attn->q_proj);
+    out.emplace_back(p + "self_attn.k_proj", layer->self_attn->k_proj);
+    out.emplace_back(p + "self_attn.v_proj", layer->self_attn->v_proj);
+    out.emplace_back(p + "self_attn.o_proj", layer->self_attn->o_proj);
+    out.emplace_back(p + "mlp.gate_proj", layer->mlp->gate_proj);
+    out.emplace_back(p + "mlp.up_proj", layer->mlp->up_proj);
+    out.emplace_back(p + "mlp.down_proj", layer->mlp->down_proj);
+  }
+  return out;
+}
+
+}  // namespace reglage::model

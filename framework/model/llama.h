@@ -1,0 +1,116 @@
+// The Llama-family decoder every stage shares: embedding, RMSNorm, rotary embeddings (Hugging Face
+// rotate-half convention), grouped-query attention with causal mask and KV cache, SwiGLU MLP, tied or
+// untied LM head, optional q/k/v bias (Qwen2). Module and parameter names follow Hugging Face's
+// LlamaForCausalLM ("model.layers.0.self_attn.q_proj.weight", "lm_head.weight"), so loading and saving
+// Hugging Face checkpoints is a name-for-name copy.
+#pragma once
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "framework/lora/lora_linear.h"
+#include "framework/model/config.h"
+
+namespace reglage::model {
+
+using lora::AdapterSet;
+
+// Keys and values of every layer for incremental decoding.
+struct KVCache {
+  std::vector<torch::Tensor> k;  // per layer (B, Hkv, S_max, Dh)
+  std::vector<torch::Tensor> v;  // per layer (B, Hkv, S_max, Dh)
+  torch::Tensor key_valid;       // (B, S_max) bool: false for padding slots
+  int64_t length = 0;            // slots filled so far
+  int64_t capacity() const { return key_valid.size(1); }
+};
+
+// One forward call.
+struct ForwardInput {
+  torch::Tensor ids;        // (B, T) int64
+  torch::Tensor positions;  // (B, T) int64 rotary positions; undefined = cache length + 0..T-1
+  torch::Tensor valid;      // (B, T) bool, false = padding (never attended to); undefined = all valid
+  KVCache* cache = nullptr; // appends this call's keys/values when given
+  AdapterSet adapters;      // active LoRA adapters; empty = base model
+};
+
+class RMSNormImpl : public torch::nn::Module {
+ public:
+  RMSNormImpl(int64_t dim, double eps);
+  torch::Tensor forward(const torch::Tensor& x);  // (..., D) -> (..., D), statistics in float32
+  torch::Tensor weight;                           // (D)
+  double eps;
+};
+TORCH_MODULE(RMSNorm);
+
+class AttentionImpl : public torch::nn::Module {
+ public:
+  explicit AttentionImpl(const ModelConfig& cfg);
+  // x: (B, T, D); cos/sin: (B, T, 1, Dh); allowed: (B, 1, 1, T, S) bool -> (B, T, D)
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        const torch::Tensor& allowed, KVCache* cache, int64_t layer, const AdapterSet& adapters);
+  lora::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  int64_t n_heads, n_kv_heads, head_dim;
+};
+TORCH_MODULE(Attention);
+
+class MLPImpl : public torch::nn::Module {
+ public:
+  explicit MLPImpl(const ModelConfig& cfg);
+  torch::Tensor forward(const torch::Tensor& x, const AdapterSet& adapters);  // SwiGLU: down(silu(gate x) * up x)
+  lora::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(MLP);
+
+class DecoderLayerImpl : public torch::nn::Module {
+ public:
+  explicit DecoderLayerImpl(const ModelConfig& cfg);
+  Attention self_attn{nullptr};
+  MLP mlp{nullptr};
+  RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+};
+TORCH_MODULE(DecoderLayer);
+
+class DecoderImpl : public torch::nn::Module {
+ public:
+  explicit DecoderImpl(const ModelConfig& cfg);
+  torch::nn::Embedding embed_tokens{nullptr};
+  std::vector<DecoderLayer> layers;
+  RMSNorm norm{nullptr};
+};
+TORCH_MODULE(Decoder);
+
+class CausalLMImpl : public torch::nn::Module {
+ public:
+  explicit CausalLMImpl(const ModelConfig& cfg);
+
+  // Final hidden state after the last RMSNorm: (B, T, D). The heads (LM, value, reward) read it.
+  torch::Tensor hidden(const ForwardInput& in);
+  // LM head on hidden states: (B, T, D) -> (B, T, V) float32 logits.
+  torch::Tensor lm_logits(const torch::Tensor& hidden);
+  // hidden + LM head: (B, T) ids -> (B, T, V) float32 logits.
+  torch::Tensor forward(const ForwardInput& in) { return lm_logits(hidden(in)); }
+
+  // An empty cache for `batch` sequences of up to `max_len` tokens, on the model's device and dtype.
+  KVCache new_cache(int64_t batch, int64_t max_len) const;
+
+  // Every LoRA-capable linear layer with its Hugging Face module path ("model.layers.0.self_attn.q_proj").
+  std::vector<std::pair<std::string, lora::Linear>> linear_layers();
+
+  torch::Dtype dtype() const { return model->embed_tokens->weight.scalar_type(); }
+  torch::Device device() const { return model->embed_tokens->weight.device(); }
+  const ModelConfig& config() const { return cfg_; }
+
+  Decoder model{nullptr};
+  lora::Linear lm_head{nullptr};  // null when tied to the embedding
+
+ private:
+  ModelConfig cfg_;
+};
+TORCH_MODULE(CausalLM);
+
+// Rotary tables for positions (B, T) -> cos, sin each (B, T, 1, Dh) float32, rotate-half layout.
+std::pair<torch::Tensor, torch::Tensor> rotary_tables(const torch::Tensor& positions, int64_t head_dim,
+                                                      double theta);
+
+}  // namespace reglage::model

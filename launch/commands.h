@@ -1,0 +1,34 @@
+// The subcommands of the reglage executable, and the flag parser they share.
+#pragma once
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace reglage::launch {
+
+// "--name value" and "--flag" arguments. Every flag a command reads must be declared; anything left
+// over is an error naming it, with the closest known flag suggested.
+class Args {
+ public:
+  Args(int argc, char** argv, std::string command);
+  std::string str(const std::string& name, const std::string& fallback = "");
+  std::string required(const std::string& name);
+  long long integer(const std::string& name, long long fallback);
+  double number(const std::string& name, double fallback);
+  bool flag(const std::string& name);  // a flag without a value
+  bool has(const std::string& name) const { return values_.count(name) > 0; }
+  // Throws on any flag given but not read by the command.
+  void finish() const;
+
+ private:
+  std::string command_;
+  std::map<std::string, std::string> values_;
+  std::set<std::string> bare_;      // given without a value
+  std::set<std::string> known_;     // read by the command
+};
+
+int cmd_generate(Args& args);
+int cmd_logits(Args& args);
+
+}  // namespace reglage::launch

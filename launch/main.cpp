@@ -1,0 +1,42 @@
+// reglage: the command-line entry point.
+//   reglage generate --model PATH --prompt TEXT [...]   sample continuations (see cmd_generate.cpp)
+//   reglage logits --model PATH --ids "1 403 407" --out FILE   write raw logits for checking a model
+// Parse the subcommand, run it; any reglage::Error becomes one line on stderr and exit code 1.
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+#include "framework/core/error.h"
+#include "launch/commands.h"
+
+namespace {
+
+void print_usage() {
+  std::cout << "usage: reglage <command> [options]\n"
+               "commands:\n"
+               "  generate   sample continuations of prompts from a model (optionally with a LoRA adapter)\n"
+               "  logits     write a model's logits for given token ids (int32 T, int32 V, float32[T][V], int32[T])\n"
+               "run 'reglage <command> --help' for a command's options\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    print_usage();
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string command = argv[1];
+  try {
+    reglage::launch::Args args(argc - 2, argv + 2, command);
+    if (command == "generate") return reglage::launch::cmd_generate(args);
+    if (command == "logits") return reglage::launch::cmd_logits(args);
+    reglage::fail("unknown command '", command, "' (expected generate or logits)");
+  } catch (const reglage::Error& e) {
+    std::fprintf(stderr, "reglage %s: error: %s\n", command.c_str(), e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "reglage %s: internal error: %s\n", command.c_str(), e.what());
+    return 1;
+  }
+}
