@@ -107,7 +107,7 @@ TEST_F(SafetensorsTest, RoundTripEveryDtypeBitExact) {
       {"f32", f32},
       {"f16", torch::randn({5}).to(torch::kFloat16)},
       {"bf16", torch::randn({2, 2, 2}).to(torch::kBFloat16)},
-      {"i64", torch::tensor({int64_t(-1) << 62, int64_t(0), int64_t(1) << 62}, torch::kInt64)},
+      {"i64", torch::tensor({-(int64_t(1) << 62), int64_t(0), int64_t(1) << 62}, torch::kInt64)},
       {"i32", torch::randint(-1000, 1000, {7}, torch::kInt32)},
       {"i16", torch::tensor({-32768, 0, 32767}, torch::kInt16)},
       {"i8", torch::tensor({-128, 0, 127}, torch::kInt8)},
