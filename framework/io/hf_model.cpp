@@ -76,6 +76,14 @@ model::ModelConfig read_hf_config(const std::string& path) {
   cfg.head_dim = get_int(j, path, "head_dim", 0, false);
   cfg.max_seq_len = get_int(j, path, "max_position_embeddings", 2048, false);
   cfg.rope_theta = get_double(j, path, "rope_theta", 10000.0);
+  // transformers 5 writes rotary settings under "rope_parameters" instead.
+  if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
+    const json& rp = j["rope_parameters"];
+    cfg.rope_theta = get_double(rp, path, "rope_theta", cfg.rope_theta);
+    const std::string type = rp.value("rope_type", std::string("default"));
+    if (type != "default")
+      fail(path, ": rope_parameters.rope_type = \"", type, "\" is not supported (expected \"default\")");
+  }
   cfg.norm_eps = get_double(j, path, "rms_norm_eps", 1e-6);
   cfg.tie_embeddings = get_bool(j, path, "tie_word_embeddings", false);
   // Qwen2 always has q/k/v biases; Llama's attention_bias puts a bias on o_proj too, which we do not model.

@@ -9,6 +9,9 @@ namespace reglage::io {
 
 model::CausalLM load_model(const std::string& path, torch::Dtype dtype) {
   if (!core::file_exists(path)) fail(path, ": no such file or directory (expected a llama2.c checkpoint or a Hugging Face model directory)");
+  // LibTorch has no float16 matrix products on CPU; bfloat16 is the half-precision type there.
+  if (dtype == torch::kFloat16)
+    fail(path, ": dtype float16 needs a GPU; on CPU use float32 or bfloat16 (float16 weights load into either)");
   if (core::is_directory(path)) return load_hf(path, dtype);
   return load_llama2c(path, dtype);
 }

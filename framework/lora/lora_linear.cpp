@@ -35,10 +35,12 @@ void LinearImpl::add_adapter(const std::string& name, int64_t rank, double alpha
   // PEFT: kaiming_uniform_(A, a=sqrt(5)) gives U(-1/sqrt(fan_in), 1/sqrt(fan_in)); B = 0 so the adapter
   // starts as the identity change.
   const double bound = 1.0 / std::sqrt(static_cast<double>(in_features()));
-  auto opts = torch::TensorOptions().dtype(torch::kFloat32).device(weight.device());
+  // Master weights in float32 (float64 for a float64 base, used by precision tests).
+  const auto dtype = weight.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+  auto opts = torch::TensorOptions().dtype(dtype).device(weight.device());
   a.A = torch::empty({rank, in_features()}, torch::TensorOptions().dtype(torch::kFloat32))
             .uniform_(-bound, bound, gen)
-            .to(opts.device());
+            .to(opts);
   a.B = torch::zeros({out_features(), rank}, opts);
   a.A.set_requires_grad(true);
   a.B.set_requires_grad(true);
@@ -64,8 +66,9 @@ void LinearImpl::merge(const std::string& name, double w) {
   if (a.merged_weight > 0) fail("adapter '", name, "' is already merged");
   if (w == 0.0) return;  // interpolating to the base changes nothing
   torch::NoGradGuard no_grad;
-  auto delta = torch::matmul(a.B, a.A) * (a.scale * w);  // (out, in), float32
-  weight.copy_((weight.to(torch::kFloat32) + delta).to(weight.scalar_type()));
+  // W + w * scale * B A in float64, rounded once to the base dtype.
+  auto delta = torch::matmul(a.B.to(torch::kFloat64), a.A.to(torch::kFloat64)) * (a.scale * w);  // (out, in)
+  weight.copy_(weight.to(torch::kFloat64) + delta);
   a.merged_weight = w;
 }
 
@@ -73,8 +76,8 @@ void LinearImpl::unmerge(const std::string& name) {
   LoraWeights& a = adapter(name);
   if (a.merged_weight <= 0) return;
   torch::NoGradGuard no_grad;
-  auto delta = torch::matmul(a.B, a.A) * (a.scale * a.merged_weight);
-  weight.copy_((weight.to(torch::kFloat32) - delta).to(weight.scalar_type()));
+  auto delta = torch::matmul(a.B.to(torch::kFloat64), a.A.to(torch::kFloat64)) * (a.scale * a.merged_weight);
+  weight.copy_(weight.to(torch::kFloat64) - delta);
   a.merged_weight = 0.0;
 }
 

@@ -9,6 +9,11 @@ namespace reglage::model {
 
 namespace F = torch::nn::functional;
 
+// Normalisation, rotary and softmax run in at least float32 (float64 stays float64).
+static torch::ScalarType wide(const torch::Tensor& x) {
+  return x.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+}
+
 // ---- RMSNorm ------------------------------------------------------------------------------------
 
 RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) {
@@ -17,7 +22,7 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) {
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
   // As Hugging Face: statistics in float32, the normalised value cast back before the weight multiplies it.
-  auto xf = x.to(torch::kFloat32);
+  auto xf = x.to(wide(x));
   auto normed = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
   return weight * normed.to(x.scalar_type());
 }
@@ -41,7 +46,7 @@ static torch::Tensor rotate_half(const torch::Tensor& x) {
 }
 
 static torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
-  auto xf = x.to(torch::kFloat32);  // (B, T, heads, Dh)
+  auto xf = x.to(wide(x));  // (B, T, heads, Dh)
   return (xf * cos + rotate_half(xf) * sin).to(x.scalar_type());
 }
 
@@ -81,10 +86,11 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   // one kv head are stacked along the row axis of a single matmul.
   auto qg = q.reshape({B, n_kv_heads, group * T, head_dim});                      // (B, Hkv, g*T, Dh)
   auto scores = torch::matmul(qg, k.transpose(-1, -2)) / std::sqrt(double(head_dim));  // (B, Hkv, g*T, S)
-  scores = scores.view({B, n_kv_heads, group, T, S}).to(torch::kFloat32);
+  scores = scores.view({B, n_kv_heads, group, T, S}).to(wide(scores));
   // Masked entries get the lowest finite value, not -inf: a padding query with nothing to attend to then
   // yields finite (ignored) values instead of NaN that would leak into later layers.
-  scores = scores.masked_fill(allowed.logical_not(), std::numeric_limits<float>::lowest());
+  scores = scores.masked_fill(allowed.logical_not(), scores.scalar_type() == torch::kFloat64 ? std::numeric_limits<double>::lowest()
+                                                                       : std::numeric_limits<float>::lowest());
   auto probs = torch::softmax(scores, -1).to(v.scalar_type()).view({B, n_kv_heads, group * T, S});
   auto out = torch::matmul(probs, v);                                             // (B, Hkv, g*T, Dh)
   out = out.view({B, n_heads, T, head_dim}).transpose(1, 2).reshape({B, T, n_heads * head_dim});
@@ -165,6 +171,7 @@ torch::Tensor CausalLMImpl::hidden(const ForwardInput& in) {
   allowed = allowed.view({B, 1, 1, T, S});
 
   auto [cos, sin] = rotary_tables(positions, cfg_.head_size(), cfg_.rope_theta);  // (B, T, 1, Dh)
+  if (dtype() == torch::kFloat64) cos = cos.to(torch::kFloat64), sin = sin.to(torch::kFloat64);
 
   auto h = model->embed_tokens(in.ids);  // (B, T, D)
   for (size_t l = 0; l < model->layers.size(); ++l) {
@@ -178,7 +185,7 @@ torch::Tensor CausalLMImpl::hidden(const ForwardInput& in) {
 
 torch::Tensor CausalLMImpl::lm_logits(const torch::Tensor& hidden) {
   auto logits = lm_head ? lm_head(hidden) : F::linear(hidden, model->embed_tokens->weight);  // (B, T, V)
-  return logits.to(torch::kFloat32);
+  return logits.to(wide(logits));
 }
 
 KVCache CausalLMImpl::new_cache(int64_t batch, int64_t max_len) const {

@@ -86,7 +86,7 @@ class CausalLMImpl : public torch::nn::Module {
 
   // Final hidden state after the last RMSNorm: (B, T, D). The heads (LM, value, reward) read it.
   torch::Tensor hidden(const ForwardInput& in);
-  // LM head on hidden states: (B, T, D) -> (B, T, V) float32 logits.
+  // LM head on hidden states: (B, T, D) -> (B, T, V) logits in float32 (float64 for a float64 model).
   torch::Tensor lm_logits(const torch::Tensor& hidden);
   // hidden + LM head: (B, T) ids -> (B, T, V) float32 logits.
   torch::Tensor forward(const ForwardInput& in) { return lm_logits(hidden(in)); }

@@ -1,0 +1,193 @@
+// LoRA adapters on one shared base: identity at creation, several named adapters chosen per call, merge
+// and unmerge with a weight, PEFT save/load, which parameters train.
+#include <gtest/gtest.h>
+
+#include "framework/core/error.h"
+#include "framework/io/model_io.h"
+#include "framework/lora/adapter.h"
+#include "test_util.h"
+
+namespace reglage {
+namespace {
+
+const std::vector<int64_t> kIds = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376};
+
+torch::Tensor logits_of(model::CausalLM& m, const model::AdapterSet& a = {}) {
+  torch::NoGradGuard no_grad;
+  return m->forward({torch::tensor(kIds, torch::kLong).unsqueeze(0), {}, {}, nullptr, a})[0];  // (T, V)
+}
+
+// Gives every B of the adapter random values so that it changes the model.
+void randomize_b(model::CausalLM& m, const std::string& name, double std_dev, uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(seed);
+  for (auto& [path, layer] : m->linear_layers())
+    if (layer->has_adapter(name)) layer->adapter(name).B.normal_(0.0, std_dev);
+}
+
+lora::LoraConfig all_linear(int64_t rank = 4) {
+  lora::LoraConfig c;
+  c.rank = rank;
+  c.alpha = 8;
+  c.targets = {"all-linear"};
+  return c;
+}
+
+TEST(Lora, ZeroBIsTheBaseExactly) {
+  auto m = io::load_model(test::model_260k());
+  auto base = logits_of(m);
+  lora::add_adapter(m, "actor", all_linear(), 1);
+  EXPECT_TRUE(torch::equal(logits_of(m, {"actor"}), base));
+}
+
+TEST(Lora, InactiveAdaptersLeaveTheBaseExactly) {
+  auto m = io::load_model(test::model_260k());
+  auto base = logits_of(m);
+  lora::add_adapter(m, "actor", all_linear(), 1);
+  lora::add_adapter(m, "critic", all_linear(), 2);
+  randomize_b(m, "actor", 0.1, 3);
+  randomize_b(m, "critic", 0.1, 4);
+  EXPECT_TRUE(torch::equal(logits_of(m), base));
+  auto actor = logits_of(m, {"actor"});
+  auto critic = logits_of(m, {"critic"});
+  EXPECT_GT(test::max_abs_diff(actor, base), 1e-2);
+  EXPECT_GT(test::max_abs_diff(actor, critic), 1e-2);
+  EXPECT_TRUE(torch::equal(logits_of(m, {"actor"}), actor));  // switching back and forth is stateless
+}
+
+// float32 logits of stories260K reach |x| ~ 15, where one ulp is ~1e-6: merged and unmerged forwards round
+// differently by a few ulps. The same comparison in float64 shows the merge itself is exact.
+constexpr double kMergeTolFloat32 = 5e-5;
+constexpr double kMergeTolFloat64 = 1e-10;
+
+void check_merge_roundtrip(torch::Dtype dtype, double tol) {
+  auto m = io::load_model(test::model_260k());
+  m->to(dtype);
+  auto base = logits_of(m);
+  lora::add_adapter(m, "actor", all_linear(), 1);
+  randomize_b(m, "actor", 0.1, 3);
+  auto unmerged = logits_of(m, {"actor"});
+  EXPECT_GT(test::max_abs_diff(unmerged, base), 0.1);
+  lora::merge_adapter(m, "actor", 1.0);
+  EXPECT_LT(test::max_abs_diff(logits_of(m, {"actor"}), unmerged), tol);  // merged: the delta path is skipped
+  EXPECT_LT(test::max_abs_diff(logits_of(m), unmerged), tol);
+  lora::unmerge_adapter(m, "actor");
+  EXPECT_LT(test::max_abs_diff(logits_of(m), base), tol);
+  EXPECT_LT(test::max_abs_diff(logits_of(m, {"actor"}), unmerged), tol);
+}
+
+TEST(Lora, MergedMatchesUnmergedAndUnmergeRestores) { check_merge_roundtrip(torch::kFloat32, kMergeTolFloat32); }
+TEST(Lora, MergeIsExactInFloat64) { check_merge_roundtrip(torch::kFloat64, kMergeTolFloat64); }
+
+TEST(Lora, MergeWeightInterpolates) {
+  auto m = io::load_model(test::model_260k());
+  lora::add_adapter(m, "actor", all_linear(), 1);
+  randomize_b(m, "actor", 0.02, 3);
+  // W + 0.5 * scale * B A equals the unmerged adapter with B halved.
+  lora::merge_adapter(m, "actor", 0.5);
+  auto half_merged = logits_of(m);
+  lora::unmerge_adapter(m, "actor");
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& [path, layer] : m->linear_layers()) layer->adapter("actor").B.mul_(0.5);
+  }
+  EXPECT_LT(test::max_abs_diff(half_merged, logits_of(m, {"actor"})), kMergeTolFloat32);
+  EXPECT_THROW(lora::merge_adapter(m, "actor", 1.5), Error);
+}
+
+TEST(Lora, TwoActiveAdaptersAddTheirChanges) {
+  auto m = io::load_model(test::model_260k());
+  lora::add_adapter(m, "a", all_linear(), 1);
+  lora::add_adapter(m, "b", all_linear(2), 2);
+  randomize_b(m, "a", 0.02, 3);
+  randomize_b(m, "b", 0.02, 4);
+  auto both = logits_of(m, {"a", "b"});
+  lora::merge_adapter(m, "a", 1.0);
+  lora::merge_adapter(m, "b", 1.0);
+  EXPECT_LT(test::max_abs_diff(logits_of(m), both), kMergeTolFloat32);
+}
+
+TEST(Lora, PeftSaveLoadRoundTrip) {
+  test::TempDir tmp;
+  auto m = io::load_model(test::model_260k());
+  lora::LoraConfig c;
+  c.rank = 3;
+  c.alpha = 6;
+  c.targets = {"q_proj", "v_proj", "down_proj"};
+  lora::add_adapter(m, "actor", c, 1);
+  randomize_b(m, "actor", 0.1, 3);
+  auto with_adapter = logits_of(m, {"actor"});
+  lora::save_peft(m, "actor", tmp.path("adapter"), "stories260K");
+  auto tensors = lora::adapter_tensors(m, "actor");
+  ASSERT_EQ(tensors.size(), 5u * 3u * 2u);
+  EXPECT_EQ(tensors[0].first, "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight");
+
+  auto fresh = io::load_model(test::model_260k());
+  auto loaded = lora::load_peft(fresh, "policy", tmp.path("adapter"));
+  EXPECT_EQ(loaded.rank, 3);
+  EXPECT_DOUBLE_EQ(loaded.alpha, 6.0);
+  EXPECT_TRUE(torch::equal(logits_of(fresh, {"policy"}), with_adapter));
+}
+
+TEST(Lora, AdapterOfAnotherShapeIsRejected) {
+  test::TempDir tmp;
+  auto small = io::load_model(test::source_path("tests/data/hf/llama_f32"));  // dim 32
+  lora::add_adapter(small, "x", all_linear(), 1);
+  lora::save_peft(small, "x", tmp.path("adapter"));
+  auto m = io::load_model(test::model_260k());  // dim 64
+  try {
+    lora::load_peft(m, "x", tmp.path("adapter"));
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("adapter_model.safetensors"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("lora_A.weight' has shape"), std::string::npos) << msg;
+  }
+  EXPECT_FALSE(lora::has_adapter(m, "x"));  // nothing half-loaded
+}
+
+TEST(Lora, TrainableSets) {
+  auto m = io::load_model(test::model_260k());
+  lora::add_adapter(m, "actor", all_linear(), 1);
+  lora::add_adapter(m, "critic", all_linear(), 2);
+  auto adapter_only = lora::set_trainable(m, lora::TrainMode::kLora, "actor");
+  EXPECT_EQ(adapter_only.size(), 5u * 7u * 2u);
+  for (auto& p : m->parameters()) EXPECT_FALSE(p.requires_grad());
+
+  auto full = lora::set_trainable(m, lora::TrainMode::kFull);
+  EXPECT_EQ(full.size(), m->parameters().size());
+
+  auto upper = lora::set_trainable(m, lora::TrainMode::kFullFreezeLower, "", 2);
+  // embedding and 2 of 5 layers (9 tensors each: 7 linears + 2 norms) frozen
+  EXPECT_EQ(upper.size(), m->parameters().size() - 1 - 2 * 9);
+  EXPECT_FALSE(m->model->embed_tokens->weight.requires_grad());
+  EXPECT_TRUE(m->model->layers[2]->self_attn->q_proj->weight.requires_grad());
+  EXPECT_THROW(lora::set_trainable(m, lora::TrainMode::kFullFreezeLower, "", 6), Error);
+  EXPECT_THROW(lora::set_trainable(m, lora::TrainMode::kLora, "missing"), Error);
+}
+
+TEST(Lora, GradientsReachOnlyTheAdapter) {
+  auto m = io::load_model(test::model_260k());
+  lora::add_adapter(m, "actor", all_linear(), 1);
+  auto params = lora::set_trainable(m, lora::TrainMode::kLora, "actor");
+  auto x = torch::tensor(kIds, torch::kLong).unsqueeze(0);
+  auto loss = m->forward({x, {}, {}, nullptr, {"actor"}}).logsumexp(-1).mean();
+  loss.backward();
+  int64_t with_grad = 0;
+  for (auto& p : params) with_grad += p.grad().defined() ? 1 : 0;
+  EXPECT_EQ(with_grad, int64_t(params.size()));
+  EXPECT_FALSE(m->model->embed_tokens->weight.grad().defined());
+}
+
+TEST(Lora, BadConfigIsRejected) {
+  auto m = io::load_model(test::model_260k());
+  lora::LoraConfig c;
+  c.targets = {"qproj"};
+  EXPECT_THROW(lora::add_adapter(m, "a", c, 1), Error);
+  c = lora::LoraConfig{};
+  c.rank = 0;
+  EXPECT_THROW(lora::add_adapter(m, "a", c, 1), Error);
+}
+
+}  // namespace
+}  // namespace reglage
