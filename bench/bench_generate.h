@@ -1,0 +1,21 @@
+// Generation throughput benchmark (see bench_generate.cpp).
+#pragma once
+#include <string>
+#include <vector>
+
+#include "bench/bench_util.h"
+
+namespace reglage::bench {
+
+struct GenerateOptions {
+  std::string model_path = "models/stories260K/stories260K.bin";
+  std::vector<int64_t> batches = {1, 8, 32};                 // sequences generated together
+  std::vector<std::string> dtypes = {"float32", "bfloat16"};
+  int64_t new_tokens = 128;                                  // generated per sequence
+  int threads = 2;                                           // intra-op threads
+  int repeats = 3;                                           // best of
+};
+
+std::vector<Measurement> bench_generate(const GenerateOptions& opt);
+
+}  // namespace reglage::bench

@@ -1,0 +1,34 @@
+// Shared pieces of the benchmarks: the machine's measured matmul peak, peak memory, JSON lines and a table.
+#pragma once
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+namespace reglage::bench {
+
+struct Measurement {
+  std::string name;     // e.g. "generate"
+  std::string shape;    // e.g. "stories260K batch=32 new=128"
+  std::string dtype;    // float32 | bfloat16
+  int threads = 1;
+  int ranks = 1;
+  double tokens_per_s = 0;
+  double step_ms = 0;   // one step: a decode step for generation, an optimizer step for training
+  double mfu = 0;       // achieved FLOP/s over the measured matmul peak at the same dtype and threads
+  double peak_rss_mb = 0;
+};
+
+// FLOP/s of square matrix products (n x n) in `dtype` at the current thread count: the ceiling that MFU is
+// measured against. Runs for about `seconds`.
+double measure_matmul_peak(torch::Dtype dtype, int64_t n = 1024, double seconds = 1.0);
+
+// Peak resident set size of this process so far, in MiB.
+double peak_rss_mb();
+
+// One JSON object per line on stdout.
+void print_json(const Measurement& m);
+// A readable table of all measurements on stdout.
+void print_table(const std::vector<Measurement>& ms);
+
+}  // namespace reglage::bench
