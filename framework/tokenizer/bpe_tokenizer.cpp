@@ -176,12 +176,17 @@ void BpeTokenizer::set_vocab(const std::string& source, std::vector<std::pair<st
     id_to_token_[id] = token;
   }
   if (token_to_id_.empty()) fail(source, ": empty vocabulary");
-  // GPT2Tokenizer's defaults: <|endoftext|> is BOS, EOS and the stop token unless a config says otherwise.
+  default_specials();
+}
+
+// GPT2Tokenizer's defaults: <|endoftext|> is BOS, EOS, the stop token and a special token matched whole in
+// the text, unless a config says otherwise.
+void BpeTokenizer::default_specials() {
   const int64_t eot = token_id("<|endoftext|>");
-  if (eot >= 0) {
-    bos_id_ = eos_id_ = eot;
-    stop_ids_ = {eot};
-  }
+  if (eot < 0) return;
+  bos_id_ = eos_id_ = eot;
+  stop_ids_ = {eot};
+  add_token("<|endoftext|>", eot, true);
 }
 
 void BpeTokenizer::add_merge(const std::string& source, const std::string& left, const std::string& right) {
@@ -301,13 +306,7 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tokenizer_json(const std::strin
     }
   }
   // Re-apply the <|endoftext|> default now that added tokens are known (Qwen2 lists it only there).
-  if (tok->bos_id_ < 0) {
-    const int64_t eot = tok->token_id("<|endoftext|>");
-    if (eot >= 0) {
-      tok->bos_id_ = tok->eos_id_ = eot;
-      tok->stop_ids_ = {eot};
-    }
-  }
+  tok->default_specials();
 
   // Normalizer: none, or NFC (Qwen2), which we take the input to satisfy already.
   if (j.contains("normalizer") && !j["normalizer"].is_null()) {
@@ -379,14 +378,17 @@ void BpeTokenizer::load_special_ids(const std::string& dir) {
         if (token_to_id_.count(content) == 0) add_token(content, id, it.value().value("special", false));
       }
     }
+    // Named special tokens are matched whole in the text, as transformers registers them.
     std::string name;
     if (tc.contains("bos_token")) {
       have_bos = true;
       bos_id_ = token_name(tc["bos_token"], &name) ? resolve(tc_path, name) : -1;
+      if (bos_id_ >= 0) add_token(name, bos_id_, true);
     }
     if (tc.contains("eos_token")) {
       have_eos = true;
       eos_id_ = token_name(tc["eos_token"], &name) ? resolve(tc_path, name) : -1;
+      if (eos_id_ >= 0) add_token(name, eos_id_, true);
       if (eos_id_ >= 0) stops.push_back(eos_id_);
     }
   }

@@ -51,6 +51,7 @@ class BpeTokenizer : public Tokenizer {
   void set_vocab(const std::string& source, std::vector<std::pair<std::string, int64_t>> vocab);
   void add_merge(const std::string& source, const std::string& left, const std::string& right);
   void add_token(const std::string& content, int64_t id, bool special);
+  void default_specials();
   int64_t token_id(const std::string& token) const;  // vocab or added token, -1 when absent
   void encode_piece(const std::string& piece, std::vector<int64_t>* out) const;  // one pre-token
   void encode_text(const std::string& text, std::vector<int64_t>* out) const;    // no added tokens inside
