@@ -544,8 +544,10 @@ void BpeTokenizer::save_hf(const std::string& dir) const {
   std::vector<std::pair<int64_t, std::string>> by_id;
   for (const auto& [token, id] : token_to_id_) by_id.emplace_back(id, token);
   std::sort(by_id.begin(), by_id.end());
+  // Appended directly: ordered_json's operator[] searches linearly, quadratic over 150k tokens. Keys are unique.
   ojson vocab = ojson::object();
-  for (const auto& [id, token] : by_id) vocab[token] = id;
+  auto& entries = vocab.get_ref<ojson::object_t&>();
+  for (const auto& [id, token] : by_id) entries.emplace_back(token, id);
   std::string merges_txt = "#version: 0.2\n";
   ojson merges = ojson::array();
   for (const auto& [l, r] : merge_list_) {

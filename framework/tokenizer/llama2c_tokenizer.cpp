@@ -168,11 +168,12 @@ std::string Llama2cTokenizer::tokenizer_json() const {
   hf[kBosId] = "<s>";
   hf[kEosId] = "</s>";
 
+  // Appended directly (ordered_json's operator[] searches linearly); hf_id has checked the keys are unique.
   ojson vocab = ojson::object();
   std::unordered_map<std::string, int64_t> hf_id;
   for (int64_t i = 0; i < n; ++i) {
     if (!hf_id.emplace(hf[i], i).second) fail("tokenizer ", path_, ": piece ", i, " repeats piece ", hf_id[hf[i]], "; a Hugging Face vocab needs unique pieces");
-    vocab[hf[i]] = i;
+    vocab.get_ref<ojson::object_t&>().emplace_back(hf[i], i);
   }
 
   // SentencePieceExtractor: every split of a piece into two vocab pieces is a merge; splits of one piece
