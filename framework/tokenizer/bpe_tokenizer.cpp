@@ -214,6 +214,7 @@ void BpeTokenizer::add_token(const std::string& content, int64_t id, bool specia
     fail(source_, ": added token \"", content, "\" reuses id ", id, " of \"", id_to_token_[id], "\"");
   id_to_token_[id] = content;
   added_.push_back({content, id, special});
+  added_first_byte_[static_cast<unsigned char>(content[0])] = true;
   // Longest first, so that at any position the longest added token wins (leftmost-longest matching).
   std::stable_sort(added_.begin(), added_.end(),
                    [](const AddedToken& a, const AddedToken& b) { return a.content.size() > b.content.size(); });
@@ -500,6 +501,10 @@ std::vector<int64_t> BpeTokenizer::encode(const std::string& text, bool add_bos,
   size_t start = 0;
   for (size_t pos = 0; pos < text.size();) {
     const AddedToken* hit = nullptr;
+    if (!added_first_byte_[static_cast<unsigned char>(text[pos])]) {  // most bytes start no added token
+      ++pos;
+      continue;
+    }
     for (const AddedToken& t : added_) {
       if (text.compare(pos, t.content.size(), t.content) == 0) {
         hit = &t;

@@ -2,6 +2,7 @@
 // pre-tokenizer splits the text, and merges apply by rank within each piece.
 // Loads vocab.json + merges.txt, or a tokenizer.json whose model is BPE with a ByteLevel pre-tokenizer.
 #pragma once
+#include <array>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -62,6 +63,7 @@ class BpeTokenizer : public Tokenizer {
   std::unordered_map<uint64_t, Merge> merges_;                // (left id << 32 | right id) -> merge
   std::vector<std::pair<std::string, std::string>> merge_list_;  // in rank order, for save_hf
   std::vector<AddedToken> added_;                             // matched whole in the input, longest first
+  std::array<bool, 256> added_first_byte_{};                  // bytes that start some added token
   std::vector<std::string> split_patterns_;  // Split steps' "pattern" objects as JSON text, for save_hf
   std::vector<std::unique_ptr<Pcre2Regex>> splitters_;  // split_patterns_ compiled, then GPT-2's if byte_level_regex_
   bool byte_level_regex_ = false;  // ByteLevel's use_regex: split with the GPT-2 pattern last

@@ -34,6 +34,14 @@ std::unique_ptr<Tokenizer> load_any(const std::string& path) {
     return bpe;
   }
   if (!file_exists(path)) fail("tokenizer ", path, ": no such file or directory");
+  // A vocab.json names the GPT-2 file pair; its merges.txt must sit beside it.
+  if (ends_with(path, "vocab.json")) {
+    const std::string merges = core::path_join(core::parent_dir(path), "merges.txt");
+    if (!file_exists(merges)) fail("tokenizer ", path, ": no merges.txt beside it (looked for ", merges, ")");
+    auto bpe = BpeTokenizer::from_vocab_merges(path, merges);
+    bpe->load_special_ids(core::parent_dir(path));
+    return bpe;
+  }
   if (ends_with(path, ".json")) {
     auto bpe = BpeTokenizer::from_tokenizer_json(path);
     bpe->load_special_ids(core::parent_dir(path));
