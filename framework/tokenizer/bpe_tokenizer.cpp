@@ -228,7 +228,9 @@ int64_t BpeTokenizer::token_id(const std::string& token) const {
   return -1;
 }
 
-std::unique_ptr<BpeTokenizer> BpeTokenizer::from_vocab_merges(const std::string& vocab_path, const std::string& merges_path) {
+// The loaders below are function-try-blocks: a JSON value of the wrong type (nlohmann's type_error,
+// out_of_range) becomes a reglage::Error naming the file, like every other problem.
+std::unique_ptr<BpeTokenizer> BpeTokenizer::from_vocab_merges(const std::string& vocab_path, const std::string& merges_path) try {
   std::unique_ptr<BpeTokenizer> tok(new BpeTokenizer());
   const json vocab = parse_json_file(vocab_path);
   if (!vocab.is_object()) fail(vocab_path, ": expected a JSON object mapping token -> id");
@@ -257,9 +259,11 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_vocab_merges(const std::string&
   tok->splitters_.push_back(std::make_unique<Pcre2Regex>(kGpt2Pattern, merges_path));
   tok->byte_level_regex_ = true;
   return tok;
+} catch (const json::exception& e) {
+  fail(vocab_path, ": unexpected content (", e.what(), ")");
 }
 
-std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tokenizer_json(const std::string& path) {
+std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tokenizer_json(const std::string& path) try {
   const json j = parse_json_file(path);
   if (!j.is_object() || !j.contains("model") || !j["model"].is_object()) fail(path, ": no \"model\" object");
   const json& model = j["model"];
@@ -320,7 +324,7 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tokenizer_json(const std::strin
   if (!j.contains("pre_tokenizer") || !j["pre_tokenizer"].is_object()) fail(path, ": no pre_tokenizer; byte-level BPE needs ByteLevel");
   std::vector<json> steps;
   if (j["pre_tokenizer"].value("type", std::string()) == "Sequence") {
-    for (const json& s : j["pre_tokenizer"]["pretokenizers"]) steps.push_back(s);
+    for (const json& s : j.at("pre_tokenizer").at("pretokenizers")) steps.push_back(s);
   } else {
     steps.push_back(j["pre_tokenizer"]);
   }
@@ -331,12 +335,12 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tokenizer_json(const std::strin
     if (t == "Split" && !byte_level) {
       if (s.value("behavior", std::string("Isolated")) != "Isolated" || s.value("invert", false))
         fail(path, ": pre_tokenizer Split ", i, ": only behavior Isolated without invert is supported");
-      const json& p = s["pattern"];
+      const json& p = s.at("pattern");
       std::string pattern;
       if (p.contains("Regex")) pattern = p["Regex"].get<std::string>();
       else if (p.contains("String")) pattern = escape_literal(p["String"].get<std::string>());
       else fail(path, ": pre_tokenizer Split ", i, ": pattern is neither Regex nor String");
-      tok->split_patterns_.push_back(s["pattern"].dump());
+      tok->split_patterns_.push_back(p.dump());
       tok->splitters_.push_back(std::make_unique<Pcre2Regex>(pattern, path));
     } else if (t == "ByteLevel" && i + 1 == steps.size()) {
       byte_level = true;
@@ -349,9 +353,11 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tokenizer_json(const std::strin
   }
   if (!byte_level) fail(path, ": pre_tokenizer has no ByteLevel step; only byte-level BPE is supported");
   return tok;
+} catch (const json::exception& e) {
+  fail(path, ": unexpected content (", e.what(), ")");
 }
 
-void BpeTokenizer::load_special_ids(const std::string& dir) {
+void BpeTokenizer::load_special_ids(const std::string& dir) try {
   const std::string tc_path = core::path_join(dir, "tokenizer_config.json");
   const std::string cfg_path = core::path_join(dir, "config.json");
   const std::string gen_path = core::path_join(dir, "generation_config.json");
@@ -424,6 +430,8 @@ void BpeTokenizer::load_special_ids(const std::string& dir) {
       if (std::find(stop_ids_.begin(), stop_ids_.end(), id) == stop_ids_.end()) stop_ids_.push_back(id);
     }
   }
+} catch (const json::exception& e) {
+  fail(dir, ": unexpected content in tokenizer_config.json / config.json / generation_config.json (", e.what(), ")");
 }
 
 void BpeTokenizer::encode_piece(const std::string& piece, std::vector<int64_t>* out) const {

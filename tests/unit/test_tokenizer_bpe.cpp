@@ -108,7 +108,7 @@ TEST_F(TokenizerBpeGpt2, SpecialTokensAndDefaults) {
 }
 
 TEST_F(TokenizerBpeGpt2, InvalidUtf8RoundTrips) {
-  for (const std::string text : {std::string("\xff\xfe"), std::string("abc \xc3 def"), std::string("\x80\x80 x \xf0\x9f\x98"),
+  for (const std::string& text : {std::string("\xff\xfe"), std::string("abc \xc3 def"), std::string("\x80\x80 x \xf0\x9f\x98"),
                                  std::string("ok \xed\xa0\x80 surrogate"), std::string("nul\0byte", 8)}) {
     const auto ids = gpt2_->encode(text, false, false);
     EXPECT_FALSE(ids.empty());
@@ -155,6 +155,8 @@ TEST_F(TokenizerBpeGpt2, SpecialIdsFromModelDir) {
 
   write_file_atomic((dir / "tokenizer_config.json").string(), R"({"eos_token": "<|no_such_token|>"})");
   expect_error([&] { load_tokenizer(dir.string()); }, {"tokenizer_config.json", "<|no_such_token|>"});
+  write_file_atomic((dir / "tokenizer_config.json").string(), R"({"added_tokens_decoder": {"7": 3}})");
+  expect_error([&] { load_tokenizer(dir.string()); }, {dir.string(), "added_tokens_decoder[7]"});
   write_file_atomic((dir / "tokenizer_config.json").string(), R"({"eos_token": )");
   expect_error([&] { load_tokenizer(dir.string()); }, {"tokenizer_config.json", "invalid JSON"});
   fs::remove_all(dir);
@@ -187,12 +189,12 @@ TEST(TokenizerBpeHfFixtures, MatchesTokenizersLibrary) {
 }
 
 TEST(TokenizerBpeHfFixtures, SaveHfKeepsSplitRegexAndFlags) {
-  for (const std::string name : {"bpe_small_qwen", "bpe_small_prefix"}) {
+  for (const std::string& name : {"bpe_small_qwen", "bpe_small_prefix"}) {
     auto tok = load_tokenizer(kData + "/tokenizer/" + name + "/tokenizer.json");
     const fs::path dir = temp_dir("bpe_resave_" + name);
     tok->save_hf(dir.string());
     auto back = load_tokenizer(dir.string());
-    for (const std::string text : {"It's HER'S 12345 Café\n\n  <|endoftext|>x", " leading and trailing  ", "中文😀"})
+    for (const std::string& text : {"It's HER'S 12345 Café\n\n  <|endoftext|>x", " leading and trailing  ", "中文😀"})
       EXPECT_EQ(back->encode(text, false, false), tok->encode(text, false, false)) << name << ": " << text;
     EXPECT_EQ(back->vocab_size(), tok->vocab_size());
     fs::remove_all(dir);
@@ -222,6 +224,16 @@ TEST(TokenizerBpeErrors, BadFilesThrow) {
                                {"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated"},
                                {"type": "ByteLevel"}]}})");
   expect_error([&] { load_tokenizer(json); }, {json, "regex does not compile"});
+  // Wrong JSON shapes are reglage::Errors too, never nlohmann exceptions or crashes.
+  write_file_atomic(json, R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+                             "pre_tokenizer": {"type": "Sequence"}})");
+  expect_error([&] { load_tokenizer(json); }, {json, "unexpected content"});
+  write_file_atomic(json, R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+                             "added_tokens": [{"id": 1, "content": 5}], "pre_tokenizer": {"type": "ByteLevel"}})");
+  expect_error([&] { load_tokenizer(json); }, {json, "unexpected content"});
+  write_file_atomic(json, R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [["a"]]},
+                             "pre_tokenizer": {"type": "ByteLevel"}})");
+  expect_error([&] { load_tokenizer(json); }, {json, "merge 0"});
   write_file_atomic(json, "{not json");
   expect_error([&] { load_tokenizer(json); }, {json, "invalid JSON"});
   // Vocabulary larger than the model's embedding.
