@@ -189,12 +189,12 @@ TEST(TokenizerBpeHfFixtures, MatchesTokenizersLibrary) {
 }
 
 TEST(TokenizerBpeHfFixtures, SaveHfKeepsSplitRegexAndFlags) {
-  for (const std::string& name : {"bpe_small_qwen", "bpe_small_prefix"}) {
+  for (const char* name : {"bpe_small_qwen", "bpe_small_prefix"}) {
     auto tok = load_tokenizer(kData + "/tokenizer/" + name + "/tokenizer.json");
-    const fs::path dir = temp_dir("bpe_resave_" + name);
+    const fs::path dir = temp_dir(std::string("bpe_resave_") + name);
     tok->save_hf(dir.string());
     auto back = load_tokenizer(dir.string());
-    for (const std::string& text : {"It's HER'S 12345 Café\n\n  <|endoftext|>x", " leading and trailing  ", "中文😀"})
+    for (const char* text : {"It's HER'S 12345 Café\n\n  <|endoftext|>x", " leading and trailing  ", "中文😀"})
       EXPECT_EQ(back->encode(text, false, false), tok->encode(text, false, false)) << name << ": " << text;
     EXPECT_EQ(back->vocab_size(), tok->vocab_size());
     fs::remove_all(dir);
