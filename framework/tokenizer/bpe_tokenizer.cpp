@@ -21,8 +21,7 @@ namespace {
 
 // GPT-2's pre-tokenizer: contractions, letter runs, digit runs, other symbols, each with an optional
 // leading space; whitespace runs give their last space to the following word.
-const char* kGpt2Pattern =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
 std::string utf8(uint32_t cp) {
   std::string out;
@@ -74,8 +73,10 @@ std::string unmap_bytes(const std::string& token) {
     const size_t n = std::min(utf8_len(static_cast<unsigned char>(token[i])), token.size() - i);
     const std::string ch = token.substr(i, n);
     auto it = map.find(ch);
-    if (it != map.end()) out += static_cast<char>(it->second);
-    else out += ch;
+    if (it != map.end())
+      out += static_cast<char>(it->second);
+    else
+      out += ch;
     i += n;
   }
   return out;
@@ -172,7 +173,8 @@ void BpeTokenizer::set_vocab(const std::string& source, std::vector<std::pair<st
     if (id < 0 || id > INT32_MAX) fail(source, ": token \"", token, "\" has id ", id, " outside [0, 2^31)");
     if (!token_to_id_.emplace(token, id).second) fail(source, ": token \"", token, "\" appears twice");
     if (static_cast<size_t>(id) >= id_to_token_.size()) id_to_token_.resize(static_cast<size_t>(id) + 1);
-    if (!id_to_token_[id].empty()) fail(source, ": id ", id, " is used by \"", id_to_token_[id], "\" and \"", token, "\"");
+    if (!id_to_token_[id].empty())
+      fail(source, ": id ", id, " is used by \"", id_to_token_[id], "\" and \"", token, "\"");
     id_to_token_[id] = token;
   }
   if (token_to_id_.empty()) fail(source, ": empty vocabulary");
@@ -192,7 +194,8 @@ void BpeTokenizer::default_specials() {
 void BpeTokenizer::add_merge(const std::string& source, const std::string& left, const std::string& right) {
   const int64_t l = token_id(left), r = token_id(right), m = token_id(left + right);
   if (l < 0 || r < 0 || m < 0)
-    fail(source, ": merge \"", left, " ", right, "\" (rank ", merge_list_.size(), ") uses a token missing from the vocabulary");
+    fail(source, ": merge \"", left, " ", right, "\" (rank ", merge_list_.size(),
+         ") uses a token missing from the vocabulary");
   const uint64_t key = (static_cast<uint64_t>(l) << 32) | static_cast<uint64_t>(r);
   // A repeated merge keeps its first (best) rank, as Hugging Face's loader does.
   merges_.emplace(key, Merge{static_cast<int32_t>(merge_list_.size()), m});
@@ -230,7 +233,8 @@ int64_t BpeTokenizer::token_id(const std::string& token) const {
 
 // The loaders below are function-try-blocks: a JSON value of the wrong type (nlohmann's type_error,
 // out_of_range) becomes a reglage::Error naming the file, like every other problem.
-std::unique_ptr<BpeTokenizer> BpeTokenizer::from_vocab_merges(const std::string& vocab_path, const std::string& merges_path) try {
+std::unique_ptr<BpeTokenizer> BpeTokenizer::from_vocab_merges(const std::string& vocab_path,
+                                                              const std::string& merges_path) try {
   std::unique_ptr<BpeTokenizer> tok(new BpeTokenizer());
   const json vocab = parse_json_file(vocab_path);
   if (!vocab.is_object()) fail(vocab_path, ": expected a JSON object mapping token -> id");
@@ -272,7 +276,8 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tokenizer_json(const std::strin
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
     if (model.contains(key) && model[key].is_string() && !model[key].get<std::string>().empty())
       fail(path, ": model.", key, " is set; byte-level BPE expects none");
-  if (model.value("byte_fallback", false)) fail(path, ": model.byte_fallback is set; this loader reads byte-level BPE only");
+  if (model.value("byte_fallback", false))
+    fail(path, ": model.byte_fallback is set; this loader reads byte-level BPE only");
   if (model.contains("dropout") && model["dropout"].is_number() && model["dropout"].get<double>() > 0)
     fail(path, ": model.dropout is set; inference tokenizers must be deterministic");
 
@@ -321,7 +326,8 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tokenizer_json(const std::strin
   }
 
   // Pre-tokenizer: ByteLevel, or a Sequence of Split regexes ending in ByteLevel.
-  if (!j.contains("pre_tokenizer") || !j["pre_tokenizer"].is_object()) fail(path, ": no pre_tokenizer; byte-level BPE needs ByteLevel");
+  if (!j.contains("pre_tokenizer") || !j["pre_tokenizer"].is_object())
+    fail(path, ": no pre_tokenizer; byte-level BPE needs ByteLevel");
   std::vector<json> steps;
   if (j["pre_tokenizer"].value("type", std::string()) == "Sequence") {
     for (const json& s : j.at("pre_tokenizer").at("pretokenizers")) steps.push_back(s);
@@ -337,9 +343,12 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tokenizer_json(const std::strin
         fail(path, ": pre_tokenizer Split ", i, ": only behavior Isolated without invert is supported");
       const json& p = s.at("pattern");
       std::string pattern;
-      if (p.contains("Regex")) pattern = p["Regex"].get<std::string>();
-      else if (p.contains("String")) pattern = escape_literal(p["String"].get<std::string>());
-      else fail(path, ": pre_tokenizer Split ", i, ": pattern is neither Regex nor String");
+      if (p.contains("Regex"))
+        pattern = p["Regex"].get<std::string>();
+      else if (p.contains("String"))
+        pattern = escape_literal(p["String"].get<std::string>());
+      else
+        fail(path, ": pre_tokenizer Split ", i, ": pattern is neither Regex nor String");
       tok->split_patterns_.push_back(p.dump());
       tok->splitters_.push_back(std::make_unique<Pcre2Regex>(pattern, path));
     } else if (t == "ByteLevel" && i + 1 == steps.size()) {
@@ -409,7 +418,8 @@ void BpeTokenizer::load_special_ids(const std::string& dir) try {
     }
     if (c.contains("eos_token_id")) {
       std::vector<int64_t> ids;
-      if (c["eos_token_id"].is_number_integer()) ids.push_back(c["eos_token_id"].get<int64_t>());
+      if (c["eos_token_id"].is_number_integer())
+        ids.push_back(c["eos_token_id"].get<int64_t>());
       else if (c["eos_token_id"].is_array())
         for (const json& v : c["eos_token_id"])
           if (v.is_number_integer()) ids.push_back(v.get<int64_t>());
@@ -426,7 +436,8 @@ void BpeTokenizer::load_special_ids(const std::string& dir) try {
     stop_ids_.clear();
     if (eos_id_ >= 0) stop_ids_.push_back(eos_id_);
     for (int64_t id : stops) {
-      if (id < 0 || id >= vocab_size()) fail(dir, ": stop token id ", id, " is outside the vocabulary of ", vocab_size());
+      if (id < 0 || id >= vocab_size())
+        fail(dir, ": stop token id ", id, " is outside the vocabulary of ", vocab_size());
       if (std::find(stop_ids_.begin(), stop_ids_.end(), id) == stop_ids_.end()) stop_ids_.push_back(id);
     }
   }
@@ -454,7 +465,8 @@ void BpeTokenizer::encode_piece(const std::string& piece, std::vector<int64_t>* 
   } else {
     for (unsigned char b : piece) {
       auto it = token_to_id_.find(map.byte_char[b]);
-      if (it == token_to_id_.end()) fail(source_, ": byte 0x", std::hex, static_cast<int>(b), " has no token in the vocabulary");
+      if (it == token_to_id_.end())
+        fail(source_, ": byte 0x", std::hex, static_cast<int>(b), " has no token in the vocabulary");
       ids.push_back(it->second);
     }
     // Merge the lowest-ranked adjacent pair, leftmost first, until no pair has a merge.
@@ -570,17 +582,20 @@ void BpeTokenizer::save_hf(const std::string& dir) const {
 
   ojson added = ojson::array();
   std::vector<AddedToken> added_by_id = added_;
-  std::sort(added_by_id.begin(), added_by_id.end(), [](const AddedToken& a, const AddedToken& b) { return a.id < b.id; });
+  std::sort(added_by_id.begin(), added_by_id.end(),
+            [](const AddedToken& a, const AddedToken& b) { return a.id < b.id; });
   ojson decoder_entries = ojson::object();
   for (const AddedToken& t : added_by_id) {
-    ojson e = {{"id", t.id}, {"content", t.content}, {"single_word", false}, {"lstrip", false},
-               {"rstrip", false}, {"normalized", false}, {"special", t.special}};
+    ojson e = {{"id", t.id},      {"content", t.content}, {"single_word", false}, {"lstrip", false},
+               {"rstrip", false}, {"normalized", false},  {"special", t.special}};
     added.push_back(e);
     e.erase("id");
     decoder_entries[std::to_string(t.id)] = e;
   }
 
-  ojson byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", add_prefix_space_}, {"trim_offsets", true},
+  ojson byte_level = {{"type", "ByteLevel"},
+                      {"add_prefix_space", add_prefix_space_},
+                      {"trim_offsets", true},
                       {"use_regex", byte_level_regex_}};
   ojson pre = byte_level;
   if (!split_patterns_.empty()) {
@@ -597,15 +612,26 @@ void BpeTokenizer::save_hf(const std::string& dir) const {
   j["added_tokens"] = added;
   j["normalizer"] = nfc_normalizer_ ? ojson{{"type", "NFC"}} : ojson(nullptr);
   j["pre_tokenizer"] = pre;
-  j["post_processor"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false}, {"use_regex", true}};
+  j["post_processor"] = {
+      {"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false}, {"use_regex", true}};
   j["decoder"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
-  j["model"] = {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", ""},
-                {"end_of_word_suffix", ""}, {"fuse_unk", false}, {"byte_fallback", false},
-                {"ignore_merges", ignore_merges_}, {"vocab", vocab}, {"merges", merges}};
+  j["model"] = {{"type", "BPE"},
+                {"dropout", nullptr},
+                {"unk_token", nullptr},
+                {"continuing_subword_prefix", ""},
+                {"end_of_word_suffix", ""},
+                {"fuse_unk", false},
+                {"byte_fallback", false},
+                {"ignore_merges", ignore_merges_},
+                {"vocab", vocab},
+                {"merges", merges}};
 
   auto name = [&](int64_t id) { return id < 0 ? ojson(nullptr) : ojson(id_to_token_[id]); };
-  ojson config = {{"tokenizer_class", "PreTrainedTokenizerFast"}, {"bos_token", name(bos_id_)},
-                  {"eos_token", name(eos_id_)}, {"add_bos_token", false}, {"add_prefix_space", add_prefix_space_},
+  ojson config = {{"tokenizer_class", "PreTrainedTokenizerFast"},
+                  {"bos_token", name(bos_id_)},
+                  {"eos_token", name(eos_id_)},
+                  {"add_bos_token", false},
+                  {"add_prefix_space", add_prefix_space_},
                   {"added_tokens_decoder", decoder_entries}};
   ojson special = ojson::object();
   if (bos_id_ >= 0) special["bos_token"] = id_to_token_[bos_id_];

@@ -53,26 +53,26 @@ class BpeTokenizer : public Tokenizer {
   void add_merge(const std::string& source, const std::string& left, const std::string& right);
   void add_token(const std::string& content, int64_t id, bool special);
   void default_specials();
-  int64_t token_id(const std::string& token) const;  // vocab or added token, -1 when absent
+  int64_t token_id(const std::string& token) const;                              // vocab or added token, -1 when absent
   void encode_piece(const std::string& piece, std::vector<int64_t>* out) const;  // one pre-token
   void encode_text(const std::string& text, std::vector<int64_t>* out) const;    // no added tokens inside
 
-  std::string source_;                                        // file it came from, for messages
-  std::vector<std::string> id_to_token_;                      // (vocab_size) byte-mapped token strings
-  std::unordered_map<std::string, int64_t> token_to_id_;      // vocab, byte-mapped strings
-  std::unordered_map<uint64_t, Merge> merges_;                // (left id << 32 | right id) -> merge
+  std::string source_;                                           // file it came from, for messages
+  std::vector<std::string> id_to_token_;                         // (vocab_size) byte-mapped token strings
+  std::unordered_map<std::string, int64_t> token_to_id_;         // vocab, byte-mapped strings
+  std::unordered_map<uint64_t, Merge> merges_;                   // (left id << 32 | right id) -> merge
   std::vector<std::pair<std::string, std::string>> merge_list_;  // in rank order, for save_hf
-  std::vector<AddedToken> added_;                             // matched whole in the input, longest first
-  std::array<bool, 256> added_first_byte_{};                  // bytes that start some added token
-  std::vector<std::string> split_patterns_;  // Split steps' "pattern" objects as JSON text, for save_hf
+  std::vector<AddedToken> added_;                                // matched whole in the input, longest first
+  std::array<bool, 256> added_first_byte_{};                     // bytes that start some added token
+  std::vector<std::string> split_patterns_;             // Split steps' "pattern" objects as JSON text, for save_hf
   std::vector<std::unique_ptr<Pcre2Regex>> splitters_;  // split_patterns_ compiled, then GPT-2's if byte_level_regex_
-  bool byte_level_regex_ = false;  // ByteLevel's use_regex: split with the GPT-2 pattern last
+  bool byte_level_regex_ = false;                       // ByteLevel's use_regex: split with the GPT-2 pattern last
   bool add_prefix_space_ = false;  // ByteLevel's add_prefix_space: a space before text not starting with one
   bool ignore_merges_ = false;     // a pre-token that is already a vocab token is emitted whole (Llama 3)
   bool nfc_normalizer_ = false;    // tokenizer.json asked for NFC (input is taken as already NFC)
 
-  mutable std::mutex cache_mutex_;                                          // encode is const and may run on threads
-  mutable std::unordered_map<std::string, std::vector<int64_t>> cache_;     // pre-token -> ids
+  mutable std::mutex cache_mutex_;                                       // encode is const and may run on threads
+  mutable std::unordered_map<std::string, std::vector<int64_t>> cache_;  // pre-token -> ids
 };
 
 }  // namespace reglage::tokenizer

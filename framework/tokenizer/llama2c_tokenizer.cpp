@@ -31,8 +31,10 @@ const std::string kSpm = "\xe2\x96\x81";
 std::string to_spm(const std::string& piece) {
   std::string out;
   for (char c : piece) {
-    if (c == ' ') out += kSpm;
-    else out += c;
+    if (c == ' ')
+      out += kSpm;
+    else
+      out += c;
   }
   return out;
 }
@@ -50,18 +52,21 @@ std::vector<size_t> codepoint_starts(const std::string& s) {
 Llama2cTokenizer::Llama2cTokenizer(const std::string& path) : path_(path) {
   file_bytes_ = core::read_file(path);
   const std::string& b = file_bytes_;
-  if (b.size() < 4) fail("tokenizer ", path, ": truncated: ", b.size(), " bytes, expected at least the int32 max_token_length");
+  if (b.size() < 4)
+    fail("tokenizer ", path, ": truncated: ", b.size(), " bytes, expected at least the int32 max_token_length");
   size_t at = 4;
   while (at < b.size()) {
     const size_t index = pieces_.size();
     if (b.size() - at < 8)
-      fail("tokenizer ", path, ": truncated at token ", index, " (byte ", at, "): expected float32 score and int32 length");
+      fail("tokenizer ", path, ": truncated at token ", index, " (byte ", at,
+           "): expected float32 score and int32 length");
     const float score = read_f32(b, at);
     const int32_t len = read_i32(b, at + 4);
     at += 8;
     if (len < 0) fail("tokenizer ", path, ": token ", index, " has negative length ", len);
     if (static_cast<size_t>(len) > b.size() - at)
-      fail("tokenizer ", path, ": token ", index, " has length ", len, " but only ", b.size() - at, " bytes remain (truncated or corrupt)");
+      fail("tokenizer ", path, ": token ", index, " has length ", len, " but only ", b.size() - at,
+           " bytes remain (truncated or corrupt)");
     std::string piece = b.substr(at, static_cast<size_t>(len));
     at += static_cast<size_t>(len);
     // run.c keeps pieces as C strings: anything after a NUL byte is invisible to its lookups and merges.
@@ -70,7 +75,8 @@ Llama2cTokenizer::Llama2cTokenizer(const std::string& path) : path_(path) {
     pieces_.push_back(std::move(piece));
     scores_.push_back(score);
   }
-  if (pieces_.size() <= static_cast<size_t>(kEosId)) fail("tokenizer ", path, ": has ", pieces_.size(), " tokens, expected at least <unk>, BOS and EOS");
+  if (pieces_.size() <= static_cast<size_t>(kEosId))
+    fail("tokenizer ", path, ": has ", pieces_.size(), " tokens, expected at least <unk>, BOS and EOS");
   bos_id_ = kBosId;
   eos_id_ = kEosId;
   stop_ids_ = {kBosId, kEosId};  // run.c's generate loop stops when the model emits BOS
@@ -108,7 +114,8 @@ std::vector<int64_t> Llama2cTokenizer::encode(const std::string& input, bool add
     } else {
       for (unsigned char byte : buf) {
         const int64_t fallback = byte + kByteOffset;
-        if (fallback >= vocab_size()) fail("tokenizer ", path_, ": byte fallback id ", fallback, " is outside the vocabulary of ", vocab_size());
+        if (fallback >= vocab_size())
+          fail("tokenizer ", path_, ": byte fallback id ", fallback, " is outside the vocabulary of ", vocab_size());
         tokens.push_back(fallback);
       }
     }
@@ -138,7 +145,8 @@ std::vector<int64_t> Llama2cTokenizer::encode(const std::string& input, bool add
 }
 
 std::string Llama2cTokenizer::decode_piece(int64_t prev_token, int64_t token) const {
-  if (token < 0 || token >= vocab_size()) fail("tokenizer ", path_, ": token id ", token, " outside [0, ", vocab_size(), ")");
+  if (token < 0 || token >= vocab_size())
+    fail("tokenizer ", path_, ": token id ", token, " outside [0, ", vocab_size(), ")");
   const char* piece = pieces_[token].c_str();
   if (prev_token == kBosId && piece[0] == ' ') ++piece;  // the dummy prefix's space after BOS
   // run.c's exact test, sscanf quirks included: "<0x" followed by up to two hex digits is a raw byte.
@@ -172,13 +180,18 @@ std::string Llama2cTokenizer::tokenizer_json() const {
   ojson vocab = ojson::object();
   std::unordered_map<std::string, int64_t> hf_id;
   for (int64_t i = 0; i < n; ++i) {
-    if (!hf_id.emplace(hf[i], i).second) fail("tokenizer ", path_, ": piece ", i, " repeats piece ", hf_id[hf[i]], "; a Hugging Face vocab needs unique pieces");
+    if (!hf_id.emplace(hf[i], i).second)
+      fail("tokenizer ", path_, ": piece ", i, " repeats piece ", hf_id[hf[i]],
+           "; a Hugging Face vocab needs unique pieces");
     vocab.get_ref<ojson::object_t&>().emplace_back(hf[i], i);
   }
 
   // SentencePieceExtractor: every split of a piece into two vocab pieces is a merge; splits of one piece
   // ordered by (left id, right id), then all stably sorted by the merged piece's score, highest first.
-  struct Merge { int64_t left, right; float score; };
+  struct Merge {
+    int64_t left, right;
+    float score;
+  };
   std::vector<Merge> merges;
   for (int64_t i = 0; i < n; ++i) {
     std::vector<Merge> local;
@@ -188,9 +201,8 @@ std::string Llama2cTokenizer::tokenizer_json() const {
       auto r = hf_id.find(hf[i].substr(cut));
       if (l != hf_id.end() && r != hf_id.end()) local.push_back({l->second, r->second, scores_[i]});
     }
-    std::sort(local.begin(), local.end(), [](const Merge& a, const Merge& b) {
-      return a.left != b.left ? a.left < b.left : a.right < b.right;
-    });
+    std::sort(local.begin(), local.end(),
+              [](const Merge& a, const Merge& b) { return a.left != b.left ? a.left < b.left : a.right < b.right; });
     merges.insert(merges.end(), local.begin(), local.end());
   }
   std::stable_sort(merges.begin(), merges.end(), [](const Merge& a, const Merge& b) { return a.score > b.score; });
@@ -199,8 +211,13 @@ std::string Llama2cTokenizer::tokenizer_json() const {
 
   ojson added = ojson::array();
   for (int64_t id : {kUnkId, kBosId, kEosId})
-    added.push_back({{"id", id}, {"content", hf[id]}, {"single_word", false}, {"lstrip", false},
-                     {"rstrip", false}, {"normalized", false}, {"special", true}});
+    added.push_back({{"id", id},
+                     {"content", hf[id]},
+                     {"single_word", false},
+                     {"lstrip", false},
+                     {"rstrip", false},
+                     {"normalized", false},
+                     {"special", true}});
 
   ojson j;
   j["version"] = "1.0";
@@ -208,24 +225,35 @@ std::string Llama2cTokenizer::tokenizer_json() const {
   j["padding"] = nullptr;
   j["added_tokens"] = added;
   j["normalizer"] = {{"type", "Sequence"},
-                     {"normalizers", {{{"type", "Prepend"}, {"prepend", kSpm}},
-                                      {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", kSpm}}}}};
+                     {"normalizers",
+                      {{{"type", "Prepend"}, {"prepend", kSpm}},
+                       {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", kSpm}}}}};
   j["pre_tokenizer"] = nullptr;
   ojson bos_special = {{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}};
-  j["post_processor"] = {
-      {"type", "TemplateProcessing"},
-      {"single", {bos_special, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
-      {"pair", {bos_special, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}, {{"SpecialToken", {{"id", "<s>"}, {"type_id", 1}}}},
-                {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
-      {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {kBosId}}, {"tokens", {"<s>"}}}}}}};
+  j["post_processor"] = {{"type", "TemplateProcessing"},
+                         {"single", {bos_special, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+                         {"pair",
+                          {bos_special,
+                           {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+                           {{"SpecialToken", {{"id", "<s>"}, {"type_id", 1}}}},
+                           {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
+                         {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {kBosId}}, {"tokens", {"<s>"}}}}}}};
   j["decoder"] = {{"type", "Sequence"},
-                  {"decoders", {{{"type", "Replace"}, {"pattern", {{"String", kSpm}}}, {"content", " "}},
-                                {{"type", "ByteFallback"}},
-                                {{"type", "Fuse"}},
-                                {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}};
-  j["model"] = {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", "<unk>"}, {"continuing_subword_prefix", nullptr},
-                {"end_of_word_suffix", nullptr}, {"fuse_unk", true}, {"byte_fallback", true}, {"ignore_merges", false},
-                {"vocab", vocab}, {"merges", merge_list}};
+                  {"decoders",
+                   {{{"type", "Replace"}, {"pattern", {{"String", kSpm}}}, {"content", " "}},
+                    {{"type", "ByteFallback"}},
+                    {{"type", "Fuse"}},
+                    {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}};
+  j["model"] = {{"type", "BPE"},
+                {"dropout", nullptr},
+                {"unk_token", "<unk>"},
+                {"continuing_subword_prefix", nullptr},
+                {"end_of_word_suffix", nullptr},
+                {"fuse_unk", true},
+                {"byte_fallback", true},
+                {"ignore_merges", false},
+                {"vocab", vocab},
+                {"merges", merge_list}};
   try {
     return j.dump(2) + "\n";
   } catch (const nlohmann::json::exception& e) {
@@ -237,10 +265,15 @@ void Llama2cTokenizer::save_hf(const std::string& dir) const {
   std::filesystem::create_directories(dir);
   core::write_file_atomic(core::path_join(dir, "tokenizer.bin"), file_bytes_);
   core::write_file_atomic(core::path_join(dir, "tokenizer.json"), tokenizer_json());
-  nlohmann::ordered_json config = {
-      {"tokenizer_class", "LlamaTokenizerFast"}, {"bos_token", "<s>"}, {"eos_token", "</s>"},
-      {"unk_token", "<unk>"}, {"pad_token", nullptr}, {"add_bos_token", true}, {"add_eos_token", false},
-      {"legacy", true}, {"clean_up_tokenization_spaces", false}};
+  nlohmann::ordered_json config = {{"tokenizer_class", "LlamaTokenizerFast"},
+                                   {"bos_token", "<s>"},
+                                   {"eos_token", "</s>"},
+                                   {"unk_token", "<unk>"},
+                                   {"pad_token", nullptr},
+                                   {"add_bos_token", true},
+                                   {"add_eos_token", false},
+                                   {"legacy", true},
+                                   {"clean_up_tokenization_spaces", false}};
   core::write_file_atomic(core::path_join(dir, "tokenizer_config.json"), config.dump(2) + "\n");
   nlohmann::ordered_json special = {{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}};
   core::write_file_atomic(core::path_join(dir, "special_tokens_map.json"), special.dump(2) + "\n");

@@ -36,10 +36,10 @@ class Llama2cTokenizer : public Tokenizer {
   int64_t lookup(const std::string& s) const;  // id of a piece, -1 when absent (run.c's str_lookup)
   std::string tokenizer_json() const;          // the Hugging Face tokenizer.json text
 
-  std::string path_;                    // where it was loaded from, for messages
-  std::string file_bytes_;              // the original file, copied verbatim by save_hf
-  std::vector<std::string> pieces_;     // (vocab_size) piece bytes, space as ' '
-  std::vector<float> scores_;           // (vocab_size) merge priority: higher merges first
+  std::string path_;                                      // where it was loaded from, for messages
+  std::string file_bytes_;                                // the original file, copied verbatim by save_hf
+  std::vector<std::string> pieces_;                       // (vocab_size) piece bytes, space as ' '
+  std::vector<float> scores_;                             // (vocab_size) merge priority: higher merges first
   std::unordered_map<std::string, int64_t> piece_to_id_;  // first id wins for duplicate pieces
 };
 

@@ -27,9 +27,13 @@ std::unique_ptr<Tokenizer> load_any(const std::string& path) {
     const std::string vocab = path_join(path, "vocab.json");
     const std::string merges = path_join(path, "merges.txt");
     std::unique_ptr<BpeTokenizer> bpe;
-    if (file_exists(json)) bpe = BpeTokenizer::from_tokenizer_json(json);
-    else if (file_exists(vocab) && file_exists(merges)) bpe = BpeTokenizer::from_vocab_merges(vocab, merges);
-    else fail("tokenizer dir ", path, ": no tokenizer files (looked for tokenizer.bin, tokenizer.json, vocab.json + merges.txt)");
+    if (file_exists(json))
+      bpe = BpeTokenizer::from_tokenizer_json(json);
+    else if (file_exists(vocab) && file_exists(merges))
+      bpe = BpeTokenizer::from_vocab_merges(vocab, merges);
+    else
+      fail("tokenizer dir ", path,
+           ": no tokenizer files (looked for tokenizer.bin, tokenizer.json, vocab.json + merges.txt)");
     bpe->load_special_ids(path);
     return bpe;
   }

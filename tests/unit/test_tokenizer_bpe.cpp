@@ -108,8 +108,9 @@ TEST_F(TokenizerBpeGpt2, SpecialTokensAndDefaults) {
 }
 
 TEST_F(TokenizerBpeGpt2, InvalidUtf8RoundTrips) {
-  for (const std::string& text : {std::string("\xff\xfe"), std::string("abc \xc3 def"), std::string("\x80\x80 x \xf0\x9f\x98"),
-                                 std::string("ok \xed\xa0\x80 surrogate"), std::string("nul\0byte", 8)}) {
+  for (const std::string& text :
+       {std::string("\xff\xfe"), std::string("abc \xc3 def"), std::string("\x80\x80 x \xf0\x9f\x98"),
+        std::string("ok \xed\xa0\x80 surrogate"), std::string("nul\0byte", 8)}) {
     const auto ids = gpt2_->encode(text, false, false);
     EXPECT_FALSE(ids.empty());
     EXPECT_EQ(gpt2_->decode(ids), text);
@@ -119,7 +120,8 @@ TEST_F(TokenizerBpeGpt2, InvalidUtf8RoundTrips) {
 TEST_F(TokenizerBpeGpt2, SaveHfRoundTrip) {
   const fs::path dir = temp_dir("bpe_save_hf");
   gpt2_->save_hf(dir.string());
-  for (const char* f : {"vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"})
+  for (const char* f :
+       {"vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"})
     EXPECT_TRUE(fs::exists(dir / f)) << f;
   // The directory loads through tokenizer.json, and also from the vocab.json + merges.txt it wrote.
   auto from_dir = load_tokenizer(dir.string(), 50257);
@@ -184,7 +186,8 @@ TEST(TokenizerBpeHfFixtures, MatchesTokenizersLibrary) {
   ASSERT_EQ(toks.size(), 2u);
   // Qwen2-style: the special tokens sit after the vocab, which sets the size.
   EXPECT_EQ(toks["bpe_small_qwen"]->vocab_size(), 703);
-  EXPECT_EQ(toks["bpe_small_qwen"]->decode(toks["bpe_small_qwen"]->encode("<|im_start|>user\nCafé 😀<|im_end|>", false, false)),
+  EXPECT_EQ(toks["bpe_small_qwen"]->decode(
+                toks["bpe_small_qwen"]->encode("<|im_start|>user\nCafé 😀<|im_end|>", false, false)),
             "user\nCafé 😀");
 }
 

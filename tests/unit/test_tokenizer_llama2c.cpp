@@ -144,7 +144,8 @@ TEST(TokenizerLoad, DispatchAndVocabCheck) {
   EXPECT_EQ(tok->encode("Once upon a time", true, false), (std::vector<int64_t>{1, 403, 407, 261, 378}));
   expect_error([&] { load_tokenizer(kTok512, 500); }, {kTok512, "has 512 tokens, model expects 500"});
   const fs::path dir = temp_dir("load_empty_dir");
-  expect_error([&] { load_tokenizer(dir.string()); }, {dir.string(), "tokenizer.bin", "tokenizer.json", "vocab.json + merges.txt"});
+  expect_error([&] { load_tokenizer(dir.string()); },
+               {dir.string(), "tokenizer.bin", "tokenizer.json", "vocab.json + merges.txt"});
   fs::remove_all(dir);
 }
 
