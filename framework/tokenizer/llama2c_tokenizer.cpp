@@ -123,22 +123,29 @@ std::vector<int64_t> Llama2cTokenizer::encode(const std::string& input, bool add
   }
 
   // Greedy merges: each round merges the adjacent pair whose concatenation is the highest-scoring piece;
-  // strict '>' keeps the leftmost pair on ties, and the float threshold is run.c's.
+  // strict '>' keeps the leftmost pair on ties, and the float threshold is run.c's. run.c looks every pair up
+  // again each round; we keep each pair's merged id and only redo the two pairs beside a merge (same result,
+  // without a string lookup per pair per round).
+  auto pair_id = [&](size_t i) { return lookup(pieces_[tokens[i]] + pieces_[tokens[i + 1]]); };
+  std::vector<int64_t> merged;  // merged[i]: id of tokens[i] + tokens[i + 1], or -1
+  for (size_t i = 0; i + 1 < tokens.size(); ++i) merged.push_back(pair_id(i));
   while (true) {
     float best_score = -1e10f;
     int64_t best_id = -1;
     size_t best_idx = 0;
-    for (size_t i = 0; i + 1 < tokens.size(); ++i) {
-      const int64_t id = lookup(pieces_[tokens[i]] + pieces_[tokens[i + 1]]);
-      if (id != -1 && scores_[id] > best_score) {
-        best_score = scores_[id];
-        best_id = id;
+    for (size_t i = 0; i < merged.size(); ++i) {
+      if (merged[i] != -1 && scores_[merged[i]] > best_score) {
+        best_score = scores_[merged[i]];
+        best_id = merged[i];
         best_idx = i;
       }
     }
     if (best_id == -1) break;
     tokens[best_idx] = best_id;
     tokens.erase(tokens.begin() + static_cast<std::ptrdiff_t>(best_idx) + 1);
+    merged.erase(merged.begin() + static_cast<std::ptrdiff_t>(best_idx));
+    if (best_idx > 0) merged[best_idx - 1] = pair_id(best_idx - 1);
+    if (best_idx < merged.size()) merged[best_idx] = pair_id(best_idx);
   }
   if (add_eos) tokens.push_back(kEosId);
   return tokens;
