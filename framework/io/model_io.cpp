@@ -22,7 +22,7 @@ std::unique_ptr<tokenizer::Tokenizer> load_model_tokenizer(const std::string& mo
   if (core::is_directory(model_path)) return tokenizer::load_tokenizer(model_path, vocab_size);
   // llama2.c models ship their tokenizer beside them: tok<V>.bin (as tok512.bin) or tokenizer.bin.
   const std::string dir = core::parent_dir(model_path);
-  for (const std::string name : {"tok" + std::to_string(vocab_size) + ".bin", std::string("tokenizer.bin")}) {
+  for (const std::string& name : {"tok" + std::to_string(vocab_size) + ".bin", std::string("tokenizer.bin")}) {
     const std::string candidate = core::path_join(dir, name);
     if (core::file_exists(candidate)) return tokenizer::load_tokenizer(candidate, vocab_size);
   }

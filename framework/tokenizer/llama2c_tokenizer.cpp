@@ -272,7 +272,7 @@ void Llama2cTokenizer::save_hf(const std::string& dir) const {
   std::filesystem::create_directories(dir);
   core::write_file_atomic(core::path_join(dir, "tokenizer.bin"), file_bytes_);
   core::write_file_atomic(core::path_join(dir, "tokenizer.json"), tokenizer_json());
-  nlohmann::ordered_json config = {{"tokenizer_class", "LlamaTokenizerFast"},
+  nlohmann::ordered_json config = {{"tokenizer_class", "PreTrainedTokenizerFast"},  // uses tokenizer.json as written
                                    {"bos_token", "<s>"},
                                    {"eos_token", "</s>"},
                                    {"unk_token", "<unk>"},

@@ -2,6 +2,8 @@
 // and bad input answered with exactly one line on stderr and a non-zero exit.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include "framework/io/model_io.h"
 #include "framework/lora/adapter.h"
 #include "test_util.h"
