@@ -22,6 +22,7 @@ fi
 
 # ccache and precompiled headers: ignore the PCH's defines and timestamps so cached objects are reused.
 export CCACHE_SLOPPINESS="pch_defines,time_macros,include_file_mtime,include_file_ctime"
+export CCACHE_BASEDIR="$PWD"  # cache hits across checkouts in different directories
 jobs=$(nproc)
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release ${REGLAGE_CMAKE_ARGS:-} > build.log 2>&1 || { cat build.log; exit 1; }
 cmake --build build -j "$jobs" >> build.log 2>&1 || { grep -E "error|Error" -A3 build.log | head -60; exit 1; }
