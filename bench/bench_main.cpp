@@ -7,6 +7,7 @@
 #include <string>
 
 #include "bench/bench_generate.h"
+#include "framework/core/blas_setup.h"
 #include "framework/core/error.h"
 
 
@@ -30,6 +31,7 @@ long parse_long(const std::string& flag, const std::string& v) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  reglage::core::ensure_blas_kernels(argv);
   using namespace reglage::bench;
   try {
     const std::string what = argc > 1 ? argv[1] : "";

@@ -6,6 +6,7 @@
 #include <iostream>
 #include <string>
 
+#include "framework/core/blas_setup.h"
 #include "framework/core/error.h"
 #include "launch/commands.h"
 
@@ -22,6 +23,7 @@ void print_usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  reglage::core::ensure_blas_kernels(argv);
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     print_usage();
     return argc < 2 ? 2 : 0;

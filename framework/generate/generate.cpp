@@ -6,6 +6,17 @@
 
 namespace reglage::generate {
 
+namespace {
+
+// A host vector as a tensor of the given shape on `dev` (copied).
+template <typename T>
+torch::Tensor to_tensor(const std::vector<T>& v, std::vector<int64_t> shape, torch::Device dev) {
+  auto dtype = std::is_same<T, int64_t>::value ? torch::kLong : torch::kUInt8;
+  return torch::from_blob(const_cast<T*>(v.data()), shape, dtype).clone().to(dev);
+}
+
+}  // namespace
+
 std::vector<Generation> generate(model::CausalLM& model, const std::vector<std::vector<int64_t>>& prompts,
                                  const SamplingParams& params, const model::AdapterSet& adapters) {
   params.validate();
@@ -32,16 +43,15 @@ std::vector<Generation> generate(model::CausalLM& model, const std::vector<std::
   const auto dev = model->device();
 
   // Left padding: prompt b occupies the last len_b slots of the first P; its positions start at 0.
-  auto ids = torch::full({B, P}, params.pad_id, torch::kLong);  // (B, P)
-  auto valid = torch::zeros({B, P}, torch::kBool);              // (B, P)
-  auto positions = torch::zeros({B, P}, torch::kLong);          // (B, P)
+  std::vector<int64_t> ids(B * P, params.pad_id), positions(B * P, 0);  // (B, P)
+  std::vector<uint8_t> valid(B * P, 0);                                  // (B, P)
   std::vector<int64_t> next_pos(B);
   for (int64_t b = 0; b < B; ++b) {
     const int64_t len = int64_t(prompts[b].size()), pad = P - len;
     for (int64_t i = 0; i < len; ++i) {
-      ids[b][pad + i] = prompts[b][i];
-      valid[b][pad + i] = true;
-      positions[b][pad + i] = i;
+      ids[b * P + pad + i] = prompts[b][i];
+      valid[b * P + pad + i] = 1;
+      positions[b * P + pad + i] = i;
     }
     next_pos[b] = len;
   }
@@ -51,13 +61,13 @@ std::vector<Generation> generate(model::CausalLM& model, const std::vector<std::
   std::vector<bool> done(B, false);
 
   model::KVCache cache = model->new_cache(B, capacity);
-  model::ForwardInput in{ids.to(dev), positions.to(dev), valid.to(dev), &cache, adapters};
+  model::ForwardInput in{to_tensor(ids, {B, P}, dev), to_tensor(positions, {B, P}, dev),
+                         to_tensor(valid, {B, P}, dev).to(torch::kBool), &cache, adapters};
   auto logits = model->forward(in).select(1, P - 1).contiguous().to(torch::kCPU);  // (B, V)
 
   for (int64_t step = 0; step < params.max_new_tokens; ++step) {
-    auto next = torch::full({B, 1}, params.pad_id, torch::kLong);  // (B, 1)
-    auto next_valid = torch::zeros({B, 1}, torch::kBool);
-    auto next_positions = torch::zeros({B, 1}, torch::kLong);
+    std::vector<int64_t> next(B, params.pad_id), next_positions(B, 0);  // (B, 1)
+    std::vector<uint8_t> next_valid(B, 0);                               // (B, 1)
     const float* rows = logits.data_ptr<float>();
     for (int64_t b = 0; b < B; ++b) {
       if (done[b]) continue;
@@ -69,14 +79,15 @@ std::vector<Generation> generate(model::CausalLM& model, const std::vector<std::
         out[b].stopped = true;
         continue;
       }
-      next[b][0] = c.token;
-      next_valid[b][0] = true;
-      next_positions[b][0] = next_pos[b]++;
+      next[b] = c.token;
+      next_valid[b] = 1;
+      next_positions[b] = next_pos[b]++;
     }
     if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
     if (step + 1 == params.max_new_tokens) break;
     // Finished sequences feed a padding slot that no one attends to.
-    model::ForwardInput step_in{next.to(dev), next_positions.to(dev), next_valid.to(dev), &cache, adapters};
+    model::ForwardInput step_in{to_tensor(next, {B, 1}, dev), to_tensor(next_positions, {B, 1}, dev),
+                                to_tensor(next_valid, {B, 1}, dev).to(torch::kBool), &cache, adapters};
     logits = model->forward(step_in).select(1, 0).contiguous().to(torch::kCPU);  // (B, V)
   }
   if (was_training) model->train();

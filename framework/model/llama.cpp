@@ -50,7 +50,12 @@ static torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& c
   return (xf * cos + rotate_half(xf) * sin).to(x.scalar_type());
 }
 
-// ---- attention ----------------------------------------------------------------------------------
+// ---- attention ----
+
+// Elements of the broadcast product below which attention multiplies-and-sums instead of calling matmul.
+constexpr int64_t kBroadcastAttentionLimit = int64_t(1) << 20;
+
+// ------------------------------------------------------------------------------------------------
 
 AttentionImpl::AttentionImpl(const ModelConfig& cfg)
     : n_heads(cfg.n_heads), n_kv_heads(cfg.n_kv_heads), head_dim(cfg.head_size()) {
@@ -84,15 +89,25 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
 
   // Grouped-query attention without repeating K/V: query head h uses kv head h / group, so the queries of
   // one kv head are stacked along the row axis of a single matmul.
-  auto qg = q.reshape({B, n_kv_heads, group * T, head_dim});                      // (B, Hkv, g*T, Dh)
-  auto scores = torch::matmul(qg, k.transpose(-1, -2)) / std::sqrt(double(head_dim));  // (B, Hkv, g*T, S)
+  auto qg = q.reshape({B, n_kv_heads, group * T, head_dim});  // (B, Hkv, g*T, Dh)
+  // Decoding small models: B * Hkv matrix products of a few rows each cost more in per-call overhead than
+  // the arithmetic, so multiply-and-sum by broadcasting instead while the product tensor stays small.
+  const bool broadcast = B * n_kv_heads * group * T * S * head_dim <= kBroadcastAttentionLimit;
+  torch::Tensor scores;  // (B, Hkv, g*T, S)
+  if (broadcast) {
+    scores = (qg.unsqueeze(3) * k.unsqueeze(2)).sum(-1);  // (B, Hkv, g*T, 1, Dh) * (B, Hkv, 1, S, Dh)
+  } else {
+    scores = torch::matmul(qg, k.transpose(-1, -2));
+  }
+  scores = scores / std::sqrt(double(head_dim));
   scores = scores.view({B, n_kv_heads, group, T, S}).to(wide(scores));
   // Masked entries get the lowest finite value, not -inf: a padding query with nothing to attend to then
   // yields finite (ignored) values instead of NaN that would leak into later layers.
   scores = scores.masked_fill(allowed.logical_not(), scores.scalar_type() == torch::kFloat64 ? std::numeric_limits<double>::lowest()
                                                                        : std::numeric_limits<float>::lowest());
   auto probs = torch::softmax(scores, -1).to(v.scalar_type()).view({B, n_kv_heads, group * T, S});
-  auto out = torch::matmul(probs, v);                                             // (B, Hkv, g*T, Dh)
+  auto out = broadcast ? (probs.unsqueeze(-1) * v.unsqueeze(2)).sum(3)  // (B, Hkv, g*T, S, 1) * (B, Hkv, 1, S, Dh)
+                       : torch::matmul(probs, v);                         // (B, Hkv, g*T, Dh)
   out = out.view({B, n_heads, T, head_dim}).transpose(1, 2).reshape({B, T, n_heads * head_dim});
   return o_proj(out, adapters);  // (B, T, D)
 }
