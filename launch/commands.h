@@ -30,5 +30,6 @@ class Args {
 
 int cmd_generate(Args& args);
 int cmd_logits(Args& args);
+int cmd_convert(Args& args);
 
 }  // namespace reglage::launch

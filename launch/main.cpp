@@ -1,6 +1,7 @@
 // reglage: the command-line entry point.
 //   reglage generate --model PATH --prompt TEXT [...]   sample continuations (see cmd_generate.cpp)
 //   reglage logits --model PATH --ids "1 403 407" --out FILE   write raw logits for checking a model
+//   reglage convert --model PATH --out DIR   save as a Hugging Face model directory
 // Parse the subcommand, run it; any reglage::Error becomes one line on stderr and exit code 1.
 #include <cstdio>
 #include <iostream>
@@ -17,6 +18,7 @@ void print_usage() {
                "commands:\n"
                "  generate   sample continuations of prompts from a model (optionally with a LoRA adapter)\n"
                "  logits     write a model's logits for given token ids (int32 T, int32 V, float32[T][V], int32[T])\n"
+               "  convert    write a model (llama2.c or Hugging Face) as a Hugging Face model directory\n"
                "run 'reglage <command> --help' for a command's options\n";
 }
 
@@ -33,7 +35,8 @@ int main(int argc, char** argv) {
     reglage::launch::Args args(argc - 2, argv + 2, command);
     if (command == "generate") return reglage::launch::cmd_generate(args);
     if (command == "logits") return reglage::launch::cmd_logits(args);
-    reglage::fail("unknown command '", command, "' (expected generate or logits)");
+    if (command == "convert") return reglage::launch::cmd_convert(args);
+    reglage::fail("unknown command '", command, "' (expected generate, logits or convert)");
   } catch (const reglage::Error& e) {
     std::fprintf(stderr, "reglage %s: error: %s\n", command.c_str(), e.what());
     return 1;

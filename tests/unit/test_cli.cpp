@@ -76,6 +76,20 @@ TEST(Cli, BatchPromptsFileAndJson) {
   EXPECT_EQ(j["ids"].size(), j["logprobs"].size());
 }
 
+TEST(Cli, ConvertWritesAHuggingFaceDirectory) {
+  test::TempDir tmp;
+  auto r = run_reglage("convert --model " + quoted(test::model_260k()) + " --out " + tmp.path("hf"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* f : {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                        "tokenizer_config.json", "tokenizer.bin"})
+    EXPECT_TRUE(core::file_exists(tmp.path("hf/") + f)) << f;
+  // The directory generates exactly what the llama2.c file does.
+  auto g = run_reglage("generate --model " + tmp.path("hf") + " --prompt 'Once upon a time' --max-new-tokens 60 "
+                       "--temperature 0");
+  ASSERT_EQ(g.exit_code, 0) << g.err;
+  EXPECT_EQ(g.out, core::read_file(source_path("tests/data/reference/ref_once_upon_a_time_n64.txt")));
+}
+
 TEST(Cli, UnknownFlag) {
   auto r = run_reglage("generate --model " + quoted(test::model_260k()) + " --prompt hi --temprature 0");
   expect_one_line_error(r, {"--temprature", "did you mean --temperature"});

@@ -55,9 +55,10 @@ TEST(Lora, InactiveAdaptersLeaveTheBaseExactly) {
   EXPECT_TRUE(torch::equal(logits_of(m, {"actor"}), actor));  // switching back and forth is stateless
 }
 
-// float32 logits of stories260K reach |x| ~ 15, where one ulp is ~1e-6: merged and unmerged forwards round
-// differently by a few ulps. The same comparison in float64 shows the merge itself is exact.
-constexpr double kMergeTolFloat32 = 5e-5;
+// float32 logits of stories260K reach |x| ~ 22, where one ulp is ~2e-6: the same base model computed in one
+// forward and token by token already differs by 1.4e-5, so merged vs unmerged gets 2x that floor. The same
+// comparison in float64 shows the merge itself is exact.
+constexpr double kMergeTolFloat32 = 3e-5;
 constexpr double kMergeTolFloat64 = 1e-10;
 
 void check_merge_roundtrip(torch::Dtype dtype, double tol) {
