@@ -11,8 +11,11 @@
 #include "framework/core/file_util.h"
 #include "framework/tokenizer/bpe_tokenizer.h"
 #include "framework/tokenizer/tokenizer.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
+using reglage::test::expect_error;
+using reglage::test::temp_dir;
 using reglage::core::read_file;
 using reglage::core::write_file_atomic;
 using reglage::tokenizer::BpeTokenizer;
@@ -51,22 +54,7 @@ std::vector<Vector> gpt2_vectors() {
   return out;
 }
 
-fs::path temp_dir(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() / ("reglage_test_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
 
-template <typename F>
-void expect_error(F load, const std::vector<std::string>& parts) {
-  try {
-    load();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const reglage::Error& e) {
-    for (const std::string& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
-  }
-}
 
 // GPT-2 loads in about a second; the suite shares one.
 class TokenizerBpeGpt2 : public ::testing::Test {

@@ -11,8 +11,11 @@
 #include "framework/core/file_util.h"
 #include "framework/tokenizer/llama2c_tokenizer.h"
 #include "framework/tokenizer/tokenizer.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
+using reglage::test::expect_error;
+using reglage::test::temp_dir;
 using reglage::tokenizer::Llama2cTokenizer;
 using reglage::tokenizer::load_tokenizer;
 
@@ -27,24 +30,7 @@ std::string from_hex(const std::string& hex) {
   return out;
 }
 
-// A fresh, empty directory under the system temp dir for one test.
-fs::path temp_dir(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() / ("reglage_test_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
 
-// Expects load to throw reglage::Error whose message contains every one of the parts.
-template <typename F>
-void expect_error(F load, const std::vector<std::string>& parts) {
-  try {
-    load();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const reglage::Error& e) {
-    for (const std::string& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
-  }
-}
 
 }  // namespace
 

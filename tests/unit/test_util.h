@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <string>
 
+#include "framework/core/error.h"
 #include "framework/core/file_util.h"
 
 namespace reglage::test {
@@ -66,6 +67,25 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// A fresh, empty directory under the system temp dir, named for one test (left for inspection).
+inline std::filesystem::path temp_dir(const std::string& name) {
+  auto dir = std::filesystem::temp_directory_path() / ("reglage_test_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+// Expects `load` to throw reglage::Error whose message contains every one of `parts`.
+template <typename F>
+void expect_error(F load, const std::vector<std::string>& parts) {
+  try {
+    load();
+    ADD_FAILURE() << "no error thrown";
+  } catch (const Error& e) {
+    for (const std::string& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
+  }
+}
 
 struct CommandResult {
   int exit_code = -1;
