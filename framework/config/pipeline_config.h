@@ -1,0 +1,98 @@
+// The pipeline a user writes in YAML, as typed structs with their defaults. Only config/ sees yaml-cpp;
+// trainers receive these structs.
+//   run_dir: runs/demo
+//   seed: 1234
+//   threads: 0
+//   model: {path: models/stories260K/stories260K.bin, tokenizer: ..., dtype: float32}
+//   lora: {rank: 8, alpha: 16, dropout: 0.0, targets: [q_proj, k_proj, v_proj, o_proj]}
+//   stages:
+//     - {name: sft, type: sft, data: data/sft_train.jsonl, max_steps: 200, batch_size: 16, ...}
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace reglage::config {
+
+struct ModelSection {
+  std::string path;                 // llama2.c file or Hugging Face directory (required, must exist)
+  std::string tokenizer;            // optional; default: found beside / inside the model
+  std::string dtype = "float32";    // float32 | bfloat16
+};
+
+struct LoraSection {
+  int64_t rank = 8;                 // > 0
+  double alpha = 16.0;              // > 0
+  double dropout = 0.0;             // [0, 1)
+  std::vector<std::string> targets = {"q_proj", "k_proj", "v_proj", "o_proj"};  // or [all-linear]
+};
+
+struct StageConfig {
+  std::string name;                 // unique, [A-Za-z0-9_-]+ (required)
+  std::string type;                 // sft (reward_model, ppo come later) (required)
+  std::string data;                 // training JSONL (required, must exist)
+  std::string eval_data;            // optional held-out JSONL (must exist when given)
+  std::string train = "lora";       // lora | full | full_freeze_lower
+  int64_t freeze_layers = 0;        // with full_freeze_lower: embedding + first K layers frozen
+  int64_t max_steps = 0;            // optimizer steps; exactly one of max_steps / epochs is > 0
+  int64_t epochs = 0;               // passes over the data (steps = ceil(rows * epochs / batch_size))
+  int64_t batch_size = 16;          // global rows per optimizer step, across all ranks and micro-steps
+  int64_t grad_accum = 1;           // micro-steps per optimizer step; batch_size % (ranks * grad_accum) == 0
+  double lr = 3e-4;                 // peak learning rate, > 0
+  double weight_decay = 0.0;        // AdamW decoupled weight decay, >= 0
+  double adam_beta1 = 0.9;          // [0, 1)
+  double adam_beta2 = 0.999;        // [0, 1)
+  double adam_eps = 1e-8;           // > 0
+  int64_t warmup_steps = 0;         // linear warm-up from 0, >= 0
+  std::string schedule = "cosine";  // cosine | linear | constant (after warm-up)
+  double min_lr_ratio = 0.0;        // the schedule ends at lr * min_lr_ratio, [0, 1]
+  double max_grad_norm = 1.0;       // clip by global norm; 0 = off
+  int64_t checkpoint_every = 0;     // steps between checkpoints; 0 = only at the end
+  int64_t keep_checkpoints = 2;     // newest kept, >= 1
+  int64_t eval_every = 0;           // steps between evals on eval_data; 0 = only at the end (when given)
+  int64_t log_every = 1;            // steps between train metric lines, >= 1
+  std::string init_from;            // an earlier stage's name: start from its output; empty = the base
+  std::string chat_template = "plain";  // plain | chatml | llama2, for rows with "messages"
+  int64_t max_seq_len = 0;          // tokens per row; 0 = the model's context
+  bool truncate = false;            // rows longer than max_seq_len: false = error, true = cut (counted)
+  bool skip_bad_rows = false;       // malformed rows: false = error, true = skipped (counted)
+};
+
+struct PipelineConfig {
+  std::string source;               // the YAML file it came from
+  std::string run_dir;              // required; created if missing; must be writable
+  uint64_t seed = 1234;
+  int64_t threads = 0;              // intra-op threads per rank; 0 = cores / ranks on this host
+  ModelSection model;
+  LoraSection lora;
+  std::vector<StageConfig> stages;  // at least one
+
+  const StageConfig* find_stage(const std::string& name) const;
+};
+
+// One problem found in a config, located in its YAML file.
+struct ConfigProblem {
+  int line = 0;                     // 1-based; 0 when unknown (e.g. an override)
+  int column = 0;                   // 1-based
+  std::string key;                  // e.g. "stages[0].lr"
+  std::string message;              // e.g. "-0.1 (must be > 0)"
+};
+
+// Thrown with every problem found: what() is one line per problem, "file:line:col: key: message".
+class ConfigError;
+
+// Reads `path`, applies `overrides` ("stages.sft.lr=1e-4", "seed=7", "model.dtype=bfloat16": a stage is
+// addressed by name), converts to structs and validates everything before any work starts: unknown keys
+// (with the closest valid key suggested), wrong types, out-of-range values, missing files, a global batch
+// not divisible by world_size x grad_accum, init_from naming a later or unknown stage, duplicate stage
+// names, an unknown stage type, a run_dir that cannot be created or written. Relative paths in the file
+// are taken relative to the current directory. Throws ConfigError listing all problems.
+PipelineConfig load_pipeline(const std::string& path, const std::vector<std::string>& overrides, int world_size);
+
+// The resolved config (defaults filled in, overrides applied) as YAML, for run_dir/config.yaml.
+std::string to_yaml(const PipelineConfig& config);
+
+// The YAML of one stage's settings; its hash decides whether a finished stage's config changed.
+std::string stage_yaml(const PipelineConfig& config, const StageConfig& stage);
+
+}  // namespace reglage::config
