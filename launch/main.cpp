@@ -1,4 +1,6 @@
 // reglage: the command-line entry point.
+//   reglage run PIPELINE.yaml [--set k=v] [--restart-from STAGE]   run or resume a pipeline (MPI ranks)
+//   reglage status RUN_DIR                                           stages, their state, last metrics
 //   reglage generate --model PATH --prompt TEXT [...]   sample continuations (see cmd_generate.cpp)
 //   reglage logits --model PATH --ids "1 403 407" --out FILE   write raw logits for checking a model
 //   reglage convert --model PATH --out DIR   save as a Hugging Face model directory
@@ -16,6 +18,9 @@ namespace {
 void print_usage() {
   std::cout << "usage: reglage <command> [options]\n"
                "commands:\n"
+               "  run        run a pipeline (SFT, ...) as MPI ranks: mpirun -np N reglage run pipeline.yaml\n"
+               "  status     show the stages of a run directory: reglage status RUN_DIR\n"
+               "  eval       held-out success of the demo task (greedy stories that use the requested name)\n"
                "  generate   sample continuations of prompts from a model (optionally with a LoRA adapter)\n"
                "  logits     write a model's logits for given token ids (int32 T, int32 V, float32[T][V], int32[T])\n"
                "  convert    write a model (llama2.c or Hugging Face) as a Hugging Face model directory\n"
@@ -31,12 +36,38 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string command = argv[1];
+  if (command == "run") {
+    try {
+      return reglage::launch::cmd_run(argc - 2, argv + 2);
+    } catch (const reglage::Error& e) {  // bad arguments, before MPI starts
+      std::fprintf(stderr, "reglage run: error: %s\n", e.what());
+      return 1;
+    }
+  }
+  if (command == "status") {
+    try {
+      if (argc != 3 || argv[2][0] == '-') reglage::fail("usage: reglage status RUN_DIR");
+      return reglage::launch::cmd_status(argv[2]);
+    } catch (const reglage::Error& e) {
+      std::fprintf(stderr, "reglage status: error: %s\n", e.what());
+      return 1;
+    }
+  }
+  try {
+      reglage::launch::Args args(2, rewritten, command);
+      return reglage::launch::cmd_status(args);
+    } catch (const reglage::Error& e) {
+      std::fprintf(stderr, "reglage status: error: %s\n", e.what());
+      return 1;
+    }
+  }
   try {
     reglage::launch::Args args(argc - 2, argv + 2, command);
     if (command == "generate") return reglage::launch::cmd_generate(args);
     if (command == "logits") return reglage::launch::cmd_logits(args);
     if (command == "convert") return reglage::launch::cmd_convert(args);
-    reglage::fail("unknown command '", command, "' (expected generate, logits or convert)");
+    if (command == "eval") return reglage::launch::cmd_eval(args);
+    reglage::fail("unknown command '", command, "' (expected run, status, eval, generate, logits or convert)");
   } catch (const reglage::Error& e) {
     std::fprintf(stderr, "reglage %s: error: %s\n", command.c_str(), e.what());
     return 1;

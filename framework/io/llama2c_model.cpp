@@ -7,6 +7,7 @@
 //              float32 rms_att (L, D), rms_ffn (L, D), rms_final (D), token_embedding, wq, wk, wv, wo, w1,
 //              w2, w3, [wcls when not shared]
 #include <cstring>
+#include <fstream>
 
 #include "framework/core/error.h"
 #include "framework/core/file_util.h"
@@ -44,16 +45,14 @@ torch::Tensor permute_rotary(const torch::Tensor& w, int64_t heads) {
   return w.view({heads, rows / heads / 2, 2, cols}).transpose(1, 2).reshape({rows, cols}).contiguous();
 }
 
-}  // namespace
-
-model::CausalLM load_llama2c(const std::string& path, torch::Dtype dtype) {
-  const std::string bytes = core::read_file(path);
+// The header's model shape; `v1` and `data_at` say where the weights start.
+model::ModelConfig parse_llama2c_header(const std::string& bytes, const std::string& path, bool& v1, size_t& data_at) {
   if (bytes.size() < 28) fail(path, ": ", bytes.size(), " bytes is too short for a llama2.c checkpoint header");
-
   uint32_t magic = 0;
   std::memcpy(&magic, bytes.data(), 4);
-  const bool v1 = magic == kMagicV1;
-  size_t header_at = 0, data_at = 28;
+  v1 = magic == kMagicV1;
+  size_t header_at = 0;
+  data_at = 28;
   if (v1) {
     int32_t version = 0;
     std::memcpy(&version, bytes.data() + 4, 4);
@@ -80,6 +79,28 @@ model::CausalLM load_llama2c(const std::string& path, torch::Dtype dtype) {
   cfg.bos_id = 1;
   cfg.eos_ids = {2};
   cfg.validate(path);
+  return cfg;
+}
+
+}  // namespace
+
+model::ModelConfig read_model_config(const std::string& path) {
+  if (!core::file_exists(path)) fail(path, ": no such file or directory (expected a llama2.c checkpoint or a Hugging Face model directory)");
+  if (core::is_directory(path)) return read_hf_config(core::path_join(path, "config.json"));
+  std::ifstream in(path, std::ios::binary);
+  std::string head(256, '\0');
+  in.read(&head[0], 256);
+  head.resize(size_t(in.gcount()));
+  bool v1 = false;
+  size_t data_at = 0;
+  return parse_llama2c_header(head, path, v1, data_at);
+}
+
+model::CausalLM load_llama2c(const std::string& path, torch::Dtype dtype) {
+  const std::string bytes = core::read_file(path);
+  bool v1 = false;
+  size_t data_at = 0;
+  model::ModelConfig cfg = parse_llama2c_header(bytes, path, v1, data_at);
 
   const int64_t D = cfg.dim, F = cfg.hidden_dim, L = cfg.n_layers, V = cfg.vocab_size;
   const int64_t Dh = cfg.head_size(), q_rows = cfg.n_heads * Dh, kv_rows = cfg.n_kv_heads * Dh;

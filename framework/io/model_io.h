@@ -15,6 +15,9 @@ namespace reglage::io {
 // Loads a model file or directory, cast to `dtype`. Errors name the file and the problem.
 model::CausalLM load_model(const std::string& path, torch::Dtype dtype = torch::kFloat32);
 
+// The model's shape from its header or config.json alone, without reading the weights.
+model::ModelConfig read_model_config(const std::string& path);
+
 // llama2.c checkpoint; wq/wk rows are permuted from llama2.c's interleaved rotary pairs to rotate-half.
 model::CausalLM load_llama2c(const std::string& path, torch::Dtype dtype = torch::kFloat32);
 

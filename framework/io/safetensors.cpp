@@ -279,8 +279,8 @@ std::vector<SafetensorsEntry> read_safetensors_header(const std::string& path) {
   return entries;
 }
 
-void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
+std::string encode_safetensors(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                               const std::map<std::string, std::string>& metadata, const std::string& path) {
   // Validate names and dtypes, and bring every tensor to contiguous CPU memory, before building anything.
   std::set<std::string> names;
   std::vector<torch::Tensor> cpu;
@@ -305,12 +305,17 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
     offset += nbytes;
   }
 
-  // One buffer, one atomic write: readers never see a half-written file.
   const std::string header_text = padded_header(header);
   std::string bytes = encode_u64_le(header_text.size()) + header_text;
   bytes.reserve(bytes.size() + offset);
   for (const auto& t : cpu) bytes.append(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size());
-  core::write_file_atomic(path, bytes);
+  return bytes;
+}
+
+void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  // One buffer, one atomic write: readers never see a half-written file.
+  core::write_file_atomic(path, encode_safetensors(tensors, metadata, path));
 }
 
 }  // namespace reglage::io

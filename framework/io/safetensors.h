@@ -31,4 +31,9 @@ std::vector<SafetensorsEntry> read_safetensors_header(const std::string& path);
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
+// The bytes write_safetensors would write; `path` only names the destination in errors.
+std::string encode_safetensors(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                               const std::map<std::string, std::string>& metadata = {},
+                               const std::string& path = "<memory>");
+
 }  // namespace reglage::io

@@ -81,6 +81,12 @@ void unmerge_adapter(model::CausalLM& m, const std::string& name) {
     if (layer->has_adapter(name)) layer->unmerge(name);
 }
 
+void bake_adapter(model::CausalLM& m, const std::string& name, double w) {
+  if (!has_adapter(m, name)) fail("no adapter named '", name, "' to merge");
+  for (auto& [path, layer] : m->linear_layers())
+    if (layer->has_adapter(name)) layer->bake(name, w);
+}
+
 std::vector<std::pair<std::string, torch::Tensor>> adapter_tensors(model::CausalLM& m, const std::string& name) {
   std::vector<std::pair<std::string, torch::Tensor>> out;
   for (auto& [path, layer] : m->linear_layers()) {

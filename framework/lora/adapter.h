@@ -30,6 +30,8 @@ void remove_adapter(model::CausalLM& m, const std::string& name);
 // between the base and the fine-tuned weights). unmerge_adapter restores the base up to rounding.
 void merge_adapter(model::CausalLM& m, const std::string& name, double w = 1.0);
 void unmerge_adapter(model::CausalLM& m, const std::string& name);
+// Merges with weight w and removes the adapter, keeping its change in the base weights.
+void bake_adapter(model::CausalLM& m, const std::string& name, double w = 1.0);
 
 // The adapter's tensors under PEFT key names, in layer order:
 // "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" -> (r, in), "...lora_B.weight" -> (out, r)

@@ -81,4 +81,9 @@ void LinearImpl::unmerge(const std::string& name) {
   a.merged_weight = 0.0;
 }
 
+void LinearImpl::bake(const std::string& name, double w) {
+  merge(name, w);
+  adapters_.erase(name);
+}
+
 }  // namespace reglage::lora

@@ -38,6 +38,8 @@ class LinearImpl : public torch::nn::Module {
   // weight for every forward call until unmerged, and is skipped in the adapter path.
   void merge(const std::string& name, double w);
   void unmerge(const std::string& name);
+  // Merges with weight w and forgets the adapter: the change becomes part of the base for good.
+  void bake(const std::string& name, double w);
 
   const std::map<std::string, LoraWeights>& adapters() const { return adapters_; }
 

@@ -1,0 +1,201 @@
+// The SFT pipeline end to end through `reglage run` under mpiexec: exact resume after SIGKILL with 1 and 2
+// ranks, the same result with 1 and 2 ranks, a truncated checkpoint skipped, finished stages skipped and a
+// changed config refused, and mistakes reported before training starts.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "framework/io/safetensors.h"
+#include "test_util.h"
+
+namespace reglage {
+namespace {
+
+using test::source_path;
+
+// A small SFT data set in the demo's shape, written by the test (prompt/completion rows).
+void write_data(const std::string& path, int rows, int offset = 0) {
+  static const char* names[] = {"Dalu", "Koti", "Mira", "Tobi", "Lena", "Rumi", "Sako", "Pela"};
+  static const char* animals[] = {"cat", "dog", "bird", "fox", "frog", "duck"};
+  std::ostringstream out;
+  for (int i = 0; i < rows; ++i) {
+    const std::string name = names[(i + offset) % 8], animal = animals[(i + offset) % 6];
+    nlohmann::json row{{"prompt", "Write a story about a " + animal + " named " + name + "."},
+                       {"completion", "Once upon a time, there was a " + animal + " named " + name + ". " + name +
+                                          " liked to play in the park."}};
+    out << row.dump() << "\n";
+  }
+  core::write_file_atomic(path, out.str());
+}
+
+std::string pipeline_yaml(const test::TempDir& tmp, const std::string& run_dir, const std::string& stage_extra = "") {
+  return "run_dir: " + run_dir + "\nseed: 7\nthreads: 1\n"
+         "model:\n  path: " + source_path("models/stories260K/stories260K.bin") + "\n"
+         "lora: {rank: 4, alpha: 8, dropout: 0.1, targets: [q_proj, v_proj, o_proj, down_proj]}\n"
+         "stages:\n"
+         "  - name: sft\n    type: sft\n    data: " + tmp.path("train.jsonl") + "\n"
+         "    eval_data: " + tmp.path("eval.jsonl") + "\n"
+         "    max_steps: 8\n    batch_size: 4\n    grad_accum: 2\n    lr: 1.0e-3\n    warmup_steps: 2\n"
+         "    checkpoint_every: 4\n    keep_checkpoints: 3\n    eval_every: 4\n" + stage_extra;
+}
+
+// Runs `reglage run` under mpiexec with `ranks` ranks; `env` is prepended (VAR=value ...).
+test::CommandResult run_pipeline(int ranks, const std::string& yaml_path, const std::string& extra = "",
+                                 const std::string& env = "") {
+  test::TempDir out;
+  const std::string cmd = "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 " + env + " " +
+                          std::string(REGLAGE_MPIEXEC) + " -n " + std::to_string(ranks) + " --oversubscribe " +
+                          std::string(REGLAGE_BINARY) + " run " + yaml_path + " " + extra + " > " +
+                          out.path("o") + " 2> " + out.path("e");
+  const int status = std::system(cmd.c_str());
+  test::CommandResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = core::read_file(out.path("o"));
+  r.err = core::read_file(out.path("e"));
+  return r;
+}
+
+std::map<std::string, torch::Tensor> final_adapter(const std::string& run_dir) {
+  return io::read_safetensors(run_dir + "/sft/final/adapter_model.safetensors");
+}
+
+// metrics.jsonl without the timing fields, which differ between any two runs.
+std::string metrics_without_timing(const std::string& run_dir) {
+  std::istringstream in(core::read_file(run_dir + "/sft/metrics.jsonl"));
+  std::string line, out;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    j.erase("tokens_per_s");
+    out += j.dump() + "\n";
+  }
+  return out;
+}
+
+class SftPipeline : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    write_data(tmp_.path("train.jsonl"), 24);
+    write_data(tmp_.path("eval.jsonl"), 6, 3);
+  }
+  std::string write_yaml(const std::string& name, const std::string& run_dir, const std::string& extra = "") {
+    core::write_file_atomic(tmp_.path(name), pipeline_yaml(tmp_, run_dir, extra));
+    return tmp_.path(name);
+  }
+  test::TempDir tmp_;
+};
+
+void expect_exact_resume(SftPipeline* t, test::TempDir& tmp, int ranks, const std::string& a_yaml,
+                         const std::string& b_yaml, const std::string& a_dir, const std::string& b_dir) {
+  auto whole = run_pipeline(ranks, a_yaml);
+  ASSERT_EQ(whole.exit_code, 0) << whole.err;
+  auto killed = run_pipeline(ranks, b_yaml, "", "REGLAGE_KILL_AFTER_CHECKPOINT=4");
+  ASSERT_NE(killed.exit_code, 0) << "the kill hook did not fire";
+  EXPECT_FALSE(core::file_exists(b_dir + "/sft/final"));
+  auto resumed = run_pipeline(ranks, b_yaml);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  EXPECT_NE(resumed.out.find("resuming at step 4"), std::string::npos) << resumed.out;
+  auto a = final_adapter(a_dir), b = final_adapter(b_dir);
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << name;
+  EXPECT_EQ(metrics_without_timing(a_dir), metrics_without_timing(b_dir));
+}
+
+TEST_F(SftPipeline, ExactResumeAfterSigkillOneRank) {
+  expect_exact_resume(this, tmp_, 1, write_yaml("a.yaml", tmp_.path("a")), write_yaml("b.yaml", tmp_.path("b")),
+                      tmp_.path("a"), tmp_.path("b"));
+}
+
+TEST_F(SftPipeline, ExactResumeAfterSigkillTwoRanks) {
+  expect_exact_resume(this, tmp_, 2, write_yaml("a.yaml", tmp_.path("a")), write_yaml("b.yaml", tmp_.path("b")),
+                      tmp_.path("a"), tmp_.path("b"));
+}
+
+TEST_F(SftPipeline, OneAndTwoRanksComputeTheSame) {
+  // dropout 0 so that both runs see the same function; 10 steps, global batch 4
+  auto one = write_yaml("one.yaml", tmp_.path("one"), "");
+  auto two = write_yaml("two.yaml", tmp_.path("two"), "");
+  const std::string no_dropout = "--set lora.dropout=0 --set stages.sft.max_steps=10";
+  ASSERT_EQ(run_pipeline(1, one, no_dropout).exit_code, 0);
+  auto r = run_pipeline(2, two, no_dropout);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto a = final_adapter(tmp_.path("one")), b = final_adapter(tmp_.path("two"));
+  double worst = 0;
+  for (const auto& [name, t] : a) {
+    const double rel = (t - b.at(name)).abs().max().item<double>() / std::max(1e-12, t.abs().max().item<double>());
+    worst = std::max(worst, rel);
+  }
+  EXPECT_LT(worst, 1e-5);
+  EXPECT_GT(a.size(), 0u);
+}
+
+TEST_F(SftPipeline, TruncatedCheckpointIsSkipped) {
+  auto yaml = write_yaml("p.yaml", tmp_.path("run"));
+  ASSERT_NE(run_pipeline(1, yaml, "", "REGLAGE_KILL_AFTER_CHECKPOINT=8").exit_code, 0);
+  // Cut the newest checkpoint's optimizer state in half: resume must fall back to step 4.
+  const std::string victim = tmp_.path("run/sft/checkpoints/step-8/optimizer.safetensors");
+  const std::string bytes = core::read_file(victim);
+  std::ofstream(victim, std::ios::binary | std::ios::trunc) << bytes.substr(0, bytes.size() / 2);
+  auto r = run_pipeline(1, yaml);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("step-8 is incomplete or corrupt"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("resuming at step 4"), std::string::npos) << r.out;
+  // and the result equals an undisturbed run
+  auto ref_yaml = write_yaml("ref.yaml", tmp_.path("ref"));
+  ASSERT_EQ(run_pipeline(1, ref_yaml).exit_code, 0);
+  auto a = final_adapter(tmp_.path("ref")), b = final_adapter(tmp_.path("run"));
+  for (const auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << name;
+}
+
+TEST_F(SftPipeline, DoneStagesAreSkippedAndChangesRefused) {
+  auto yaml = write_yaml("p.yaml", tmp_.path("run"));
+  ASSERT_EQ(run_pipeline(1, yaml).exit_code, 0);
+  auto again = run_pipeline(1, yaml);
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.out.find("done already, skipped"), std::string::npos) << again.out;
+  auto changed = run_pipeline(1, yaml, "--set stages.sft.lr=2e-3");
+  EXPECT_EQ(changed.exit_code, 1);
+  EXPECT_NE(changed.err.find("different configuration"), std::string::npos) << changed.err;
+  EXPECT_NE(changed.err.find("--restart-from sft"), std::string::npos) << changed.err;
+  auto restarted = run_pipeline(1, yaml, "--set stages.sft.lr=2e-3 --restart-from sft");
+  EXPECT_EQ(restarted.exit_code, 0) << restarted.err;
+  auto status = test::run_reglage("status " + tmp_.path("run"));
+  EXPECT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_NE(status.out.find("sft (sft): done"), std::string::npos) << status.out;
+}
+
+// Each mistake is reported (exit 1, the message names the problem) and no stage starts training.
+TEST_F(SftPipeline, MistakesAreReportedBeforeTraining) {
+  struct Case {
+    std::string what, yaml_extra, set, data, expect;
+  };
+  const std::vector<Case> cases = {
+      {"typo'd key", "    lrr: 1.0e-3\n", "", "", "did you mean 'lr'"},
+      {"wrong type", "", "--set stages.sft.batch_size=lots", "", "batch_size"},
+      {"negative lr", "", "--set stages.sft.lr=-0.1", "", "lr"},
+      {"missing data file", "", "--set stages.sft.data=/nonexistent/d.jsonl", "", "/nonexistent/d.jsonl"},
+      {"malformed JSON line", "", "", "{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": oops}\n", "train.jsonl:2"},
+      {"empty data set", "", "", "\n", "train.jsonl"},
+      {"row longer than the context", "", "--set stages.sft.max_seq_len=8", "", "train.jsonl:1"},
+      {"batch not divisible", "", "--set stages.sft.batch_size=5", "", "batch_size"},
+      {"unknown stage type", "", "--set stages.sft.type=dpo_magic", "", "dpo_magic"},
+      {"init_from a later stage", "", "--set stages.sft.init_from=sft", "", "init_from"},
+      {"bad override", "", "--set stages.nope.lr=1", "", "nope"},
+      {"unwritable run_dir", "", "--set run_dir=/proc/reglage_cannot", "", "run_dir"},
+  };
+  for (const auto& c : cases) {
+    test::TempDir tmp;
+    write_data(tmp.path("train.jsonl"), 8);
+    write_data(tmp.path("eval.jsonl"), 2);
+    if (!c.data.empty()) core::write_file_atomic(tmp.path("train.jsonl"), c.data);
+    core::write_file_atomic(tmp.path("p.yaml"), pipeline_yaml(tmp, tmp.path("run"), c.yaml_extra));
+    auto r = run_pipeline(1, tmp.path("p.yaml"), c.set);
+    EXPECT_EQ(r.exit_code, 1) << c.what << ": " << r.err;
+    EXPECT_NE(r.err.find(c.expect), std::string::npos) << c.what << ": " << r.err;
+    EXPECT_EQ(r.out.find("training"), std::string::npos) << c.what << ": training started: " << r.out;
+  }
+}
+
+}  // namespace
+}  // namespace reglage

@@ -1,0 +1,168 @@
+#include "trainers/pipeline.h"
+
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "framework/checkpoint/checkpoint.h"
+#include "framework/config/config_error.h"
+#include "framework/config/pipeline_config.h"
+#include "framework/data/sft_data.h"
+#include "framework/io/model_io.h"
+#include "framework/core/error.h"
+#include "framework/core/file_util.h"
+#include "framework/metrics/metrics_log.h"
+#include "trainers/policy_setup.h"
+#include "trainers/stage.h"
+
+namespace reglage::trainers {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+void StageContext::log(const std::string& message) const {
+  if (is_root()) std::cout << "[" << stage.name << "] " << message << std::endl;
+}
+
+void StageContext::warn(const std::string& message) const {
+  if (is_root()) std::cerr << "[" << stage.name << "] warning: " << message << std::endl;
+}
+
+const std::map<std::string, StageRunner>& stage_runners() {
+  static const std::map<std::string, StageRunner> runners = {{"sft", run_sft}};
+  return runners;
+}
+
+namespace {
+
+std::string pipeline_json_path(const std::string& run_dir) { return run_dir + "/pipeline.json"; }
+
+json read_pipeline_json(const std::string& run_dir) {
+  const std::string path = pipeline_json_path(run_dir);
+  if (!core::file_exists(path)) return json{{"stages", json::object()}};
+  try {
+    auto j = json::parse(core::read_file(path));
+    if (!j.contains("stages") || !j["stages"].is_object()) fail("no 'stages' object");
+    return j;
+  } catch (const std::exception& e) {
+    fail(path, ": unreadable (", e.what(), "); remove it to start the run over");
+  }
+}
+
+// What decides a stage's result: its settings (with model and LoRA), its data files' contents, and the
+// hash of the stage it starts from.
+std::string stage_hash(const config::PipelineConfig& cfg, const config::StageConfig& st,
+                       const std::map<std::string, std::string>& earlier) {
+  std::string material = config::stage_yaml(cfg, st);
+  for (const auto& file : {st.data, st.eval_data})
+    if (!file.empty()) material += "\n" + checkpoint::checksum(core::read_file(file));
+  if (!st.init_from.empty()) material += "\ninit_from:" + earlier.at(st.init_from);
+  return checkpoint::checksum(material);
+}
+
+// Reads every stage's data before any stage runs, so a bad row in the last stage's file is reported before
+// hours of training in the first. Problems become one ConfigError naming the stage key.
+void validate_stage_inputs(const config::PipelineConfig& cfg) {
+  std::vector<config::ConfigProblem> problems;
+  const auto model_cfg = io::read_model_config(cfg.model.path);
+  std::unique_ptr<tokenizer::Tokenizer> tok;
+  try {
+    tok = io::load_model_tokenizer(cfg.model.path, cfg.model.tokenizer, model_cfg.vocab_size);
+  } catch (const Error& e) {
+    problems.push_back({0, 0, "model.tokenizer", e.what()});
+    throw config::ConfigError(cfg.source, problems);
+  }
+  for (size_t i = 0; i < cfg.stages.size(); ++i) {
+    const auto& st = cfg.stages[i];
+    if (st.type != "sft") continue;
+    data::SftDataOptions opt;
+    opt.chat_template = st.chat_template;
+    opt.max_seq_len = st.max_seq_len > 0 ? st.max_seq_len : model_cfg.max_seq_len;
+    opt.truncate = st.truncate;
+    opt.skip_bad_rows = st.skip_bad_rows;
+    const std::string key = "stages[" + std::to_string(i) + "].";
+    if (st.max_seq_len > model_cfg.max_seq_len)
+      problems.push_back({0, 0, key + "max_seq_len", std::to_string(st.max_seq_len) + " exceeds the model's context of " +
+                                                         std::to_string(model_cfg.max_seq_len)});
+    for (const auto& [field, file] : {std::make_pair("data", st.data), std::make_pair("eval_data", st.eval_data)}) {
+      if (file.empty()) continue;
+      try {
+        data::load_sft_jsonl(file, *tok, opt);
+      } catch (const Error& e) {
+        problems.push_back({0, 0, key + field, e.what()});
+      }
+    }
+  }
+  if (!problems.empty()) throw config::ConfigError(cfg.source, problems);
+}
+
+}  // namespace
+
+void run_pipeline(const RunOptions& opt, dist::Communicator& comm) {
+  const auto cfg = config::load_pipeline(opt.config_path, opt.overrides, comm.size());
+  torch::set_num_threads(threads_per_rank(cfg.threads));
+  const bool root = comm.rank() == 0;
+
+  if (!opt.restart_from.empty() && cfg.find_stage(opt.restart_from) == nullptr)
+    throw config::ConfigError(opt.config_path, {{0, 0, "--restart-from", opt.restart_from + ": no stage of that name"}});
+  validate_stage_inputs(cfg);
+
+  // Rank 0 reads the record and everyone works from its copy.
+  json record = json::parse(dist::broadcast_string(
+      comm, root ? read_pipeline_json(cfg.run_dir).dump() : std::string(), 0, "broadcast pipeline.json"));
+  auto save_record = [&] {
+    if (root) core::write_file_atomic(pipeline_json_path(cfg.run_dir), record.dump(2) + "\n");
+  };
+  if (root) core::write_file_atomic(cfg.run_dir + "/config.yaml", config::to_yaml(cfg));
+
+  std::map<std::string, std::string> hashes;
+  bool restarting = false;
+  for (const auto& st : cfg.stages) {
+    const std::string hash = stage_hash(cfg, st, hashes);
+    hashes[st.name] = hash;
+    StageContext ctx{cfg, st, comm, cfg.run_dir + "/" + st.name, hash};
+    json& entry = record["stages"][st.name];
+    restarting = restarting || st.name == opt.restart_from;
+    if (restarting && !entry.is_null()) {
+      // Start over: this stage's checkpoints, metrics and output go.
+      if (root) fs::remove_all(ctx.stage_dir);
+      entry = json();
+      comm.barrier("restart stage");
+    }
+    const std::string state = entry.is_object() ? entry.value("state", "pending") : "pending";
+    if (state == "done" || state == "running") {
+      if (entry.value("config_hash", "") != hash)
+        fail("stage '", st.name, "' ", state == "done" ? "already finished" : "was started",
+             " with a different configuration (", pipeline_json_path(cfg.run_dir),
+             "); use a new run_dir or --restart-from ", st.name);
+      if (state == "done") {
+        ctx.log("done already, skipped (output in " + ctx.final_dir() + ")");
+        continue;
+      }
+    }
+    entry = {{"type", st.type}, {"state", "running"}, {"config_hash", hash}};
+    save_record();
+    if (root) fs::create_directories(ctx.stage_dir);
+    comm.barrier("stage start");
+    stage_runners().at(st.type)(ctx);
+    entry = {{"type", st.type}, {"state", "done"}, {"config_hash", hash}, {"output", ctx.final_dir()}};
+    save_record();
+  }
+  comm.barrier("pipeline end");
+}
+
+void print_status(const std::string& run_dir) {
+  const json record = read_pipeline_json(run_dir);
+  if (record["stages"].empty()) fail(run_dir, ": no pipeline has run here (no pipeline.json)");
+  for (const auto& [name, entry] : record["stages"].items()) {
+    const std::string stage_dir = run_dir + "/" + name;
+    const auto steps = checkpoint::list_steps(stage_dir + "/checkpoints");
+    std::cout << name << " (" << entry.value("type", "?") << "): " << entry.value("state", "pending");
+    if (!steps.empty()) std::cout << ", last checkpoint step " << steps.back();
+    std::cout << "\n";
+    for (const auto& [split, last] : metrics::last_records(stage_dir + "/metrics.jsonl"))
+      std::cout << "  last " << split << ": " << last.dump() << "\n";
+  }
+}
+
+}  // namespace reglage::trainers

@@ -1,0 +1,98 @@
+#include "trainers/train_state.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "framework/checkpoint/checkpoint.h"
+#include "framework/core/error.h"
+#include "framework/core/file_util.h"
+#include "framework/io/safetensors.h"
+
+namespace reglage::trainers {
+
+using nlohmann::json;
+
+namespace {
+
+// Every rank's default-generator state stacked as (W, L) uint8; collective.
+torch::Tensor gather_rng_states(dist::Communicator& comm) {
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  torch::Tensor mine;  // (L) uint8
+  {
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    mine = gen.get_state();
+  }
+  auto all = torch::zeros({comm.size(), mine.numel()}, torch::kLong);
+  all[comm.rank()].copy_(mine.to(torch::kLong));
+  comm.all_reduce_sum(all, "allreduce rng states");
+  return all.to(torch::kUInt8);
+}
+
+}  // namespace
+
+void save_checkpoint(StageContext& ctx, TrainState& state, int64_t step) {
+  auto rng = gather_rng_states(ctx.comm);
+  if (ctx.is_root()) {
+    std::vector<std::pair<std::string, torch::Tensor>> trainable;
+    for (size_t i = 0; i < state.params.size(); ++i) trainable.emplace_back(state.names[i], state.params[i]);
+    json meta_state{{"step", step},
+                    {"sampler_epoch", state.sampler.state().epoch},
+                    {"sampler_offset", state.sampler.state().offset},
+                    {"optimizer_steps", state.optimizer.steps()},
+                    {"world_size", ctx.comm.size()},
+                    {"config_hash", ctx.config_hash}};
+    std::map<std::string, std::string> files{
+        {"trainable.safetensors", io::encode_safetensors(trainable)},
+        {"optimizer.safetensors", io::encode_safetensors(state.optimizer.state_tensors())},
+        {"rng.safetensors", io::encode_safetensors({{"rng", rng}})},
+        {"state.json", meta_state.dump(2) + "\n"}};
+    const auto path = checkpoint::write_checkpoint(ctx.checkpoint_dir(), step, files, {{"config_hash", ctx.config_hash}});
+    checkpoint::prune(ctx.checkpoint_dir(), ctx.stage.keep_checkpoints);
+    ctx.log("checkpoint " + path);
+  }
+  ctx.comm.barrier("checkpoint written");
+  // Fault injection for the resume tests: REGLAGE_KILL_AFTER_CHECKPOINT=N kills rank 0 with SIGKILL
+  // right after checkpoint N is on disk, as a crash or an OOM kill would.
+  if (const char* kill_at = std::getenv("REGLAGE_KILL_AFTER_CHECKPOINT"))
+    if (ctx.is_root() && std::atoll(kill_at) == step) std::raise(SIGKILL);
+}
+
+std::optional<int64_t> load_latest_checkpoint(StageContext& ctx, TrainState& state) {
+  auto ckpt = checkpoint::latest_valid(ctx.checkpoint_dir(), [&](const std::string& w) { ctx.warn(w); });
+  if (!ckpt) return std::nullopt;
+  if (ckpt->meta["config_hash"] != ctx.config_hash)
+    fail("checkpoint ", ckpt->path, " was written for a different configuration of stage '", ctx.stage.name,
+         "'; use a new run_dir or --restart-from ", ctx.stage.name);
+  const json s = json::parse(checkpoint::read_checkpoint_file(*ckpt, "state.json"));
+
+  torch::NoGradGuard no_grad;
+  auto trainable = io::read_safetensors(ckpt->path + "/trainable.safetensors");
+  for (size_t i = 0; i < state.params.size(); ++i) {
+    auto it = trainable.find(state.names[i]);
+    if (it == trainable.end()) fail(ckpt->path, ": trainable.safetensors has no tensor '", state.names[i], "'");
+    if (it->second.sizes() != state.params[i].sizes())
+      fail(ckpt->path, ": tensor '", state.names[i], "' has shape ", it->second.sizes(), ", the model needs ",
+           state.params[i].sizes());
+    state.params[i].copy_(it->second);
+  }
+  state.optimizer.load_state(io::read_safetensors(ckpt->path + "/optimizer.safetensors"),
+                             s.at("optimizer_steps").get<int64_t>());
+  state.sampler.restore({s.at("sampler_epoch").get<int64_t>(), s.at("sampler_offset").get<int64_t>()});
+
+  auto rng = io::read_safetensors(ckpt->path + "/rng.safetensors").at("rng");  // (W, L) uint8
+  if (rng.size(0) == ctx.comm.size()) {
+    at::Generator gen = at::detail::getDefaultCPUGenerator();  // a handle to the shared default generator
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(rng[ctx.comm.rank()].contiguous());
+  } else {
+    ctx.warn("checkpoint has RNG states of " + std::to_string(rng.size(0)) + " ranks, this run has " +
+             std::to_string(ctx.comm.size()) + ": dropout streams restart from the seed");
+  }
+  return ckpt->step;
+}
+
+}  // namespace reglage::trainers
