@@ -64,12 +64,12 @@ MpiCommunicator::MpiCommunicator() {
 
 void MpiCommunicator::all_reduce_sum(torch::Tensor& t, const std::string& op) {
   check_cpu(t, "all_reduce_sum", op);
-  if (!mpi_active() || t.numel() == 0) return;  // one rank without MPI: the sum is the tensor itself
-  torch::NoGradGuard no_grad;
   // bf16/f16 have no MPI type: sum in float32 (exact for the usual few ranks) and round once at the end.
   const bool widen = t.scalar_type() == torch::kBFloat16 || t.scalar_type() == torch::kHalf;
-  torch::Tensor work = widen ? t.to(torch::kFloat).contiguous() : t.contiguous();  // (numel) same values
-  const MPI_Datatype type = mpi_sum_type(work.scalar_type(), op);
+  const MPI_Datatype type = mpi_sum_type(widen ? torch::kFloat : t.scalar_type(), op);  // checked with or without MPI
+  if (!mpi_active() || t.numel() == 0) return;  // one rank without MPI: the sum is the tensor itself
+  torch::NoGradGuard no_grad;
+  torch::Tensor work = widen ? t.to(torch::kFloat).contiguous() : t.contiguous();  // same shape, contiguous
   const int64_t n = work.numel();
   const int64_t elem = work.element_size();
   char* data = static_cast<char*>(work.data_ptr());

@@ -69,10 +69,10 @@ TEST(Mpi, AllReduceNonContiguous) {
 
 TEST(Mpi, AllReduceGradientsInSeveralBuckets) {
   auto comm = cpu_comm();
-  // Params of different sizes and dtypes; a 64-byte bucket forces several buckets per dtype.
+  // Params of different sizes and dtypes; 64-byte buckets give float {0, 1} {3, 4} and double {2, 5}.
   std::vector<torch::Tensor> params = {
       torch::zeros({3, 5}, torch::requires_grad()),                      // 60 bytes
-      torch::zeros({40}, torch::requires_grad()),                        // 160 bytes: a bucket of its own
+      torch::zeros({40}, torch::requires_grad()),                        // 160 bytes: closes bucket 1
       torch::zeros({2}, torch::TensorOptions(torch::kDouble).requires_grad(true)),
       torch::zeros({4}, torch::requires_grad()),                         // never gets a grad
       torch::zeros({1}, torch::requires_grad()),
@@ -149,7 +149,7 @@ TEST(Mpi, ErrorsNameTheOpAndRank) {
   torch::Tensor t = torch::zeros({2}, torch::kBool);
   try {
     comm->all_reduce_sum(t, "test bad dtype");
-    if (size() > 1) ADD_FAILURE() << "expected an error for a bool tensor";
+    ADD_FAILURE() << "expected an error for a bool tensor";
   } catch (const reglage::Error& e) {
     const std::string what = e.what();
     EXPECT_NE(what.find("test bad dtype"), std::string::npos) << what;
@@ -161,11 +161,9 @@ TEST(Mpi, ErrorsNameTheOpAndRank) {
   } catch (const reglage::Error& e) {
     EXPECT_NE(std::string(e.what()).find("test bad root"), std::string::npos) << e.what();
   }
+  // Without a GPU a CUDA communicator cannot exist: a build without NCCL names the option, one with it
+  // fails in CUDA; neither may hand back a communicator.
   if (!torch::cuda::is_available()) {
-    try {
-      dist::make_communicator(torch::Device(torch::kCUDA, 0));
-    } catch (const reglage::Error& e) {
-      EXPECT_NE(std::string(e.what()).find("REGLAGE_WITH_NCCL"), std::string::npos) << e.what();
-    }
+    EXPECT_ANY_THROW(dist::make_communicator(torch::Device(torch::kCUDA, 0)));
   }
 }
