@@ -224,8 +224,10 @@ class Loader {
           cur[part] = value;
           break;
         }
-        next.reset(ccur[part]);
-        if (!next.IsDefined() || next.IsNull()) {
+        const YAML::Node found = ccur[part];  // may be invalid (absent): reset() would throw on it
+        if (found.IsDefined() && !found.IsNull()) {
+          next.reset(found);
+        } else {
           if (part == "stages") {  // stages are named in the file, never made up by an override
             add_override_problem(path, text, "the file has no stages");
             return;
