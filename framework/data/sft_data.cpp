@@ -1,0 +1,243 @@
+// SFT data: JSONL rows -> token ids with a loss mask; the per-epoch shuffle; sharding and padding.
+#include "framework/data/sft_data.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <fstream>
+#include <random>
+
+#include "framework/core/error.h"
+#include "framework/core/file_util.h"
+
+namespace reglage::data {
+namespace {
+
+// A row that is wrong in itself (bad JSON, fields, roles, no loss tokens): skippable with skip_bad_rows.
+struct BadRow {
+  std::string problem;
+};
+
+std::string string_field(const nlohmann::json& obj, const char* key) {
+  auto it = obj.find(key);
+  if (it == obj.end()) throw BadRow{std::string("missing \"") + key + "\""};
+  if (!it->is_string()) throw BadRow{std::string("\"") + key + "\" must be a string, got " + it->type_name()};
+  return it->get<std::string>();
+}
+
+// Appends the tokens of one piece of text with the given loss flag (no BOS/EOS of its own).
+void append_text(SftExample& ex, const tokenizer::Tokenizer& tok, const std::string& text, uint8_t loss) {
+  if (text.empty()) return;
+  for (int64_t id : tok.encode(text, /*add_bos=*/false, /*add_eos=*/false)) {
+    ex.ids.push_back(id);
+    ex.loss.push_back(loss);
+  }
+}
+
+void append_eos(SftExample& ex, const tokenizer::Tokenizer& tok) {
+  if (tok.eos_id() < 0) return;  // a tokenizer without EOS: the completion just ends
+  ex.ids.push_back(tok.eos_id());
+  ex.loss.push_back(1);
+}
+
+// True when some token after position 0 has loss (position 0 is never a target).
+bool has_loss_tokens(const SftExample& ex) {
+  return ex.loss.size() > 1 && std::find(ex.loss.begin() + 1, ex.loss.end(), 1) != ex.loss.end();
+}
+
+// One parsed JSON row -> ids and loss mask. Throws BadRow.
+SftExample tokenize_row(const nlohmann::json& row, const tokenizer::Tokenizer& tok, const SftDataOptions& opt) {
+  if (!row.is_object()) throw BadRow{std::string("row must be a JSON object, got ") + row.type_name()};
+  const bool has_pc = row.contains("prompt") || row.contains("completion");
+  const bool has_messages = row.contains("messages");
+  if (has_pc && has_messages) throw BadRow{"row has both \"prompt\"/\"completion\" and \"messages\" (give one form)"};
+  if (!has_pc && !has_messages) throw BadRow{"row has neither \"prompt\" + \"completion\" nor \"messages\""};
+
+  SftExample ex;
+  if (tok.bos_id() >= 0) {
+    ex.ids.push_back(tok.bos_id());
+    ex.loss.push_back(0);
+  }
+  if (has_pc) {
+    const std::string prompt = string_field(row, "prompt");
+    const std::string completion = string_field(row, "completion");
+    append_text(ex, tok, prompt, 0);
+    append_text(ex, tok, completion, 1);
+    append_eos(ex, tok);
+  } else {
+    const auto& msgs = row["messages"];
+    if (!msgs.is_array()) throw BadRow{std::string("\"messages\" must be an array, got ") + msgs.type_name()};
+    std::vector<std::pair<std::string, std::string>> messages;
+    bool any_assistant = false;
+    for (size_t i = 0; i < msgs.size(); ++i) {
+      const auto& m = msgs[i];
+      const std::string where = "messages[" + std::to_string(i) + "]";
+      if (!m.is_object()) throw BadRow{where + " must be an object, got " + m.type_name()};
+      std::string role, content;
+      try {
+        role = string_field(m, "role");
+        content = string_field(m, "content");
+      } catch (const BadRow& b) {
+        throw BadRow{where + ": " + b.problem};
+      }
+      if (role != "system" && role != "user" && role != "assistant")
+        throw BadRow{where + ": unknown role \"" + role + "\" (expected system, user or assistant)"};
+      any_assistant = any_assistant || role == "assistant";
+      messages.emplace_back(role, content);
+    }
+    if (!any_assistant) throw BadRow{"\"messages\" has no assistant turn"};
+    for (const auto& [text, is_assistant] : render_chat(opt.chat_template, messages)) {
+      append_text(ex, tok, text, is_assistant ? 1 : 0);
+      if (is_assistant) append_eos(ex, tok);
+    }
+  }
+  if (!has_loss_tokens(ex)) throw BadRow{"row has no completion tokens to learn"};
+  return ex;
+}
+
+}  // namespace
+
+SftDataset load_sft_jsonl(const std::string& path, const tokenizer::Tokenizer& tok, const SftDataOptions& opt) {
+  // Options first: a wrong template or length should not wait for the whole file.
+  if (opt.max_seq_len <= 0) fail("sft data ", path, ": max_seq_len = ", opt.max_seq_len, " (must be > 0)");
+  render_chat(opt.chat_template, {});  // throws on an unknown template name
+  std::ifstream in(path);
+  if (!in) fail("sft data ", path, ": cannot open the file");
+
+  SftDataset data;
+  data.path = path;
+  std::string line;
+  int64_t line_no = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (line.find_first_not_of(" \t\r\n") == std::string::npos) continue;  // blank lines are not rows
+    try {
+      nlohmann::json row;
+      try {
+        row = nlohmann::json::parse(line);
+      } catch (const nlohmann::json::parse_error& e) {
+        throw BadRow{std::string("invalid JSON (") + e.what() + ")"};
+      }
+      SftExample ex = tokenize_row(row, tok, opt);
+      ex.line = line_no;
+      const int64_t len = int64_t(ex.ids.size());
+      if (len > opt.max_seq_len) {
+        if (!opt.truncate)
+          fail(path, ":", line_no, ": row is ", len, " tokens, longer than max_seq_len = ", opt.max_seq_len,
+               " (set truncate to cut it)");
+        ex.ids.resize(size_t(opt.max_seq_len));
+        ex.loss.resize(size_t(opt.max_seq_len));
+        if (!has_loss_tokens(ex))
+          throw BadRow{"row is " + std::to_string(len) + " tokens; cut to max_seq_len = " +
+                       std::to_string(opt.max_seq_len) + " it keeps no completion tokens"};
+        ++data.truncated;
+      }
+      data.rows.push_back(std::move(ex));
+    } catch (const BadRow& b) {
+      if (!opt.skip_bad_rows) fail(path, ":", line_no, ": ", b.problem);
+      ++data.skipped;
+    }
+  }
+  if (data.rows.empty())
+    fail("sft data ", path, ": no rows (", line_no, " lines read, ", data.skipped, " bad rows skipped)");
+  return data;
+}
+
+// ---- sampling --------------------------------------------------------------------------------------
+
+DataSampler::DataSampler(int64_t rows, uint64_t seed) : rows_(rows), seed_(seed) {
+  if (rows <= 0) fail("data sampler: ", rows, " rows (need at least 1)");
+  shuffle_epoch();
+}
+
+void DataSampler::shuffle_epoch() {
+  // splitmix64 of (seed, epoch): neighbouring seeds and epochs give unrelated streams.
+  uint64_t z = seed_ + 0x9E3779B97F4A7C15ULL * (uint64_t(state_.epoch) + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  z = z ^ (z >> 31);
+  std::mt19937_64 rng(z);
+  order_.resize(size_t(rows_));
+  for (int64_t i = 0; i < rows_; ++i) order_[size_t(i)] = i;
+  // Fisher-Yates written out: std::shuffle and the std distributions differ between standard libraries,
+  // mt19937_64's raw output does not, so every rank and every build sees the same order.
+  for (int64_t i = rows_ - 1; i > 0; --i) {
+    const int64_t j = int64_t(rng() % uint64_t(i + 1));
+    std::swap(order_[size_t(i)], order_[size_t(j)]);
+  }
+}
+
+std::vector<int64_t> DataSampler::next_global_batch(int64_t n) {
+  if (n <= 0) fail("data sampler: batch of ", n, " rows (must be > 0)");
+  std::vector<int64_t> batch;
+  batch.reserve(size_t(n));
+  while (int64_t(batch.size()) < n) {
+    if (state_.offset == rows_) {  // epoch done: the next one has its own permutation
+      ++state_.epoch;
+      state_.offset = 0;
+      shuffle_epoch();
+    }
+    batch.push_back(order_[size_t(state_.offset++)]);
+  }
+  return batch;
+}
+
+void DataSampler::restore(const State& s) {
+  if (s.epoch < 0 || s.offset < 0 || s.offset > rows_)
+    fail("data sampler: cannot restore epoch ", s.epoch, " offset ", s.offset, " (", rows_, " rows)");
+  state_ = s;
+  shuffle_epoch();
+}
+
+std::vector<int64_t> shard(const std::vector<int64_t>& global_batch, int rank, int world_size) {
+  if (world_size <= 0 || rank < 0 || rank >= world_size)
+    fail("shard: rank ", rank, " of world size ", world_size, " (need 0 <= rank < world size)");
+  const int64_t n = int64_t(global_batch.size());
+  const int64_t begin = int64_t(rank) * n / world_size, end = int64_t(rank + 1) * n / world_size;
+  return std::vector<int64_t>(global_batch.begin() + begin, global_batch.begin() + end);
+}
+
+// ---- batches ---------------------------------------------------------------------------------------
+
+SftBatch collate(const SftDataset& data, const std::vector<int64_t>& indices, int64_t pad_id) {
+  if (indices.empty()) fail("collate: no rows");
+  int64_t T = 0;
+  for (int64_t i : indices) {
+    if (i < 0 || i >= int64_t(data.rows.size()))
+      fail("collate: row index ", i, " outside the ", data.rows.size(), " rows of ", data.path);
+    T = std::max<int64_t>(T, int64_t(data.rows[size_t(i)].ids.size()));
+  }
+  const int64_t B = int64_t(indices.size());
+  SftBatch batch;
+  batch.ids = torch::full({B, T}, pad_id, torch::kInt64);       // (B, T)
+  batch.targets = torch::full({B, T}, -100, torch::kInt64);     // (B, T)
+  batch.valid = torch::zeros({B, T}, torch::kBool);             // (B, T)
+  auto ids = batch.ids.accessor<int64_t, 2>();
+  auto targets = batch.targets.accessor<int64_t, 2>();
+  auto valid = batch.valid.accessor<bool, 2>();
+  for (int64_t b = 0; b < B; ++b) {
+    const SftExample& ex = data.rows[size_t(indices[size_t(b)])];
+    const int64_t len = int64_t(ex.ids.size());
+    for (int64_t t = 0; t < len; ++t) {
+      ids[b][t] = ex.ids[size_t(t)];
+      valid[b][t] = true;
+      // Position t predicts token t+1; only loss tokens are targets.
+      if (t + 1 < len && ex.loss[size_t(t + 1)]) {
+        targets[b][t] = ex.ids[size_t(t + 1)];
+        ++batch.target_tokens;
+      }
+    }
+  }
+  return batch;
+}
+
+int64_t count_target_tokens(const SftDataset& data, const std::vector<int64_t>& indices) {
+  int64_t n = 0;
+  for (int64_t i : indices) {
+    const auto& loss = data.rows.at(size_t(i)).loss;
+    for (size_t t = 1; t < loss.size(); ++t) n += loss[t];  // position 0 is never a target
+  }
+  return n;
+}
+
+}  // namespace reglage::data
