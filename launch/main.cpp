@@ -54,14 +54,6 @@ int main(int argc, char** argv) {
     }
   }
   try {
-      reglage::launch::Args args(2, rewritten, command);
-      return reglage::launch::cmd_status(args);
-    } catch (const reglage::Error& e) {
-      std::fprintf(stderr, "reglage status: error: %s\n", e.what());
-      return 1;
-    }
-  }
-  try {
     reglage::launch::Args args(argc - 2, argv + 2, command);
     if (command == "generate") return reglage::launch::cmd_generate(args);
     if (command == "logits") return reglage::launch::cmd_logits(args);
