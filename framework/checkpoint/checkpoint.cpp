@@ -31,7 +31,7 @@ int64_t parse_step(const std::string& name) {
 }  // namespace
 
 std::string checksum(const std::string& bytes) {
-  uint64_t h = 1469598103934665603ULL;
+  uint64_t h = 14695981039346656037ULL;  // FNV-1a 64 offset basis
   for (unsigned char c : bytes) {
     h ^= c;
     h *= 1099511628211ULL;
