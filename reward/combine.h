@@ -1,0 +1,36 @@
+// Weighted sums of reward sources, and reward normalisation.
+#pragma once
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "reward/reward_source.h"
+
+namespace reglage::reward {
+
+// sum_i weight_i * part_i(x)
+std::unique_ptr<RewardSource> make_sum_source(std::vector<std::pair<double, std::unique_ptr<RewardSource>>> parts);
+
+// Running mean/variance of rewards seen so far (Welford, in double), used to whiten rewards, optionally
+// clipped. Its state goes into checkpoints.
+class RewardNormalizer {
+ public:
+  struct State {
+    int64_t count = 0;
+    double mean = 0.0;
+    double m2 = 0.0;  // sum of squared deviations
+  };
+  explicit RewardNormalizer(double clip = 0.0) : clip_(clip) {}
+  // Adds the batch to the statistics, then returns (r - mean) / (std + 1e-8), clipped to [-clip, clip] when
+  // clip > 0.
+  std::vector<double> normalize(const std::vector<double>& rewards);
+  State state() const { return state_; }
+  void restore(const State& s) { state_ = s; }
+
+ private:
+  double clip_;
+  State state_;
+};
+
+}  // namespace reglage::reward

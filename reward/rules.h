@@ -1,0 +1,40 @@
+// Rule rewards: a weighted list of checks on the response. A list written as principles with weights is how
+// users express "constitutional" feedback without a judge model:
+//   rules:
+//     - {principle: "uses the requested name", kind: exact_reference, weight: 1.0}
+//     - {kind: regex, pattern: "^Once upon a time", weight: 0.2}
+//     - {kind: excludes, words: [Lily], weight: 0.5}
+//     - {kind: length, min_chars: 40, max_chars: 600, weight: 0.3}
+// Each check scores 1 when it passes and 0 when it fails (length: 1 inside the bounds, minus
+// penalty_per_char for every character outside when penalty_per_char > 0, never below 0 ... see rules.cpp);
+// the reward is the weighted sum.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "reward/reward_source.h"
+
+namespace reglage::reward {
+
+struct RuleConfig {
+  std::string principle;            // a human description, shown in errors and logs
+  std::string kind;                 // regex | not_regex | contains | excludes | exact_reference | length
+  double weight = 1.0;              // may be negative (a penalty)
+  std::string pattern;              // regex, not_regex: PCRE2 pattern (UTF-8)
+  std::vector<std::string> words;   // contains (all must occur), excludes (none may occur)
+  bool case_sensitive = true;       // contains, excludes, exact_reference
+  bool whole_word = true;           // contains, excludes, exact_reference: match whole words only
+  int64_t min_chars = 0;            // length: bounds on the response's characters (0 = no bound)
+  int64_t max_chars = 0;
+  double penalty_per_char = 0.0;    // length: > 0 gives a graded penalty instead of pass/fail
+};
+
+// Validates every rule (unknown kind, bad regex, empty words, negative bounds...): throws reglage::Error
+// naming the rule's index and principle.
+std::unique_ptr<RewardSource> make_rules_source(const std::vector<RuleConfig>& rules);
+
+// One check's score for a response (exposed for tests).
+double rule_score(const RuleConfig& rule, const RewardInput& input);
+
+}  // namespace reglage::reward
