@@ -7,6 +7,7 @@
 #include "framework/checkpoint/checkpoint.h"
 #include "framework/config/config_error.h"
 #include "framework/config/pipeline_config.h"
+#include "framework/data/preference_data.h"
 #include "framework/data/sft_data.h"
 #include "framework/io/model_io.h"
 #include "framework/core/error.h"
@@ -29,7 +30,7 @@ void StageContext::warn(const std::string& message) const {
 }
 
 const std::map<std::string, StageRunner>& stage_runners() {
-  static const std::map<std::string, StageRunner> runners = {{"sft", run_sft}};
+  static const std::map<std::string, StageRunner> runners = {{"sft", run_sft}, {"reward_model", run_reward_model}};
   return runners;
 }
 
@@ -74,7 +75,7 @@ void validate_stage_inputs(const config::PipelineConfig& cfg) {
   }
   for (size_t i = 0; i < cfg.stages.size(); ++i) {
     const auto& st = cfg.stages[i];
-    if (st.type != "sft") continue;
+    if (st.type != "sft" && st.type != "reward_model") continue;
     data::SftDataOptions opt;
     opt.chat_template = st.chat_template;
     opt.max_seq_len = st.max_seq_len > 0 ? st.max_seq_len : model_cfg.max_seq_len;
@@ -87,7 +88,8 @@ void validate_stage_inputs(const config::PipelineConfig& cfg) {
     for (const auto& [field, file] : {std::make_pair("data", st.data), std::make_pair("eval_data", st.eval_data)}) {
       if (file.empty()) continue;
       try {
-        data::load_sft_jsonl(file, *tok, opt);
+        if (st.type == "sft") data::load_sft_jsonl(file, *tok, opt);
+        else data::load_preference_jsonl(file, *tok, opt);
       } catch (const Error& e) {
         problems.push_back({0, 0, key + field, e.what()});
       }

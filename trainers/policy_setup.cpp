@@ -1,6 +1,8 @@
 #include "trainers/policy_setup.h"
 
 #include <cstdlib>
+#include <filesystem>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "framework/core/error.h"
@@ -11,30 +13,111 @@
 
 namespace reglage::trainers {
 
+using nlohmann::json;
+
+Lineage read_lineage(const std::string& final_dir) {
+  Lineage l;
+  const std::string path = final_dir + "/reglage_lineage.json";
+  if (!core::file_exists(path)) return l;
+  try {
+    const json j = json::parse(core::read_file(path));
+    l.base_model = j.at("base_model").get<std::string>();
+    l.adapters = j.at("adapters").get<std::vector<std::string>>();
+  } catch (const std::exception& e) {
+    fail(path, ": unreadable lineage (", e.what(), ")");
+  }
+  return l;
+}
+
+model::CausalLM load_lineage(const Lineage& lineage, torch::Dtype dtype) {
+  auto m = io::load_model(lineage.base_model, dtype);
+  for (size_t i = 0; i < lineage.adapters.size(); ++i) {
+    const std::string name = "lineage_" + std::to_string(i);
+    lora::load_peft(m, name, lineage.adapters[i]);
+    lora::bake_adapter(m, name, 1.0);
+  }
+  return m;
+}
+
 Policy load_policy(const StageContext& ctx) {
   const auto& cfg = ctx.pipeline;
   const auto dtype = model::parse_dtype(cfg.model.dtype);
   Policy p;
-  p.base_path = cfg.model.path;
+  p.lineage.base_model = cfg.model.path;
   if (!ctx.stage.init_from.empty()) {
     const std::string from = cfg.run_dir + "/" + ctx.stage.init_from + "/final";
     if (core::file_exists(from + "/config.json")) {
-      // A fully trained earlier stage: its Hugging Face directory is the new base.
-      p.model = io::load_model(from, dtype);
-      p.base_path = from;
+      p.lineage = {from, {}};  // a fully trained earlier stage: its model directory is the new base
     } else if (core::file_exists(from + "/adapter_config.json")) {
-      // A LoRA stage: its adapter merged into the base (w = 1) is the starting point.
-      p.model = io::load_model(cfg.model.path, dtype);
-      lora::load_peft(p.model, "init_from", from);
-      lora::bake_adapter(p.model, "init_from", 1.0);
+      Lineage before = read_lineage(from);
+      if (!before.base_model.empty()) p.lineage = before;
+      p.lineage.adapters.push_back(from);
     } else {
       fail("stage '", ctx.stage.name, "': init_from '", ctx.stage.init_from, "' has no output in ", from);
     }
-  } else {
-    p.model = io::load_model(cfg.model.path, dtype);
   }
+  p.model = load_lineage(p.lineage, dtype);
   p.tok = io::load_model_tokenizer(cfg.model.path, cfg.model.tokenizer, p.model->config().vocab_size);
   return p;
+}
+
+Trainable setup_trainable(const StageContext& ctx, model::CausalLM& m) {
+  const auto& cfg = ctx.pipeline;
+  const auto& st = ctx.stage;
+  Trainable t;
+  if (st.train == "lora") {
+    lora::LoraConfig lc;
+    lc.rank = cfg.lora.rank;
+    lc.alpha = cfg.lora.alpha;
+    lc.dropout = cfg.lora.dropout;
+    lc.targets = cfg.lora.targets;
+    lora::add_adapter(m, st.name, lc, cfg.seed);
+    lora::set_trainable(m, lora::TrainMode::kLora, st.name);
+    for (auto& [key, tensor] : lora::adapter_tensors(m, st.name)) {
+      t.names.push_back(key);
+      t.params.push_back(tensor);
+    }
+    t.active = {st.name};
+  } else {
+    const auto mode = st.train == "full" ? lora::TrainMode::kFull : lora::TrainMode::kFullFreezeLower;
+    lora::set_trainable(m, mode, "", st.freeze_layers);
+    for (const auto& item : m->named_parameters())
+      if (item.value().requires_grad()) {
+        t.names.push_back(item.key());
+        t.params.push_back(item.value());
+      }
+  }
+  return t;
+}
+
+train::AdamWConfig adamw_config(const config::StageConfig& st) {
+  train::AdamWConfig ac;
+  ac.beta1 = st.adam_beta1;
+  ac.beta2 = st.adam_beta2;
+  ac.eps = st.adam_eps;
+  ac.weight_decay = st.weight_decay;
+  return ac;
+}
+
+int64_t total_steps(const config::StageConfig& st, int64_t rows) {
+  return st.max_steps > 0 ? st.max_steps : (rows * st.epochs + st.batch_size - 1) / st.batch_size;
+}
+
+void publish_final(StageContext& ctx, const Lineage& lineage, const std::function<void(const std::string&)>& write) {
+  if (ctx.is_root()) {
+    namespace fs = std::filesystem;
+    const std::string tmp = ctx.final_dir() + ".tmp";
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    fs::create_directories(tmp, ec);
+    write(tmp);
+    json j{{"base_model", lineage.base_model}, {"adapters", lineage.adapters}};
+    core::write_file_atomic(tmp + "/reglage_lineage.json", j.dump(2) + "\n");
+    fs::remove_all(ctx.final_dir(), ec);
+    fs::rename(tmp, ctx.final_dir(), ec);
+    if (ec) fail(ctx.final_dir(), ": cannot move the stage output into place (", ec.message(), ")");
+  }
+  ctx.comm.barrier("stage output written");
 }
 
 int threads_per_rank(int64_t configured) {

@@ -1,22 +1,55 @@
-// The model a stage starts from: the pipeline's base model, with an earlier stage's output applied when the
-// stage says init_from (a LoRA adapter is merged into the base; a full model directory replaces it).
+// The model a stage starts from, what it trains, and where its output goes.
+// A stage's model is the pipeline's base model with the outputs of the stages it inits from applied:
+// a LoRA stage's adapter is merged into the base (after that stage's own lineage), a fully trained stage's
+// model directory replaces the base. Every final/ directory records its lineage (reglage_lineage.json), so
+// an output can be loaded alone.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "framework/model/llama.h"
 #include "framework/tokenizer/tokenizer.h"
+#include "framework/train/adamw.h"
 #include "trainers/stage.h"
 
 namespace reglage::trainers {
 
+// What a LoRA output sits on: a base model and the adapters merged into it first, in order.
+struct Lineage {
+  std::string base_model;             // llama2.c file or Hugging Face directory
+  std::vector<std::string> adapters;  // PEFT directories baked in order
+};
+
 struct Policy {
   model::CausalLM model{nullptr};
   std::unique_ptr<tokenizer::Tokenizer> tok;
-  std::string base_path;  // the model path the output is relative to (PEFT base_model_name_or_path)
+  Lineage lineage;  // of this stage's starting point
 };
 
 Policy load_policy(const StageContext& ctx);
+
+// base model + lineage adapters baked in; throws naming the directory on a missing part.
+model::CausalLM load_lineage(const Lineage& lineage, torch::Dtype dtype);
+Lineage read_lineage(const std::string& final_dir);  // {} base when the file is absent
+
+// The trainable tensors of a stage: a LoRA adapter named after the stage (active in forward calls), or the
+// base weights for full training; names are the PEFT / Hugging Face keys used in checkpoints.
+struct Trainable {
+  std::vector<torch::Tensor> params;
+  std::vector<std::string> names;
+  model::AdapterSet active;
+};
+Trainable setup_trainable(const StageContext& ctx, model::CausalLM& m);
+
+train::AdamWConfig adamw_config(const config::StageConfig& st);
+// max_steps, or ceil(rows * epochs / batch_size)
+int64_t total_steps(const config::StageConfig& st, int64_t rows);
+
+// Rank 0 writes the stage output into final.tmp through `write`, adds reglage_lineage.json, and renames it to
+// final/; all ranks wait.
+void publish_final(StageContext& ctx, const Lineage& lineage, const std::function<void(const std::string&)>& write);
 
 // Threads per rank: the config's value, or cores / ranks on this host when it is 0.
 int threads_per_rank(int64_t configured);

@@ -82,41 +82,12 @@ void run_sft(StageContext& ctx) {
              std::to_string(train_data.truncated) + " rows truncated");
   const int64_t pad_id = std::max<int64_t>(policy.tok->eos_id(), 0);
 
-  const int64_t total_steps =
-      st.max_steps > 0 ? st.max_steps
-                       : (int64_t(train_data.rows.size()) * st.epochs + st.batch_size - 1) / st.batch_size;
-
-  model::AdapterSet active;
-  std::vector<torch::Tensor> params;
-  std::vector<std::string> names;
-  if (st.train == "lora") {
-    lora::LoraConfig lc;
-    lc.rank = cfg.lora.rank;
-    lc.alpha = cfg.lora.alpha;
-    lc.dropout = cfg.lora.dropout;
-    lc.targets = cfg.lora.targets;
-    lora::add_adapter(m, st.name, lc, cfg.seed);
-    lora::set_trainable(m, lora::TrainMode::kLora, st.name);
-    for (auto& [key, t] : lora::adapter_tensors(m, st.name)) {
-      names.push_back(key);
-      params.push_back(t);
-    }
-    active = {st.name};
-  } else {
-    const auto mode = st.train == "full" ? lora::TrainMode::kFull : lora::TrainMode::kFullFreezeLower;
-    lora::set_trainable(m, mode, "", st.freeze_layers);
-    for (const auto& item : m->named_parameters())
-      if (item.value().requires_grad()) {
-        names.push_back(item.key());
-        params.push_back(item.value());
-      }
-  }
-  train::AdamWConfig ac;
-  ac.beta1 = st.adam_beta1;
-  ac.beta2 = st.adam_beta2;
-  ac.eps = st.adam_eps;
-  ac.weight_decay = st.weight_decay;
-  train::AdamW optimizer(params, names, ac);
+  const int64_t steps = total_steps(st, int64_t(train_data.rows.size()));
+  Trainable trainable = setup_trainable(ctx, m);
+  auto& params = trainable.params;
+  auto& names = trainable.names;
+  const auto& active = trainable.active;
+  train::AdamW optimizer(params, names, adamw_config(st));
   data::DataSampler sampler(int64_t(train_data.rows.size()), cfg.seed);
   // Dropout draws from the default generator: a distinct, seeded stream per rank.
   torch::manual_seed(cfg.seed * 1000003ULL + uint64_t(rank));
@@ -129,17 +100,17 @@ void run_sft(StageContext& ctx) {
   dist::broadcast_tensors(ctx.comm, params, 0, "broadcast weights");
   metrics::MetricsLog log;
   if (ctx.is_root()) log = metrics::MetricsLog(ctx.metrics_path(), start_step);
-  if (start_step > 0) ctx.log("resuming at step " + std::to_string(start_step) + " of " + std::to_string(total_steps));
-  else ctx.log("training " + std::to_string(total_steps) + " steps on " + std::to_string(train_data.rows.size()) +
+  if (start_step > 0) ctx.log("resuming at step " + std::to_string(start_step) + " of " + std::to_string(steps));
+  else ctx.log("training " + std::to_string(steps) + " steps on " + std::to_string(train_data.rows.size()) +
                " rows, " + std::to_string(world) + " rank(s)");
 
   // ---- the loop -------------------------------------------------------------------------------------
   m->train();
   const int64_t per_rank = st.batch_size / world;
   const int64_t micro = per_rank / st.grad_accum;
-  for (int64_t step = start_step; step < total_steps; ++step) {
+  for (int64_t step = start_step; step < steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
-    const double lr = train::scheduled_lr(step, total_steps, st.lr, st.warmup_steps, st.schedule, st.min_lr_ratio);
+    const double lr = train::scheduled_lr(step, steps, st.lr, st.warmup_steps, st.schedule, st.min_lr_ratio);
     const auto global = sampler.next_global_batch(st.batch_size);
     const int64_t targets = data::count_target_tokens(train_data, global);  // same on every rank
     const auto mine = data::shard(global, rank, world);
@@ -166,13 +137,13 @@ void run_sft(StageContext& ctx) {
       fail("stage '", st.name, "' step ", step + 1, ": loss = ", loss, ", grad norm = ", grad_norm, " (not finite)");
     const int64_t done = step + 1;
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (ctx.is_root() && (done % st.log_every == 0 || done == total_steps)) {
+    if (ctx.is_root() && (done % st.log_every == 0 || done == steps)) {
       log.write({{"step", done}, {"split", "train"}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
                  {"epoch", sampler.state().epoch}, {"tokens", tokens}, {"tokens_per_s", tokens / seconds}});
-      ctx.log("step " + std::to_string(done) + "/" + std::to_string(total_steps) + " loss " + std::to_string(loss) +
+      ctx.log("step " + std::to_string(done) + "/" + std::to_string(steps) + " loss " + std::to_string(loss) +
               " lr " + std::to_string(lr) + " " + std::to_string(int64_t(tokens / seconds)) + " tok/s");
     }
-    const bool last = done == total_steps;
+    const bool last = done == steps;
     if (eval_data && ((st.eval_every > 0 && done % st.eval_every == 0) || last)) {
       const double eval_loss = evaluate(ctx, m, *eval_data, active, std::max<int64_t>(micro, 1), pad_id);
       if (ctx.is_root()) {
@@ -184,17 +155,10 @@ void run_sft(StageContext& ctx) {
   }
 
   // ---- output: the adapter (PEFT) or the full model (Hugging Face directory) -------------------------
-  if (ctx.is_root()) {
-    const std::string tmp = ctx.final_dir() + ".tmp";
-    std::error_code ec;
-    std::filesystem::remove_all(tmp, ec);
-    if (st.train == "lora") lora::save_peft(m, st.name, tmp, policy.base_path);
-    else io::save_hf(m, tmp, policy.tok.get());
-    std::filesystem::remove_all(ctx.final_dir(), ec);
-    std::filesystem::rename(tmp, ctx.final_dir(), ec);
-    if (ec) fail(ctx.final_dir(), ": cannot move the stage output into place (", ec.message(), ")");
-  }
-  ctx.comm.barrier("stage end");
+  publish_final(ctx, policy.lineage, [&](const std::string& dir) {
+    if (st.train == "lora") lora::save_peft(m, st.name, dir, policy.lineage.base_model);
+    else io::save_hf(m, dir, policy.tok.get());
+  });
 }
 
 }  // namespace reglage::trainers

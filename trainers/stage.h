@@ -36,5 +36,6 @@ using StageRunner = std::function<void(StageContext&)>;
 const std::map<std::string, StageRunner>& stage_runners();
 
 void run_sft(StageContext& ctx);
+void run_reward_model(StageContext& ctx);
 
 }  // namespace reglage::trainers

@@ -1,0 +1,187 @@
+// Reward-model stage: Bradley-Terry on preference pairs.
+//   mpirun -np N reglage run configs/demo.yaml      (a stage with type: reward_model, usually init_from: sft)
+// The model is the shared base (with the init_from stage merged) plus a "reward" LoRA adapter named after the
+// stage (or full training) and a scalar head read at each sequence's last token. Loss over the global batch:
+// mean of -log sigmoid(r_chosen - r_rejected - margin). Output in run_dir/<stage>/final/: the adapter (PEFT)
+// or model directory, reward_head.safetensors, and the lineage that makes it loadable alone.
+#include <chrono>
+#include <cmath>
+
+#include "framework/core/error.h"
+#include "framework/data/preference_data.h"
+#include "framework/io/model_io.h"
+#include "framework/io/safetensors.h"
+#include "framework/lora/adapter.h"
+#include "framework/metrics/metrics_log.h"
+#include "framework/model/heads.h"
+#include "trainers/policy_setup.h"
+#include "trainers/train_state.h"
+
+namespace reglage::trainers {
+
+namespace F = torch::nn::functional;
+
+// Scores of both sides of a batch: (chosen, rejected), each (n).
+std::pair<torch::Tensor, torch::Tensor> pair_rewards(model::CausalLM& m, model::ScalarHead& head,
+                                                     const data::PreferenceBatch& batch,
+                                                     const model::AdapterSet& active) {
+  auto hidden = m->hidden({batch.ids, {}, batch.valid, nullptr, active});  // (2n, T, D)
+  auto r = model::gather_last_valid(head(hidden), batch.valid);            // (2n)
+  const int64_t n = r.size(0) / 2;
+  return {r.narrow(0, 0, n), r.narrow(0, n, n)};
+}
+
+// Bradley-Terry loss summed over pairs: sum -log sigmoid(r_c - r_r - margin).
+torch::Tensor bradley_terry_sum(const torch::Tensor& chosen, const torch::Tensor& rejected, const torch::Tensor& margin) {
+  return -F::logsigmoid(chosen - rejected - margin).sum();
+}
+
+namespace {
+
+struct PairStats {
+  double loss = 0, correct = 0, margin = 0, reward_sum = 0, reward_sq = 0, pairs = 0;
+  void add(const torch::Tensor& c, const torch::Tensor& r, const torch::Tensor& loss_sum) {
+    loss += loss_sum.item<double>();
+    correct += (c > r).sum().item<double>();
+    margin += (c - r).sum().item<double>();
+    reward_sum += (c.sum() + r.sum()).item<double>();
+    reward_sq += (c.pow(2).sum() + r.pow(2).sum()).item<double>();
+    pairs += double(c.size(0));
+  }
+  // Sums across ranks (collective).
+  void all_reduce(dist::Communicator& comm) {
+    auto t = torch::tensor({loss, correct, margin, reward_sum, reward_sq, pairs}, torch::kFloat64);
+    comm.all_reduce_sum(t, "allreduce reward metrics");
+    loss = t[0].item<double>(), correct = t[1].item<double>(), margin = t[2].item<double>();
+    reward_sum = t[3].item<double>(), reward_sq = t[4].item<double>(), pairs = t[5].item<double>();
+  }
+  nlohmann::json metrics() const {
+    const double n = std::max(pairs, 1.0), mean = reward_sum / (2 * n);
+    return {{"loss", loss / n},
+            {"accuracy", correct / n},
+            {"margin", margin / n},
+            {"reward_mean", mean},
+            {"reward_std", std::sqrt(std::max(0.0, reward_sq / (2 * n) - mean * mean))}};
+  }
+};
+
+PairStats evaluate(StageContext& ctx, model::CausalLM& m, model::ScalarHead& head, const data::PreferenceDataset& eval,
+                   const model::AdapterSet& active, int64_t batch_size, int64_t pad_id) {
+  torch::NoGradGuard no_grad;
+  m->eval();
+  std::vector<int64_t> all(eval.pairs.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = int64_t(i);
+  const auto mine = data::shard(all, ctx.comm.rank(), ctx.comm.size());
+  PairStats stats;
+  for (size_t start = 0; start < mine.size(); start += size_t(batch_size)) {
+    std::vector<int64_t> chunk(mine.begin() + start, mine.begin() + std::min(mine.size(), start + batch_size));
+    auto batch = data::collate_pairs(eval, chunk, pad_id);
+    auto [c, r] = pair_rewards(m, head, batch, active);
+    stats.add(c, r, bradley_terry_sum(c, r, batch.margin));
+  }
+  m->train();
+  stats.all_reduce(ctx.comm);
+  return stats;
+}
+
+}  // namespace
+
+void run_reward_model(StageContext& ctx) {
+  const auto& cfg = ctx.pipeline;
+  const auto& st = ctx.stage;
+  const int rank = ctx.comm.rank(), world = ctx.comm.size();
+
+  // ---- setup: model + adapter + head, data, optimizer ---------------------------------------------
+  Policy policy = load_policy(ctx);
+  auto& m = policy.model;
+  data::SftDataOptions opt;
+  opt.chat_template = st.chat_template;
+  opt.max_seq_len = st.max_seq_len > 0 ? st.max_seq_len : m->config().max_seq_len;
+  opt.truncate = st.truncate;
+  opt.skip_bad_rows = st.skip_bad_rows;
+  const auto train_data = data::load_preference_jsonl(st.data, *policy.tok, opt);
+  std::optional<data::PreferenceDataset> eval_data;
+  if (!st.eval_data.empty()) eval_data = data::load_preference_jsonl(st.eval_data, *policy.tok, opt);
+  const int64_t pad_id = std::max<int64_t>(policy.tok->eos_id(), 0);
+  const int64_t steps = total_steps(st, int64_t(train_data.pairs.size()));
+
+  Trainable trainable = setup_trainable(ctx, m);
+  model::ScalarHead head(m->config().dim, cfg.seed + 17);
+  trainable.params.push_back(head->weight);
+  trainable.names.push_back("reward_head.weight");
+  trainable.params.push_back(head->bias);
+  trainable.names.push_back("reward_head.bias");
+  auto& params = trainable.params;
+  train::AdamW optimizer(params, trainable.names, adamw_config(st));
+  data::DataSampler sampler(int64_t(train_data.pairs.size()), cfg.seed);
+  torch::manual_seed(cfg.seed * 1000003ULL + uint64_t(rank));
+
+  // ---- resume -------------------------------------------------------------------------------------
+  TrainState state{params, trainable.names, optimizer, sampler};
+  int64_t start_step = 0;
+  if (auto ckpt = load_latest_checkpoint(ctx, state)) start_step = *ckpt;
+  dist::broadcast_tensors(ctx.comm, params, 0, "broadcast weights");
+  metrics::MetricsLog log;
+  if (ctx.is_root()) log = metrics::MetricsLog(ctx.metrics_path(), start_step);
+  ctx.log(start_step > 0 ? "resuming at step " + std::to_string(start_step) + " of " + std::to_string(steps)
+                         : "training " + std::to_string(steps) + " steps on " + std::to_string(train_data.pairs.size()) +
+                               " pairs, " + std::to_string(world) + " rank(s)");
+
+  // ---- the loop -------------------------------------------------------------------------------------
+  m->train();
+  const int64_t micro = st.batch_size / world / st.grad_accum;
+  for (int64_t step = start_step; step < steps; ++step) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const double lr = train::scheduled_lr(step, steps, st.lr, st.warmup_steps, st.schedule, st.min_lr_ratio);
+    const auto global = sampler.next_global_batch(st.batch_size);
+    const auto mine = data::shard(global, rank, world);
+    PairStats stats;
+    for (int64_t k = 0; k < st.grad_accum; ++k) {
+      std::vector<int64_t> chunk(mine.begin() + k * micro, mine.begin() + (k + 1) * micro);
+      auto batch = data::collate_pairs(train_data, chunk, pad_id);
+      auto [c, r] = pair_rewards(m, head, batch, trainable.active);
+      auto loss = bradley_terry_sum(c, r, batch.margin);
+      (loss / double(st.batch_size)).backward();  // mean over the global batch
+      stats.add(c.detach(), r.detach(), loss.detach());
+    }
+    dist::all_reduce_gradients(ctx.comm, params);  // sync point
+    const double grad_norm = train::clip_grad_norm(params, st.max_grad_norm);
+    optimizer.step(lr);
+    optimizer.zero_grad();
+    stats.all_reduce(ctx.comm);
+    const int64_t done = step + 1;
+    if (!std::isfinite(stats.loss) || !std::isfinite(grad_norm))
+      fail("stage '", st.name, "' step ", done, ": loss = ", stats.loss, ", grad norm = ", grad_norm, " (not finite)");
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (ctx.is_root() && (done % st.log_every == 0 || done == steps)) {
+      auto rec = stats.metrics();
+      rec["step"] = done;
+      rec["split"] = "train";
+      rec["lr"] = lr;
+      rec["grad_norm"] = grad_norm;
+      rec["pairs_per_s"] = stats.pairs / seconds;
+      log.write(rec);
+      ctx.log("step " + std::to_string(done) + "/" + std::to_string(steps) + " loss " +
+              std::to_string(rec["loss"].get<double>()) + " accuracy " + std::to_string(rec["accuracy"].get<double>()));
+    }
+    const bool last = done == steps;
+    if (eval_data && ((st.eval_every > 0 && done % st.eval_every == 0) || last)) {
+      auto ev = evaluate(ctx, m, head, *eval_data, trainable.active, std::max<int64_t>(micro, 1), pad_id).metrics();
+      ev["step"] = done;
+      ev["split"] = "eval";
+      if (ctx.is_root()) log.write(ev);
+      ctx.log("step " + std::to_string(done) + " eval accuracy " + std::to_string(ev["accuracy"].get<double>()) +
+              " loss " + std::to_string(ev["loss"].get<double>()));
+    }
+    if ((st.checkpoint_every > 0 && done % st.checkpoint_every == 0) || last) save_checkpoint(ctx, state, done);
+  }
+
+  // ---- output: adapter or model, and the head ----------------------------------------------------------
+  publish_final(ctx, policy.lineage, [&](const std::string& dir) {
+    if (st.train == "lora") lora::save_peft(m, st.name, dir, policy.lineage.base_model);
+    else io::save_hf(m, dir, policy.tok.get());
+    io::write_safetensors(dir + "/reward_head.safetensors", {{"weight", head->weight}, {"bias", head->bias}});
+  });
+}
+
+}  // namespace reglage::trainers
