@@ -43,6 +43,8 @@ struct RuleConfig {
 
 // Validates every rule (unknown kind, bad regex, empty words, negative bounds...): throws reglage::Error
 // naming the rule's index and principle.
+// All problems are reported together, each as "rules[i] (principle): what (expected)"; a regex that does
+// not compile carries PCRE2's message and offset. Regexes are compiled once here. describe(): "rules (N checks)".
 std::unique_ptr<RewardSource> make_rules_source(const std::vector<RuleConfig>& rules);
 
 // One check's score for a response (exposed for tests).
