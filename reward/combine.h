@@ -9,7 +9,9 @@
 
 namespace reglage::reward {
 
-// sum_i weight_i * part_i(x)
+// sum_i weight_i * part_i(x), elementwise; each part scores the whole batch once. Throws reglage::Error when
+// parts is empty, a part is null or a weight is not finite; score() throws naming the part (index and
+// describe()) when a part returns a different number of rewards than inputs. describe(): "sum of (w * part, ...)".
 std::unique_ptr<RewardSource> make_sum_source(std::vector<std::pair<double, std::unique_ptr<RewardSource>>> parts);
 
 // Running mean/variance of rewards seen so far (Welford, in double), used to whiten rewards, optionally
@@ -23,7 +25,8 @@ class RewardNormalizer {
   };
   explicit RewardNormalizer(double clip = 0.0) : clip_(clip) {}
   // Adds the batch to the statistics, then returns (r - mean) / (std + 1e-8), clipped to [-clip, clip] when
-  // clip > 0.
+  // clip > 0. std is the population std over every reward seen so far, this batch included (sqrt(m2 / count)),
+  // so the very first single reward maps to 0. A non-finite reward throws reglage::Error and adds nothing.
   std::vector<double> normalize(const std::vector<double>& rewards);
   State state() const { return state_; }
   void restore(const State& s) { state_ = s; }
