@@ -116,7 +116,20 @@ HttpResponse request(http::verb verb, const std::string& url, const std::string*
         result = wec;
         return;
       }
-      http::async_read(stream, buffer, parser, [&](const beast::error_code& rec, std::size_t) { result = rec; });
+      // Headers first: Beast 1.74 does not apply body_limit to a Content-Length body, so check it here
+      // (body_limit still bounds chunked bodies and bodies that run to the end of the connection).
+      http::async_read_header(stream, buffer, parser, [&](const beast::error_code& hec, std::size_t) {
+        if (hec || parser.is_done()) {
+          result = hec;
+          return;
+        }
+        const auto length = parser.content_length();
+        if (length && *length > static_cast<std::uint64_t>(opt.max_response_bytes)) {
+          result = http::error::body_limit;
+          return;
+        }
+        http::async_read(stream, buffer, parser, [&](const beast::error_code& rec, std::size_t) { result = rec; });
+      });
     });
   });
   io.run();
