@@ -257,7 +257,9 @@ TEST(HttpClient, ServerClosesImmediately) {
 }
 
 TEST(HttpClient, ResponseLargerThanTheLimit) {
-  TestServer server([](int, const Request&) { return Reply{Reply::Kind::answer, http_reply(200, std::string(100, 'x'))}; });
+  TestServer server([](int, const Request&) {
+    return Reply{Reply::Kind::answer, http_reply(200, std::string(100, 'x'))};
+  });
   net::HttpOptions opt = quick_options();
   opt.max_response_bytes = 16;
   expect_error([&] { net::http_post_json(server.url(), "{}", opt); }, {"response larger than 16 bytes"});
@@ -337,7 +339,9 @@ TEST(HttpReward, MissingOrNonNumericRewardsFailAtOnce) {
 }
 
 TEST(HttpReward, WrongNumberOfRewardsFailsAtOnce) {
-  TestServer server([](int, const Request&) { return Reply{Reply::Kind::answer, http_reply(200, R"({"rewards":[1,2,3]})")}; });
+  TestServer server([](int, const Request&) {
+    return Reply{Reply::Kind::answer, http_reply(200, R"({"rewards":[1,2,3]})")};
+  });
   std::vector<reward::RewardInput> four(4, reward::RewardInput{"p", "r", ""});
   expect_error([&] { reward::make_http_source(quick_config(server.url()))->score(four); },
                {server.url(), "answered 3 rewards for a batch of 4"});
