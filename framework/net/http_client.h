@@ -1,6 +1,7 @@
 // A small HTTP/1.1 client (Boost.Beast) for JSON POSTs with connect and read timeouts. Only net/ sees
 // Boost.Asio.
 #pragma once
+#include <cstdint>
 #include <string>
 
 namespace reglage::net {
