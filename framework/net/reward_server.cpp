@@ -90,6 +90,8 @@ struct RewardServer::Impl {
   std::deque<Job> queue;
   bool stopping = false;
 
+  std::vector<std::weak_ptr<Session>> sessions;  // network thread only: closed by stop()
+
   void do_accept();
   void enqueue(Job job);
   void scorer_loop();
@@ -104,6 +106,12 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(tcp::socket socket, RewardServer::Impl* server) : stream_(std::move(socket)), server_(server) {}
 
   void start() { do_read(); }
+
+  void close() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.socket().close(ignored);
+  }
 
   // Sends a JSON response; called on the network thread only.
   void send(unsigned status, std::string body) {
@@ -173,14 +181,27 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void on_write(beast::error_code ec) {
-    if (ec || !keep_alive_) return close();
+    if (ec) return close();
+    if (!keep_alive_) return linger_close();
     do_read();
   }
 
-  void close() {
+  // After a last answer (413, 400, Connection: close): send FIN, then discard what the client still sends for a
+  // moment, so closing with unread bytes does not reset the connection before the client reads the answer.
+  void linger_close() {
     beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    stream_.socket().close(ignored);
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.expires_after(std::chrono::seconds(1));
+    drain_budget_ = server_->opt.max_body_bytes + (64 << 10);
+    drain();
+  }
+
+  void drain() {
+    stream_.async_read_some(asio::buffer(drain_buf_), [self = shared_from_this()](beast::error_code ec, size_t n) {
+      self->drain_budget_ -= int64_t(n);
+      if (ec || self->drain_budget_ <= 0) return self->close();
+      self->drain();
+    });
   }
 
   beast::tcp_stream stream_;
@@ -188,6 +209,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<http::request_parser<http::string_body>> parser_;  // fresh per request (body_limit is per parser)
   http::response<http::string_body> res_;  // kept alive for async_write
   bool keep_alive_ = true;
+  char drain_buf_[4096];   // discarded bytes of a closing connection
+  int64_t drain_budget_ = 0;
   RewardServer::Impl* server_;  // outlives every session: sessions die with the io_context
 };
 
@@ -196,7 +219,15 @@ class Session : public std::enable_shared_from_this<Session> {
 void RewardServer::Impl::do_accept() {
   acceptor->async_accept([this](beast::error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted || !acceptor->is_open()) return;  // stop()
-    if (!ec) std::make_shared<Session>(std::move(socket), this)->start();
+    if (!ec) {
+      auto session = std::make_shared<Session>(std::move(socket), this);
+      // Forget closed sessions now and then, so the list stays about as long as the open connections.
+      if (sessions.size() >= 64 && (sessions.size() & (sessions.size() - 1)) == 0)
+        sessions.erase(std::remove_if(sessions.begin(), sessions.end(), [](auto& w) { return w.expired(); }),
+                       sessions.end());
+      sessions.push_back(session);
+      session->start();
+    }
     do_accept();  // transient accept errors (EMFILE, ECONNABORTED) never end the server
   });
 }
@@ -329,6 +360,8 @@ void RewardServer::stop() {
   asio::post(s.ioc, [&s] {
     beast::error_code ignored;
     s.acceptor->close(ignored);
+    for (auto& weak : s.sessions)
+      if (auto session = weak.lock()) session->close();
     s.ioc.stop();
   });
   s.net_thread.join();
