@@ -1,0 +1,392 @@
+// Reward server: Beast sessions on one network thread, a batching scorer thread. See reward_server.h.
+#include "framework/net/reward_server.h"
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "framework/core/error.h"
+
+namespace reglage::net {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using json = nlohmann::json;
+
+namespace {
+
+class Session;
+
+// One parsed /score request waiting for the scorer thread.
+struct Job {
+  std::shared_ptr<Session> session;  // where the answer goes (kept alive until answered)
+  ScoreRequest request;
+};
+
+std::chrono::steady_clock::duration seconds_to_duration(double s) {
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(s));
+}
+
+std::string error_body(const std::string& reason) { return json{{"error", reason}}.dump(); }
+
+// Parses {"query": [str...], "prompts": [str...]}; returns the reason on failure, "" on success.
+std::string parse_score_body(const std::string& body, ScoreRequest& out) {
+  json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return "malformed JSON body";
+  if (!j.is_object()) return "body must be a JSON object {\"query\": [str...], \"prompts\": [str...]}";
+  auto q = j.find("query");
+  if (q == j.end()) return "missing field \"query\" (a list of strings)";
+  if (!q->is_array()) return "field \"query\" must be a list of strings";
+  for (size_t i = 0; i < q->size(); ++i) {
+    if (!(*q)[i].is_string()) return "query[" + std::to_string(i) + "] is not a string";
+    out.queries.push_back((*q)[i].get<std::string>());
+  }
+  auto p = j.find("prompts");
+  if (p == j.end() || p->is_null()) {
+    out.prompts.assign(out.queries.size(), "");
+    return "";
+  }
+  if (!p->is_array()) return "field \"prompts\" must be a list of strings";
+  if (p->size() != out.queries.size())
+    return "\"prompts\" has " + std::to_string(p->size()) + " entries, \"query\" has " +
+           std::to_string(out.queries.size()) + " (must match)";
+  for (size_t i = 0; i < p->size(); ++i) {
+    if (!(*p)[i].is_string()) return "prompts[" + std::to_string(i) + "] is not a string";
+    out.prompts.push_back((*p)[i].get<std::string>());
+  }
+  return "";
+}
+
+}  // namespace
+
+struct RewardServer::Impl {
+  BatchScorer scorer;
+  RewardServerOptions opt;
+
+  asio::io_context ioc;  // run by net_thread only; the scorer thread only post()s
+  std::optional<tcp::acceptor> acceptor;
+  int bound_port = 0;
+  std::thread net_thread;
+  std::thread scorer_thread;
+  bool started = false;
+  bool stopped = false;
+  std::mutex lifecycle_mu;  // start()/stop() against each other
+
+  // The queue between the network thread (producer) and the scorer thread (consumer).
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Job> queue;
+  bool stopping = false;
+
+  std::vector<std::weak_ptr<Session>> sessions;  // network thread only: closed by stop()
+
+  void do_accept();
+  void enqueue(Job job);
+  void scorer_loop();
+  void score_batch(std::vector<Job>& jobs);
+};
+
+namespace {
+
+// One client connection: read a request, answer it (maybe via the scorer), repeat while keep-alive.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, RewardServer::Impl* server) : stream_(std::move(socket)), server_(server) {}
+
+  void start() { do_read(); }
+
+  void close() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.socket().close(ignored);
+  }
+
+  // Sends a JSON response; called on the network thread only.
+  void send(unsigned status, std::string body) {
+    res_ = {};
+    res_.version(11);
+    res_.result(static_cast<http::status>(status));
+    res_.set(http::field::server, "reglage-reward");
+    res_.set(http::field::content_type, "application/json");
+    res_.keep_alive(keep_alive_);
+    res_.body() = std::move(body);
+    res_.prepare_payload();
+    // A client that stops reading its answer is dropped after the same timeout as a stalled request.
+    stream_.expires_after(seconds_to_duration(server_->opt.read_timeout_s));
+    http::async_write(stream_, res_, [self = shared_from_this()](beast::error_code ec, size_t) {
+      self->on_write(ec);
+    });
+  }
+
+ private:
+  void do_read() {
+    parser_.emplace();
+    parser_->body_limit(static_cast<uint64_t>(server_->opt.max_body_bytes));
+    stream_.expires_after(seconds_to_duration(server_->opt.read_timeout_s));
+    http::async_read(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
+      self->on_read(ec);
+    });
+  }
+
+  void on_read(beast::error_code ec) {
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::operation_aborted)
+      return close();
+    if (ec) {
+      // Malformed or oversized HTTP: answer once, then close (the stream position is lost).
+      keep_alive_ = false;
+      if (ec == http::error::body_limit)
+        return send(413, error_body("request body exceeds max_body_bytes = " +
+                                    std::to_string(server_->opt.max_body_bytes)));
+      if (ec == http::error::header_limit) return send(431, error_body("request header too large"));
+      if (ec.category() == http::make_error_code(http::error::bad_target).category())
+        return send(400, error_body(std::string("bad HTTP request: ") + ec.message()));
+      return close();  // connection reset and friends: nobody to answer
+    }
+    stream_.expires_never();  // no timer while the request waits for the scorer
+    handle(parser_->release());
+  }
+
+  void handle(http::request<http::string_body> req) {
+    keep_alive_ = req.keep_alive();
+    std::string path(req.target());
+    path = path.substr(0, path.find('?'));
+    const bool score_path = path == "/score" || path == "/" || path == "/get_reward";
+    if (path == "/health") {
+      if (req.method() != http::verb::get) return send(405, error_body("use GET for /health"));
+      return send(200, json{{"status", "ok"}}.dump());
+    }
+    if (!score_path) return send(404, error_body("no route for " + path));
+    if (req.method() != http::verb::post) return send(405, error_body("use POST for " + path));
+    const std::string& token = server_->opt.token;
+    if (!token.empty() && req[http::field::authorization] != "Bearer " + token)
+      return send(401, error_body("missing or wrong bearer token"));
+    Job job;
+    if (std::string reason = parse_score_body(req.body(), job.request); !reason.empty())
+      return send(400, error_body(reason));
+    if (job.request.queries.empty()) return send(200, json{{"rewards", json::array()}}.dump());
+    job.session = shared_from_this();
+    server_->enqueue(std::move(job));  // the scorer thread posts send() back
+  }
+
+  void on_write(beast::error_code ec) {
+    if (ec) return close();
+    if (!keep_alive_) return linger_close();
+    do_read();
+  }
+
+  // After a last answer (413, 400, Connection: close): send FIN, then discard what the client still sends for a
+  // moment, so closing with unread bytes does not reset the connection before the client reads the answer.
+  void linger_close() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.expires_after(std::chrono::seconds(1));
+    drain_budget_ = server_->opt.max_body_bytes + (64 << 10);
+    drain();
+  }
+
+  void drain() {
+    stream_.async_read_some(asio::buffer(drain_buf_), [self = shared_from_this()](beast::error_code ec, size_t n) {
+      self->drain_budget_ -= int64_t(n);
+      if (ec || self->drain_budget_ <= 0) return self->close();
+      self->drain();
+    });
+  }
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;  // fresh per request (body_limit is per parser)
+  http::response<http::string_body> res_;  // kept alive for async_write
+  bool keep_alive_ = true;
+  char drain_buf_[4096];   // discarded bytes of a closing connection
+  int64_t drain_budget_ = 0;
+  RewardServer::Impl* server_;  // outlives every session: sessions die with the io_context
+};
+
+}  // namespace
+
+void RewardServer::Impl::do_accept() {
+  acceptor->async_accept([this](beast::error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !acceptor->is_open()) return;  // stop()
+    if (!ec) {
+      auto session = std::make_shared<Session>(std::move(socket), this);
+      // Forget closed sessions now and then, so the list stays about as long as the open connections.
+      if (sessions.size() >= 64 && (sessions.size() & (sessions.size() - 1)) == 0)
+        sessions.erase(std::remove_if(sessions.begin(), sessions.end(), [](auto& w) { return w.expired(); }),
+                       sessions.end());
+      sessions.push_back(session);
+      session->start();
+    }
+    do_accept();  // transient accept errors (EMFILE, ECONNABORTED) never end the server
+  });
+}
+
+void RewardServer::Impl::enqueue(Job job) {
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    queue.push_back(std::move(job));
+  }
+  cv.notify_one();
+}
+
+void RewardServer::Impl::scorer_loop() {
+  for (;;) {
+    std::vector<Job> jobs;
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [&] { return stopping || !queue.empty(); });
+      if (stopping) return;
+      // Take every queued request that fits in max_batch queries; always at least one.
+      int64_t n = 0;
+      while (!queue.empty()) {
+        const int64_t k = static_cast<int64_t>(queue.front().request.queries.size());
+        if (!jobs.empty() && n + k > opt.max_batch) break;
+        n += k;
+        jobs.push_back(std::move(queue.front()));
+        queue.pop_front();
+      }
+    }
+    score_batch(jobs);
+  }
+}
+
+// Scores the concatenated queries (in chunks of max_batch), splits the rewards back, and posts each slice to
+// its own session on the network thread.
+void RewardServer::Impl::score_batch(std::vector<Job>& jobs) {
+  std::vector<std::string> queries, prompts;  // (N) concatenated over jobs
+  for (const Job& job : jobs) {
+    queries.insert(queries.end(), job.request.queries.begin(), job.request.queries.end());
+    prompts.insert(prompts.end(), job.request.prompts.begin(), job.request.prompts.end());
+  }
+  std::vector<double> rewards;  // (N)
+  std::string failure;
+  try {
+    const size_t chunk = static_cast<size_t>(opt.max_batch);
+    for (size_t begin = 0; begin < queries.size(); begin += chunk) {
+      const size_t end = std::min(queries.size(), begin + chunk);
+      std::vector<std::string> q(queries.begin() + begin, queries.begin() + end);
+      std::vector<std::string> p(prompts.begin() + begin, prompts.begin() + end);
+      std::vector<double> r = scorer(q, p);
+      if (r.size() != q.size())
+        fail("scorer returned ", r.size(), " rewards for ", q.size(), " queries");
+      rewards.insert(rewards.end(), r.begin(), r.end());
+    }
+  } catch (const std::exception& e) {
+    failure = std::string("scorer failed: ") + e.what();
+  } catch (...) {
+    failure = "scorer failed: unknown exception";
+  }
+  size_t offset = 0;
+  for (Job& job : jobs) {
+    const size_t k = job.request.queries.size();
+    unsigned status = 500;
+    std::string body;
+    if (failure.empty()) {
+      status = 200;
+      body = json{{"rewards", std::vector<double>(rewards.begin() + offset, rewards.begin() + offset + k)}}.dump();
+    } else {
+      body = error_body(failure);
+    }
+    offset += k;
+    asio::post(ioc, [session = std::move(job.session), status, body = std::move(body)]() mutable {
+      session->send(status, std::move(body));
+    });
+  }
+}
+
+RewardServer::RewardServer(BatchScorer scorer, RewardServerOptions opt) : impl_(std::make_unique<Impl>()) {
+  if (!scorer) fail("reward server: scorer is empty");
+  if (opt.max_batch < 1) fail("reward server: max_batch = ", opt.max_batch, " (must be >= 1)");
+  if (opt.max_body_bytes < 1) fail("reward server: max_body_bytes = ", opt.max_body_bytes, " (must be >= 1)");
+  if (!(opt.read_timeout_s > 0)) fail("reward server: read_timeout_s = ", opt.read_timeout_s, " (must be > 0)");
+  if (opt.port < 0 || opt.port > 65535) fail("reward server: port = ", opt.port, " (must be in 0..65535)");
+  impl_->scorer = std::move(scorer);
+  impl_->opt = std::move(opt);
+}
+
+RewardServer::~RewardServer() { stop(); }
+
+void RewardServer::start() {
+  Impl& s = *impl_;
+  std::lock_guard<std::mutex> lock(s.lifecycle_mu);
+  const std::string where = s.opt.host + ":" + std::to_string(s.opt.port);
+  if (s.started) fail("reward server ", where, ": start() called twice");
+  beast::error_code ec;
+  tcp::resolver resolver(s.ioc);
+  auto results = resolver.resolve(s.opt.host, std::to_string(s.opt.port), tcp::resolver::passive, ec);
+  if (ec || results.empty()) fail("reward server: cannot resolve ", where, ": ", ec.message());
+  const tcp::endpoint endpoint = results.begin()->endpoint();
+  s.acceptor.emplace(s.ioc);
+  if (s.acceptor->open(endpoint.protocol(), ec); ec) fail("reward server: cannot open socket for ", where, ": ", ec.message());
+  if (s.acceptor->set_option(asio::socket_base::reuse_address(true), ec); ec)
+    fail("reward server: cannot set SO_REUSEADDR on ", where, ": ", ec.message());
+  if (s.acceptor->bind(endpoint, ec); ec) fail("reward server: cannot bind ", where, ": ", ec.message());
+  if (s.acceptor->listen(asio::socket_base::max_listen_connections, ec); ec)
+    fail("reward server: cannot listen on ", where, ": ", ec.message());
+  s.bound_port = s.acceptor->local_endpoint().port();
+  s.started = true;
+  s.do_accept();
+  s.scorer_thread = std::thread([&s] { s.scorer_loop(); });
+  s.net_thread = std::thread([&s] { s.ioc.run(); });
+}
+
+int RewardServer::port() const { return impl_->bound_port; }
+
+void RewardServer::stop() {
+  Impl& s = *impl_;
+  std::lock_guard<std::mutex> lock(s.lifecycle_mu);
+  if (!s.started || s.stopped) return;
+  s.stopped = true;
+  // 1. The scorer thread finishes its current call and exits; queued requests are dropped.
+  {
+    std::lock_guard<std::mutex> qlock(s.mu);
+    s.stopping = true;
+  }
+  s.cv.notify_all();
+  s.scorer_thread.join();
+  // 2. Close the listener on the network thread, then stop the loop; pending sessions are destroyed (and their
+  //    sockets closed) with the io_context's handlers.
+  asio::post(s.ioc, [&s] {
+    beast::error_code ignored;
+    s.acceptor->close(ignored);
+    for (auto& weak : s.sessions)
+      if (auto session = weak.lock()) session->close();
+    s.ioc.stop();
+  });
+  s.net_thread.join();
+  std::lock_guard<std::mutex> qlock(s.mu);
+  s.queue.clear();
+}
+
+void RewardServer::run_until_signal() {
+  if (!impl_->started) start();
+  // A signal_set on the server's io_context: the network thread wakes this one through a flag.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool signalled = false;
+  asio::signal_set signals(impl_->ioc, SIGINT, SIGTERM);
+  signals.async_wait([&](beast::error_code ec, int) {
+    if (ec) return;
+    std::lock_guard<std::mutex> lock(mu);
+    signalled = true;
+    cv.notify_all();
+  });
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return signalled; });
+  }
+  stop();
+}
+
+}  // namespace reglage::net
