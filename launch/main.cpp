@@ -21,6 +21,7 @@ void print_usage() {
                "  run        run a pipeline (SFT, ...) as MPI ranks: mpirun -np N reglage run pipeline.yaml\n"
                "  status     show the stages of a run directory: reglage status RUN_DIR\n"
                "  eval       held-out success of the demo task (greedy stories that use the requested name)\n"
+               "  serve-reward  serve a trained reward model over HTTP (OpenRLHF remote reward protocol)\n"
                "  generate   sample continuations of prompts from a model (optionally with a LoRA adapter)\n"
                "  logits     write a model's logits for given token ids (int32 T, int32 V, float32[T][V], int32[T])\n"
                "  convert    write a model (llama2.c or Hugging Face) as a Hugging Face model directory\n"
@@ -59,7 +60,8 @@ int main(int argc, char** argv) {
     if (command == "logits") return reglage::launch::cmd_logits(args);
     if (command == "convert") return reglage::launch::cmd_convert(args);
     if (command == "eval") return reglage::launch::cmd_eval(args);
-    reglage::fail("unknown command '", command, "' (expected run, status, eval, generate, logits or convert)");
+    if (command == "serve-reward") return reglage::launch::cmd_serve_reward(args);
+    reglage::fail("unknown command '", command, "' (expected run, status, eval, serve-reward, generate, logits or convert)");
   } catch (const reglage::Error& e) {
     std::fprintf(stderr, "reglage %s: error: %s\n", command.c_str(), e.what());
     return 1;

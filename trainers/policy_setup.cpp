@@ -15,30 +15,6 @@ namespace reglage::trainers {
 
 using nlohmann::json;
 
-Lineage read_lineage(const std::string& final_dir) {
-  Lineage l;
-  const std::string path = final_dir + "/reglage_lineage.json";
-  if (!core::file_exists(path)) return l;
-  try {
-    const json j = json::parse(core::read_file(path));
-    l.base_model = j.at("base_model").get<std::string>();
-    l.adapters = j.at("adapters").get<std::vector<std::string>>();
-  } catch (const std::exception& e) {
-    fail(path, ": unreadable lineage (", e.what(), ")");
-  }
-  return l;
-}
-
-model::CausalLM load_lineage(const Lineage& lineage, torch::Dtype dtype) {
-  auto m = io::load_model(lineage.base_model, dtype);
-  for (size_t i = 0; i < lineage.adapters.size(); ++i) {
-    const std::string name = "lineage_" + std::to_string(i);
-    lora::load_peft(m, name, lineage.adapters[i]);
-    lora::bake_adapter(m, name, 1.0);
-  }
-  return m;
-}
-
 Policy load_policy(const StageContext& ctx) {
   const auto& cfg = ctx.pipeline;
   const auto dtype = model::parse_dtype(cfg.model.dtype);
@@ -49,14 +25,14 @@ Policy load_policy(const StageContext& ctx) {
     if (core::file_exists(from + "/config.json")) {
       p.lineage = {from, {}};  // a fully trained earlier stage: its model directory is the new base
     } else if (core::file_exists(from + "/adapter_config.json")) {
-      Lineage before = read_lineage(from);
+      Lineage before = io::read_lineage(from);
       if (!before.base_model.empty()) p.lineage = before;
       p.lineage.adapters.push_back(from);
     } else {
       fail("stage '", ctx.stage.name, "': init_from '", ctx.stage.init_from, "' has no output in ", from);
     }
   }
-  p.model = load_lineage(p.lineage, dtype);
+  p.model = io::load_lineage(p.lineage, dtype);
   p.tok = io::load_model_tokenizer(cfg.model.path, cfg.model.tokenizer, p.model->config().vocab_size);
   return p;
 }
@@ -111,8 +87,7 @@ void publish_final(StageContext& ctx, const Lineage& lineage, const std::functio
     fs::remove_all(tmp, ec);
     fs::create_directories(tmp, ec);
     write(tmp);
-    json j{{"base_model", lineage.base_model}, {"adapters", lineage.adapters}};
-    core::write_file_atomic(tmp + "/reglage_lineage.json", j.dump(2) + "\n");
+    io::write_lineage(tmp, lineage);
     fs::remove_all(ctx.final_dir(), ec);
     fs::rename(tmp, ctx.final_dir(), ec);
     if (ec) fail(ctx.final_dir(), ": cannot move the stage output into place (", ec.message(), ")");

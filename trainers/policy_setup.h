@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "framework/io/lineage.h"
 #include "framework/model/llama.h"
 #include "framework/tokenizer/tokenizer.h"
 #include "framework/train/adamw.h"
@@ -16,11 +17,7 @@
 
 namespace reglage::trainers {
 
-// What a LoRA output sits on: a base model and the adapters merged into it first, in order.
-struct Lineage {
-  std::string base_model;             // llama2.c file or Hugging Face directory
-  std::vector<std::string> adapters;  // PEFT directories baked in order
-};
+using io::Lineage;
 
 struct Policy {
   model::CausalLM model{nullptr};
@@ -30,9 +27,6 @@ struct Policy {
 
 Policy load_policy(const StageContext& ctx);
 
-// base model + lineage adapters baked in; throws naming the directory on a missing part.
-model::CausalLM load_lineage(const Lineage& lineage, torch::Dtype dtype);
-Lineage read_lineage(const std::string& final_dir);  // {} base when the file is absent
 
 // The trainable tensors of a stage: a LoRA adapter named after the stage (active in forward calls), or the
 // base weights for full training; names are the PEFT / Hugging Face keys used in checkpoints.

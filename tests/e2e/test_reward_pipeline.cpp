@@ -1,0 +1,139 @@
+// The reward_model stage end to end (exact resume after SIGKILL) and `reglage serve-reward` scored through
+// the http reward source against in-process scoring of the same model.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "framework/io/safetensors.h"
+#include "reward/http_source.h"
+#include "reward/model_source.h"
+#include "test_util.h"
+
+namespace reglage {
+namespace {
+
+using test::source_path;
+
+const char* kNames[] = {"Dalu", "Koti", "Mira", "Tobi", "Lena", "Rumi", "Sako", "Pela"};
+
+void write_sft(const std::string& path) {
+  std::ostringstream out;
+  for (int i = 0; i < 16; ++i)
+    out << nlohmann::json{{"prompt", std::string("Write a story about a cat named ") + kNames[i % 8] + "."},
+                          {"completion", std::string("Once upon a time, there was a cat named ") + kNames[i % 8] + "."}}
+               .dump()
+        << "\n";
+  core::write_file_atomic(path, out.str());
+}
+
+void write_pairs(const std::string& path, int n) {
+  std::ostringstream out;
+  for (int i = 0; i < n; ++i) {
+    const std::string name = kNames[i % 8], other = kNames[(i + 3) % 8];
+    out << nlohmann::json{{"prompt", "Write a story about a dog named " + name + "."},
+                          {"chosen", "Once upon a time, there was a dog named " + name + ". " + name + " was happy."},
+                          {"rejected", "Once upon a time, there was a dog named " + other + ". " + other + " was happy."}}
+               .dump()
+        << "\n";
+  }
+  core::write_file_atomic(path, out.str());
+}
+
+std::string yaml(const test::TempDir& tmp, const std::string& run_dir) {
+  return "run_dir: " + run_dir + "\nseed: 3\nthreads: 1\nmodel:\n  path: " +
+         source_path("models/stories260K/stories260K.bin") +
+         "\nlora: {rank: 4, alpha: 8, dropout: 0.1, targets: [q_proj, v_proj]}\nstages:\n"
+         "  - {name: sft, type: sft, data: " + tmp.path("sft.jsonl") + ", max_steps: 4, batch_size: 4, lr: 1.0e-3}\n"
+         "  - {name: rm, type: reward_model, init_from: sft, data: " + tmp.path("pairs.jsonl") +
+         ", eval_data: " + tmp.path("eval_pairs.jsonl") +
+         ", max_steps: 6, batch_size: 4, grad_accum: 1, lr: 1.0e-3, checkpoint_every: 3, eval_every: 3}\n";
+}
+
+int run(int ranks, const std::string& yaml_path, const std::string& env = "") {
+  const std::string cmd = "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 " + env + " " +
+                          std::string(REGLAGE_MPIEXEC) + " -n " + std::to_string(ranks) + " --oversubscribe " +
+                          std::string(REGLAGE_BINARY) + " run " + yaml_path + " > /dev/null 2>&1";
+  const int status = std::system(cmd.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+class RewardPipeline : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    write_sft(tmp_.path("sft.jsonl"));
+    write_pairs(tmp_.path("pairs.jsonl"), 24);
+    write_pairs(tmp_.path("eval_pairs.jsonl"), 8);
+  }
+  test::TempDir tmp_;
+};
+
+TEST_F(RewardPipeline, ExactResumeAfterSigkillTwoRanks) {
+  core::write_file_atomic(tmp_.path("a.yaml"), yaml(tmp_, tmp_.path("a")));
+  core::write_file_atomic(tmp_.path("b.yaml"), yaml(tmp_, tmp_.path("b")));
+  ASSERT_EQ(run(2, tmp_.path("a.yaml")), 0);
+  ASSERT_NE(run(2, tmp_.path("b.yaml"), "REGLAGE_KILL_AFTER_CHECKPOINT=3"), 0);  // rm's step-3 checkpoint
+  EXPECT_TRUE(core::file_exists(tmp_.path("b/rm/checkpoints/step-3/manifest.json")));
+  EXPECT_FALSE(core::file_exists(tmp_.path("b/rm/final")));
+  ASSERT_EQ(run(2, tmp_.path("b.yaml")), 0);
+  for (const char* file : {"adapter_model.safetensors", "reward_head.safetensors"}) {
+    auto a = io::read_safetensors(tmp_.path("a/rm/final/") + file);
+    auto b = io::read_safetensors(tmp_.path("b/rm/final/") + file);
+    ASSERT_EQ(a.size(), b.size());
+    for (const auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << file << " " << name;
+  }
+  // metrics past the checkpoint were replayed, not duplicated
+  auto lines = [](const std::string& p) {
+    std::istringstream in(core::read_file(p));
+    std::string l, out;
+    while (std::getline(in, l)) {
+      auto j = nlohmann::json::parse(l);
+      j.erase("pairs_per_s");
+      out += j.dump() + "\n";
+    }
+    return out;
+  };
+  EXPECT_EQ(lines(tmp_.path("a/rm/metrics.jsonl")), lines(tmp_.path("b/rm/metrics.jsonl")));
+}
+
+TEST_F(RewardPipeline, ServedRewardsEqualInProcessScoring) {
+  core::write_file_atomic(tmp_.path("p.yaml"), yaml(tmp_, tmp_.path("run")));
+  ASSERT_EQ(run(1, tmp_.path("p.yaml")), 0);
+  const std::string final_dir = tmp_.path("run/rm/final");
+
+  // Start the server on a free loopback port; the shell prints its pid, the server its address.
+  const std::string cmd = "sh -c 'echo $$; exec " + std::string(REGLAGE_BINARY) + " serve-reward --adapter " +
+                          final_dir + " --port 0 --threads 1'";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  char line[512];
+  ASSERT_NE(fgets(line, sizeof(line), pipe), nullptr);
+  const int pid = std::atoi(line);
+  ASSERT_NE(fgets(line, sizeof(line), pipe), nullptr) << "server did not start";
+  const std::string banner = line;
+  const auto at = banner.find("http://127.0.0.1:");
+  ASSERT_NE(at, std::string::npos) << banner;
+  const int port = std::atoi(banner.c_str() + at + 17);
+
+  std::vector<reward::RewardInput> inputs;
+  for (int i = 0; i < 10; ++i) {
+    const std::string name = kNames[i % 8], other = kNames[(i + 5) % 8];
+    inputs.push_back({"Write a story about a fox named " + name + ".",
+                      "Once upon a time, there was a fox named " + (i % 2 ? name : other) + ".", ""});
+  }
+  reward::HttpRewardConfig hc;
+  hc.url = "http://127.0.0.1:" + std::to_string(port) + "/score";
+  hc.batch_size = 4;
+  hc.timeout_s = 60;
+  auto served = reward::make_http_source(hc)->score(inputs);
+  auto local = reward::make_model_source(final_dir)->score(inputs);
+  kill(pid, SIGTERM);
+  pclose(pipe);
+  ASSERT_EQ(served.size(), local.size());
+  for (size_t i = 0; i < local.size(); ++i) EXPECT_NEAR(served[i], local[i], 1e-5) << i;
+}
+
+}  // namespace
+}  // namespace reglage
