@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo: installs what is missing, builds, and runs the demo pipeline on the shipped stories260K model:
-# supervised fine-tuning on "Write a story about a {animal} named {name}." with 2 MPI ranks, then the
-# held-out success rate (stories that use a name never seen in training) before and after.
+# supervised fine-tuning on "Write a story about a {animal} named {name}." with 2 MPI ranks, then a reward
+# model on preference pairs labelled by the task's rule, then the held-out figures.
 # Running it again resumes the pipeline (finished stages are skipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,9 @@ build/reglage status runs/demo
 echo "== the fine-tuned model, greedy =="
 build/reglage generate --model models/stories260K/stories260K.bin --adapter runs/demo/sft/final \
   --prompt "Write a story about a fox named Rumi." --max-new-tokens 60 --temperature 0
+
+echo "== reward model: held-out pair accuracy (data/demo/pref_eval.jsonl, names never in training) =="
+grep '"split":"eval"' runs/demo/rm/metrics.jsonl | tail -n 1
 
 echo "== held-out success (data/demo/heldout_prompts.jsonl: names never in training) =="
 echo -n "base: "
