@@ -5,10 +5,8 @@
 // {"prompts": N, "successes": S, "success_rate": S/N}.
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "framework/core/error.h"
-#include "framework/core/file_util.h"
 #include "framework/data/demo_task.h"
 #include "framework/generate/generate.h"
 #include "framework/io/model_io.h"
@@ -32,25 +30,12 @@ int cmd_eval(Args& args) {
   if (!(merge_weight >= 0 && merge_weight <= 1)) fail("--merge-weight = ", merge_weight, " (must be in [0, 1])");
   set_threads(threads);
 
-  // rows: {"prompt", "name"}
+  // rows: {"prompt", "name"}; errors name path:line
   std::vector<std::string> prompts, names;
-  std::istringstream in(core::read_file(prompts_path));
-  std::string line;
-  for (int line_no = 1; std::getline(in, line); ++line_no) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const std::exception& e) {
-      fail(prompts_path, ":", line_no, ": not valid JSON (", e.what(), ")");
-    }
-    if (!j.is_object() || !j.contains("prompt") || !j["prompt"].is_string() || !j.contains("name") ||
-        !j["name"].is_string())
-      fail(prompts_path, ":", line_no, ": expected {\"prompt\": string, \"name\": string}");
-    prompts.push_back(j["prompt"].get<std::string>());
-    names.push_back(j["name"].get<std::string>());
+  for (const auto& row : data::load_demo_prompts(prompts_path)) {
+    prompts.push_back(row.prompt);
+    names.push_back(row.name);
   }
-  if (prompts.empty()) fail(prompts_path, ": no prompts");
 
   auto m = io::load_model(model_path);
   auto tok = io::load_model_tokenizer(model_path, tokenizer_path, m->config().vocab_size);
