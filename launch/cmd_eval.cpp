@@ -18,6 +18,7 @@ namespace reglage::launch {
 void set_threads(long long threads);
 
 int cmd_eval(Args& args) {
+  if (args.has("config")) return cmd_eval_stage(args);  // the policy of a pipeline stage (cmd_eval_stage.cpp)
   const std::string model_path = args.required("model");
   const std::string adapter_dir = args.str("adapter");
   const std::string tokenizer_path = args.str("tokenizer");

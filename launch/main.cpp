@@ -20,7 +20,7 @@ void print_usage() {
                "commands:\n"
                "  run        run a pipeline (SFT, ...) as MPI ranks: mpirun -np N reglage run pipeline.yaml\n"
                "  status     show the stages of a run directory: reglage status RUN_DIR\n"
-               "  eval       held-out success of the demo task (greedy stories that use the requested name)\n"
+               "  eval       a stage's policy on prompts: mean reward, pass rate, KL (--config --stage), or the demo task (--model)\n"
                "  serve-reward  serve a trained reward model over HTTP (OpenRLHF remote reward protocol)\n"
                "  generate   sample continuations of prompts from a model (optionally with a LoRA adapter)\n"
                "  logits     write a model's logits for given token ids (int32 T, int32 V, float32[T][V], int32[T])\n"

@@ -58,6 +58,12 @@ std::unique_ptr<RewardSource> make_sum_source(std::vector<std::pair<double, std:
   return std::make_unique<SumSource>(std::move(parts));
 }
 
+std::vector<double> clip_rewards(std::vector<double> rewards, double clip) {
+  if (clip > 0)
+    for (double& r : rewards) r = std::min(std::max(r, -clip), clip);
+  return rewards;
+}
+
 std::vector<double> RewardNormalizer::normalize(const std::vector<double>& rewards) {
   // A non-finite reward would poison the running statistics for the rest of training.
   for (size_t i = 0; i < rewards.size(); ++i)
@@ -69,6 +75,22 @@ std::vector<double> RewardNormalizer::normalize(const std::vector<double>& rewar
     state_.mean += delta / double(state_.count);
     state_.m2 += delta * (r - state_.mean);
   }
+  return apply(rewards);
+}
+
+void RewardNormalizer::merge(int64_t count, double mean, double m2) {
+  if (count < 0 || !std::isfinite(mean) || !std::isfinite(m2) || m2 < -1e-9 * std::max(1.0, std::fabs(mean)))
+    fail("reward normalizer: batch statistics count ", count, ", mean ", mean, ", m2 ", m2,
+         " (expected count >= 0 and finite mean, m2 >= 0; a reward was not finite)");
+  if (count == 0) return;
+  const double n_a = double(state_.count), n_b = double(count), n = n_a + n_b;
+  const double delta = mean - state_.mean;
+  state_.mean += delta * n_b / n;
+  state_.m2 += std::max(m2, 0.0) + delta * delta * n_a * n_b / n;
+  state_.count += count;
+}
+
+std::vector<double> RewardNormalizer::apply(const std::vector<double>& rewards) const {
   // Population std over everything seen so far (0 after a single reward, so that output is 0).
   const double std = state_.count > 0 ? std::sqrt(state_.m2 / double(state_.count)) : 0.0;
   std::vector<double> out(rewards.size());

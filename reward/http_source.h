@@ -10,19 +10,12 @@
 #include <memory>
 #include <string>
 
+#include "framework/config/reward_config.h"
 #include "reward/reward_source.h"
 
 namespace reglage::reward {
 
-struct HttpRewardConfig {
-  std::string url;                // http://host[:port]/path (https is refused)
-  double timeout_s = 30;          // one request: write + read of the full answer
-  double connect_timeout_s = 5;   // TCP connect
-  int64_t retries = 3;            // extra attempts after a retryable failure (0 = try once)
-  double backoff_s = 0.5;         // sleep before retry k (k = 0, 1, ...): backoff_s * 2^k
-  int64_t batch_size = 64;        // inputs per POST
-  std::string token;              // "" = no Authorization header, else "Bearer <token>"
-};
+using HttpRewardConfig = config::HttpRewardConfig;  // framework/config/reward_config.h
 
 // Validates the config (throws reglage::Error) and returns the source; describe() is "http <url>".
 std::unique_ptr<RewardSource> make_http_source(const HttpRewardConfig& config);

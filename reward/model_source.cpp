@@ -14,14 +14,24 @@ namespace {
 
 class ModelSource : public RewardSource {
  public:
-  ModelSource(const std::string& dir, int64_t batch_size, const std::string& base_model)
+  // shared: a model to add the reward adapter to (when non-null and on the same lineage).
+  ModelSource(const std::string& dir, int64_t batch_size, const std::string& base_model, model::CausalLM shared,
+              const io::Lineage* shared_lineage)
       : dir_(dir), batch_size_(batch_size) {
     if (!core::is_directory(dir)) fail("reward model ", dir, ": directory not found");
     if (!core::file_exists(dir + "/reward_head.safetensors"))
       fail("reward model ", dir, ": no reward_head.safetensors (expected the final/ of a reward_model stage)");
     io::Lineage lineage = io::read_lineage(dir);
     if (lineage.base_model.empty()) lineage.base_model = base_model;
-    if (core::file_exists(dir + "/config.json")) {
+    const bool full = core::file_exists(dir + "/config.json");
+    if (!full && shared && shared_lineage != nullptr && !lineage.base_model.empty() &&
+        lineage.base_model == shared_lineage->base_model && lineage.adapters == shared_lineage->adapters) {
+      model_ = shared;
+      lora::load_peft(model_, "reward", dir);
+      for (auto& [key, t] : lora::adapter_tensors(model_, "reward")) t.set_requires_grad(false);  // frozen
+      active_ = {"reward"};
+      shared_ = true;
+    } else if (full) {
       model_ = io::load_model(dir);  // fully trained reward model
     } else {
       if (lineage.base_model.empty()) fail("reward model ", dir, ": no reglage_lineage.json naming its base model");
@@ -36,7 +46,7 @@ class ModelSource : public RewardSource {
     torch::NoGradGuard no_grad;
     head_->weight.copy_(head.at("weight"));
     head_->bias.copy_(head.at("bias"));
-    model_->eval();
+    if (!shared_) model_->eval();  // a shared model's train/eval mode belongs to its owner
   }
 
   std::vector<double> score(const std::vector<RewardInput>& batch) override {
@@ -75,7 +85,8 @@ class ModelSource : public RewardSource {
     return out;
   }
 
-  std::string describe() const override { return "model " + dir_; }
+  std::string describe() const override { return "model " + dir_ + (shared_ ? " (on the shared base)" : ""); }
+  bool shared() const { return shared_; }
 
  private:
   std::string dir_;
@@ -84,6 +95,7 @@ class ModelSource : public RewardSource {
   model::ScalarHead head_{nullptr};
   std::unique_ptr<tokenizer::Tokenizer> tok_;
   model::AdapterSet active_;
+  bool shared_ = false;
 };
 
 }  // namespace
@@ -91,7 +103,16 @@ class ModelSource : public RewardSource {
 std::unique_ptr<RewardSource> make_model_source(const std::string& final_dir, int64_t batch_size,
                                                 const std::string& base_model) {
   if (batch_size <= 0) fail("reward model ", final_dir, ": batch_size = ", batch_size, " (must be > 0)");
-  return std::make_unique<ModelSource>(final_dir, batch_size, base_model);
+  return std::make_unique<ModelSource>(final_dir, batch_size, base_model, nullptr, nullptr);
+}
+
+std::unique_ptr<RewardSource> make_model_source_on(const std::string& final_dir, int64_t batch_size,
+                                                   model::CausalLM shared, const io::Lineage& shared_lineage,
+                                                   bool* shared_used) {
+  if (batch_size <= 0) fail("reward model ", final_dir, ": batch_size = ", batch_size, " (must be > 0)");
+  auto source = std::make_unique<ModelSource>(final_dir, batch_size, shared_lineage.base_model, shared, &shared_lineage);
+  if (shared_used) *shared_used = source->shared();
+  return source;
 }
 
 }  // namespace reglage::reward

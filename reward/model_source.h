@@ -4,6 +4,8 @@
 #include <memory>
 #include <string>
 
+#include "framework/io/lineage.h"
+#include "framework/model/llama.h"
 #include "reward/reward_source.h"
 
 namespace reglage::reward {
@@ -13,5 +15,13 @@ namespace reglage::reward {
 // base_model: used when final_dir records no lineage (a directory from elsewhere); "" = required in the dir.
 std::unique_ptr<RewardSource> make_model_source(const std::string& final_dir, int64_t batch_size = 32,
                                                 const std::string& base_model = "");
+
+// The same, sharing `shared` (a model whose weights are `shared_lineage`) when the reward model was trained
+// on that same lineage: its LoRA adapter is added to `shared` as adapter "reward" (frozen) and scoring
+// switches to it, so no second copy of the base is loaded. Otherwise (another lineage, or a fully trained
+// reward model) it loads its own model as make_model_source does. *shared_used (when given) tells which.
+std::unique_ptr<RewardSource> make_model_source_on(const std::string& final_dir, int64_t batch_size,
+                                                   model::CausalLM shared, const io::Lineage& shared_lineage,
+                                                   bool* shared_used = nullptr);
 
 }  // namespace reglage::reward

@@ -24,22 +24,12 @@
 #include <string>
 #include <vector>
 
+#include "framework/config/reward_config.h"
 #include "reward/reward_source.h"
 
 namespace reglage::reward {
 
-struct RuleConfig {
-  std::string principle;            // a human description, shown in errors and logs
-  std::string kind;                 // regex | not_regex | contains | excludes | exact_reference | length
-  double weight = 1.0;              // may be negative (a penalty)
-  std::string pattern;              // regex, not_regex: PCRE2 pattern (UTF-8)
-  std::vector<std::string> words;   // contains (all must occur), excludes (none may occur)
-  bool case_sensitive = true;       // contains, excludes, exact_reference
-  bool whole_word = true;           // contains, excludes, exact_reference: match whole words only
-  int64_t min_chars = 0;            // length: bounds on the response's characters (0 = no bound)
-  int64_t max_chars = 0;
-  double penalty_per_char = 0.0;    // length: > 0 gives a graded penalty instead of pass/fail
-};
+using RuleConfig = config::RuleConfig;  // framework/config/reward_config.h
 
 // Validates every rule (unknown kind, bad regex, empty words, negative bounds...): throws reglage::Error
 // naming the rule's index and principle.

@@ -5,7 +5,9 @@
 //    and name and every later <Name> for the new name, and cuts the story after its last full sentence.
 // 3. Writes SFT rows with train names, eval rows with other names, and held-out prompts with a third set.
 // 4. Prints the base model's held-out success (greedy, 120 new tokens) as the reference figure.
-// Deterministic: the same files on every run and machine (fixed seeds, our own shuffle, one thread).
+// Deterministic on one machine (fixed seeds, our own shuffle, one thread). Across CPUs, float rounding in
+// different BLAS kernels can change a rare sampled token (measured: 1 of 1,000 SFT rows on another CPU); the
+// committed files are the reference.
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
@@ -33,6 +35,7 @@ constexpr int64_t kSamples = 1300;      // stories sampled; about 90% have a "na
 constexpr int64_t kTrainRows = 1000;
 constexpr int64_t kEvalRows = 100;
 constexpr int64_t kHeldoutPrompts = 40;
+constexpr int64_t kPpoPrompts = 500;     // ppo_prompts.jsonl rows (eval names x random animals)
 constexpr int64_t kTrainNames = 300;    // disjoint name pools: train, eval, held-out
 constexpr int64_t kEvalNames = 50;
 constexpr int64_t kHeldoutNames = 40;
@@ -167,13 +170,23 @@ int main(int argc, char** argv) {
       eval.push_back(make_row(kAnimals[rng() % kAnimals.size()], eval_names[size_t(i) % eval_names.size()]));
     for (int64_t i = 0; i < kHeldoutPrompts; ++i) {
       const std::string animal = kAnimals[rng() % kAnimals.size()], name = heldout_names[size_t(i)];
-      heldout.push_back({{"prompt", prompt_for(animal, name)}, {"name", name}, {"animal", animal}});
+      heldout.push_back(
+          {{"prompt", prompt_for(animal, name)}, {"name", name}, {"animal", animal}, {"reference", name}});
     }
     shuffle(train, rng);
+    // PPO prompts: eval names only (never trained on by SFT, disjoint from the held-out names), with the
+    // name as "reference" for rule rewards. Drawn after everything above so the other files do not change.
+    std::vector<nlohmann::json> ppo;
+    for (int64_t i = 0; i < kPpoPrompts; ++i) {
+      const std::string animal = kAnimals[rng() % kAnimals.size()], name = eval_names[size_t(i) % eval_names.size()];
+      ppo.push_back({{"prompt", prompt_for(animal, name)}, {"reference", name}});
+    }
+    shuffle(ppo, rng);
     std::filesystem::create_directories(out_dir);
     write_jsonl(core::path_join(out_dir, "sft_train.jsonl"), train);
     write_jsonl(core::path_join(out_dir, "sft_eval.jsonl"), eval);
     write_jsonl(core::path_join(out_dir, "heldout_prompts.jsonl"), heldout);
+    write_jsonl(core::path_join(out_dir, "ppo_prompts.jsonl"), ppo);
 
     // ---- 4. the base model on the held-out prompts: greedy, 120 new tokens ----
     generate::SamplingParams greedy;

@@ -1,5 +1,8 @@
 #include "trainers/pipeline.h"
 
+#include "framework/data/prompt_data.h"
+#include "reward/rules.h"
+
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -30,7 +33,7 @@ void StageContext::warn(const std::string& message) const {
 }
 
 const std::map<std::string, StageRunner>& stage_runners() {
-  static const std::map<std::string, StageRunner> runners = {{"sft", run_sft}, {"reward_model", run_reward_model}};
+  static const std::map<std::string, StageRunner> runners = {{"sft", run_sft}, {"reward_model", run_reward_model}, {"ppo", run_ppo}};
   return runners;
 }
 
@@ -63,6 +66,44 @@ std::string stage_hash(const config::PipelineConfig& cfg, const config::StageCon
 
 // Reads every stage's data before any stage runs, so a bad row in the last stage's file is reported before
 // hours of training in the first. Problems become one ConfigError naming the stage key.
+// Rule lists compile (regexes), in sum parts too: found before any stage runs.
+void validate_rules(const config::RewardSpec& spec, const std::string& key, std::vector<config::ConfigProblem>& problems) {
+  if (spec.type == "rules") {
+    try {
+      reward::make_rules_source(spec.rules);
+    } catch (const Error& e) {
+      problems.push_back({0, 0, key, e.what()});
+    }
+  }
+  for (size_t i = 0; i < spec.parts.size(); ++i)
+    validate_rules(spec.parts[i], key + ".parts[" + std::to_string(i) + "]", problems);
+}
+
+// A ppo stage's prompts fit the context with max_new_tokens after them; its rules compile.
+void validate_ppo_inputs(const config::StageConfig& st, const std::string& key, int64_t context,
+                         const tokenizer::Tokenizer& tok, std::vector<config::ConfigProblem>& problems) {
+  const int64_t room = (st.max_seq_len > 0 ? std::min(st.max_seq_len, context) : context) - st.ppo.max_new_tokens;
+  if (room <= 0) {
+    problems.push_back({0, 0, key + "max_new_tokens", std::to_string(st.ppo.max_new_tokens) +
+                                                          " leaves no room for a prompt in the model's context of " +
+                                                          std::to_string(context) + " tokens"});
+    return;
+  }
+  data::SftDataOptions opt;
+  opt.chat_template = st.chat_template;
+  opt.max_seq_len = room;
+  opt.skip_bad_rows = st.skip_bad_rows;
+  for (const auto& [field, file] : {std::make_pair("data", st.data), std::make_pair("eval_data", st.eval_data)}) {
+    if (file.empty()) continue;
+    try {
+      data::load_prompt_jsonl(file, tok, opt);
+    } catch (const Error& e) {
+      problems.push_back({0, 0, key + field, e.what()});
+    }
+  }
+  validate_rules(st.reward, key + "reward", problems);
+}
+
 void validate_stage_inputs(const config::PipelineConfig& cfg) {
   std::vector<config::ConfigProblem> problems;
   const auto model_cfg = io::read_model_config(cfg.model.path);
@@ -75,6 +116,10 @@ void validate_stage_inputs(const config::PipelineConfig& cfg) {
   }
   for (size_t i = 0; i < cfg.stages.size(); ++i) {
     const auto& st = cfg.stages[i];
+    if (st.type == "ppo") {
+      validate_ppo_inputs(st, "stages[" + std::to_string(i) + "].", model_cfg.max_seq_len, *tok, problems);
+      continue;
+    }
     if (st.type != "sft" && st.type != "reward_model") continue;
     data::SftDataOptions opt;
     opt.chat_template = st.chat_template;

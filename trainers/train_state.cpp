@@ -45,11 +45,15 @@ void save_checkpoint(StageContext& ctx, TrainState& state, int64_t step) {
                     {"optimizer_steps", state.optimizer.steps()},
                     {"world_size", ctx.comm.size()},
                     {"config_hash", ctx.config_hash}};
+    if (state.second_optimizer) meta_state["second_optimizer_steps"] = state.second_optimizer->steps();
+    if (state.extra) meta_state["extra"] = *state.extra;
     std::map<std::string, std::string> files{
         {"trainable.safetensors", io::encode_safetensors(trainable)},
         {"optimizer.safetensors", io::encode_safetensors(state.optimizer.state_tensors())},
         {"rng.safetensors", io::encode_safetensors({{"rng", rng}})},
         {"state.json", meta_state.dump(2) + "\n"}};
+    if (state.second_optimizer)
+      files["second_optimizer.safetensors"] = io::encode_safetensors(state.second_optimizer->state_tensors());
     const auto path = checkpoint::write_checkpoint(ctx.checkpoint_dir(), step, files, {{"config_hash", ctx.config_hash}});
     checkpoint::prune(ctx.checkpoint_dir(), ctx.stage.keep_checkpoints);
     ctx.log("checkpoint " + path);
@@ -81,6 +85,10 @@ std::optional<int64_t> load_latest_checkpoint(StageContext& ctx, TrainState& sta
   }
   state.optimizer.load_state(io::read_safetensors(ckpt->path + "/optimizer.safetensors"),
                              s.at("optimizer_steps").get<int64_t>());
+  if (state.second_optimizer)
+    state.second_optimizer->load_state(io::read_safetensors(ckpt->path + "/second_optimizer.safetensors"),
+                                       s.at("second_optimizer_steps").get<int64_t>());
+  if (state.extra) *state.extra = s.at("extra");
   state.sampler.restore({s.at("sampler_epoch").get<int64_t>(), s.at("sampler_offset").get<int64_t>()});
 
   auto rng = io::read_safetensors(ckpt->path + "/rng.safetensors").at("rng");  // (W, L) uint8

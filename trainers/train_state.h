@@ -1,6 +1,7 @@
 // Saving and restoring the full training state of a stage: trainable tensors, optimizer state, data
 // position, step and every rank's RNG state, in run_dir/<stage>/checkpoints/step-N/.
 #pragma once
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -16,6 +17,9 @@ struct TrainState {
   std::vector<std::string>& names;
   train::AdamW& optimizer;
   data::DataSampler& sampler;
+  train::AdamW* second_optimizer = nullptr;  // ppo: the critic's optimizer
+  nlohmann::json* extra = nullptr;           // stage-specific state (ppo: KL coefficient, reward normaliser),
+                                             // saved from and restored into *extra
 };
 
 // Collective: every rank contributes its RNG state; rank 0 writes the checkpoint and prunes old ones.

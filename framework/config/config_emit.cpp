@@ -39,7 +39,92 @@ void emit_lora(YAML::Emitter& out, const LoraSection& l) {
   out << YAML::EndSeq << YAML::EndMap;
 }
 
-// Every StageConfig field, in declaration order, as one mapping.
+void emit_rule(YAML::Emitter& out, const RuleConfig& r) {
+  out << YAML::BeginMap;
+  out << YAML::Key << "principle" << YAML::Value << r.principle;
+  out << YAML::Key << "kind" << YAML::Value << r.kind;
+  out << YAML::Key << "weight" << YAML::Value << format_double(r.weight);
+  if (r.kind == "regex" || r.kind == "not_regex") out << YAML::Key << "pattern" << YAML::Value << r.pattern;
+  if (r.kind == "contains" || r.kind == "excludes") {
+    out << YAML::Key << "words" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+    for (const std::string& w : r.words) out << w;
+    out << YAML::EndSeq;
+  }
+  if (r.kind == "contains" || r.kind == "excludes" || r.kind == "exact_reference") {
+    out << YAML::Key << "case_sensitive" << YAML::Value << r.case_sensitive;
+    out << YAML::Key << "whole_word" << YAML::Value << r.whole_word;
+  }
+  if (r.kind == "length") {
+    out << YAML::Key << "min_chars" << YAML::Value << r.min_chars;
+    out << YAML::Key << "max_chars" << YAML::Value << r.max_chars;
+    out << YAML::Key << "penalty_per_char" << YAML::Value << format_double(r.penalty_per_char);
+  }
+  out << YAML::EndMap;
+}
+
+// A reward with the fields its type uses. The http token is never written (config.yaml may be shared);
+// token_env names the variable instead.
+void emit_reward(YAML::Emitter& out, const RewardSpec& r, bool top_level) {
+  out << YAML::BeginMap;
+  out << YAML::Key << "type" << YAML::Value << r.type;
+  if (!top_level) out << YAML::Key << "weight" << YAML::Value << format_double(r.weight);
+  if (r.type == "model") {
+    out << YAML::Key << (r.stage.empty() ? "path" : "stage") << YAML::Value << (r.stage.empty() ? r.path : r.stage);
+    out << YAML::Key << "batch_size" << YAML::Value << r.batch_size;
+  } else if (r.type == "rules") {
+    out << YAML::Key << "rules" << YAML::Value << YAML::BeginSeq;
+    for (const RuleConfig& rule : r.rules) emit_rule(out, rule);
+    out << YAML::EndSeq;
+  } else if (r.type == "http") {
+    const HttpRewardConfig& h = r.http;
+    out << YAML::Key << "url" << YAML::Value << h.url;
+    out << YAML::Key << "timeout_s" << YAML::Value << format_double(h.timeout_s);
+    out << YAML::Key << "connect_timeout_s" << YAML::Value << format_double(h.connect_timeout_s);
+    out << YAML::Key << "retries" << YAML::Value << h.retries;
+    out << YAML::Key << "backoff_s" << YAML::Value << format_double(h.backoff_s);
+    out << YAML::Key << "batch_size" << YAML::Value << h.batch_size;
+    if (!r.token_env.empty()) out << YAML::Key << "token_env" << YAML::Value << r.token_env;
+  } else if (r.type == "sum") {
+    out << YAML::Key << "parts" << YAML::Value << YAML::BeginSeq;
+    for (const RewardSpec& part : r.parts) emit_reward(out, part, false);
+    out << YAML::EndSeq;
+  }
+  if (top_level) {
+    out << YAML::Key << "normalize" << YAML::Value << r.normalize;
+    out << YAML::Key << "clip" << YAML::Value << format_double(r.clip);
+  }
+  out << YAML::EndMap;
+}
+
+void emit_ppo(YAML::Emitter& out, const PpoSettings& o) {
+  auto num = [&](const char* k, int64_t v) { out << YAML::Key << k << YAML::Value << v; };
+  auto real = [&](const char* k, double v) { out << YAML::Key << k << YAML::Value << format_double(v); };
+  num("rollout_batch_size", o.rollout_batch_size);
+  num("samples_per_prompt", o.samples_per_prompt);
+  num("minibatch_size", o.minibatch_size);
+  num("ppo_epochs", o.ppo_epochs);
+  num("max_iterations", o.max_iterations);
+  num("max_new_tokens", o.max_new_tokens);
+  real("temperature", o.temperature);
+  real("top_p", o.top_p);
+  real("kl_coef", o.kl_coef);
+  real("kl_target", o.kl_target);
+  real("kl_horizon", o.kl_horizon);
+  out << YAML::Key << "kl_estimator" << YAML::Value << o.kl_estimator;
+  real("gamma", o.gamma);
+  real("lam", o.lam);
+  real("clip_range", o.clip_range);
+  real("value_clip_range", o.value_clip_range);
+  real("vf_coef", o.vf_coef);
+  real("entropy_coef", o.entropy_coef);
+  real("actor_lr", o.actor_lr);
+  real("critic_lr", o.critic_lr);
+  real("warn_kl", o.warn_kl);
+  num("warn_response_length", o.warn_response_length);
+}
+
+// Every StageConfig field, in declaration order, as one mapping (ppo stages: their own settings instead of
+// the step/batch/lr keys they do not use).
 void emit_stage(YAML::Emitter& out, const StageConfig& s) {
   auto str = [&](const char* k, const std::string& v) { out << YAML::Key << k << YAML::Value << v; };
   auto num = [&](const char* k, int64_t v) { out << YAML::Key << k << YAML::Value << v; };
@@ -50,13 +135,17 @@ void emit_stage(YAML::Emitter& out, const StageConfig& s) {
   str("type", s.type);
   str("data", s.data);
   str("eval_data", s.eval_data);
-  str("train", s.train);
-  num("freeze_layers", s.freeze_layers);
-  num("max_steps", s.max_steps);
-  num("epochs", s.epochs);
-  num("batch_size", s.batch_size);
-  num("grad_accum", s.grad_accum);
-  real("lr", s.lr);
+  if (s.type == "ppo") {
+    emit_ppo(out, s.ppo);
+  } else {
+    str("train", s.train);
+    num("freeze_layers", s.freeze_layers);
+    num("max_steps", s.max_steps);
+    num("epochs", s.epochs);
+    num("batch_size", s.batch_size);
+    num("grad_accum", s.grad_accum);
+    real("lr", s.lr);
+  }
   real("weight_decay", s.weight_decay);
   real("adam_beta1", s.adam_beta1);
   real("adam_beta2", s.adam_beta2);
@@ -72,8 +161,12 @@ void emit_stage(YAML::Emitter& out, const StageConfig& s) {
   str("init_from", s.init_from);
   str("chat_template", s.chat_template);
   num("max_seq_len", s.max_seq_len);
-  flag("truncate", s.truncate);
+  if (s.type != "ppo") flag("truncate", s.truncate);
   flag("skip_bad_rows", s.skip_bad_rows);
+  if (s.type == "ppo") {
+    out << YAML::Key << "reward" << YAML::Value;
+    emit_reward(out, s.reward, true);
+  }
   out << YAML::EndMap;
 }
 

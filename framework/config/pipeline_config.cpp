@@ -18,6 +18,7 @@
 
 #include "framework/config/config_error.h"
 #include "framework/config/stage_types.h"
+#include "framework/config/yaml_reader.h"
 
 namespace reglage::config {
 
@@ -32,127 +33,25 @@ const std::vector<std::string> kStageKeys = {
     "max_steps",    "epochs",       "batch_size",   "grad_accum",    "lr",           "weight_decay",
     "adam_beta1",   "adam_beta2",   "adam_eps",     "warmup_steps",  "schedule",     "min_lr_ratio",
     "max_grad_norm", "checkpoint_every", "keep_checkpoints", "eval_every", "log_every", "init_from",
-    "chat_template", "max_seq_len", "truncate",     "skip_bad_rows"};
+    "chat_template", "max_seq_len", "truncate",     "skip_bad_rows", "reward"};
+// Keys only ppo stages have, and the common keys ppo stages do not use (with what replaces them).
+const std::vector<std::string> kPpoKeys = {
+    "rollout_batch_size", "samples_per_prompt", "minibatch_size", "ppo_epochs",   "max_iterations",
+    "max_new_tokens",     "temperature",        "top_p",          "kl_coef",      "kl_target",
+    "kl_horizon",         "kl_estimator",       "gamma",          "lam",          "clip_range",
+    "value_clip_range",   "vf_coef",            "entropy_coef",   "actor_lr",     "critic_lr",
+    "warn_kl",            "warn_response_length"};
+const std::map<std::string, std::string> kNotForPpo = {
+    {"max_steps", "max_iterations"}, {"epochs", "max_iterations"},  {"batch_size", "rollout_batch_size"},
+    {"grad_accum", "minibatch_size"}, {"lr", "actor_lr and critic_lr"}, {"train", "LoRA adapters (train: lora)"},
+    {"freeze_layers", "LoRA adapters"}, {"truncate", "max_seq_len on prompts"}};
 const std::vector<std::string> kLoraTargets = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                                "gate_proj", "up_proj", "down_proj", "all-linear"};
+using namespace detail;
 
-bool contains(const std::vector<std::string>& list, const std::string& s) {
-  return std::find(list.begin(), list.end(), s) != list.end();
-}
-
-std::string join(const std::vector<std::string>& list, const std::string& sep) {
-  std::string out;
-  for (size_t i = 0; i < list.size(); ++i) out += (i ? sep : "") + list[i];
-  return out;
-}
-
-// "a, b or c"
-std::string one_of(const std::vector<std::string>& list) {
-  if (list.size() <= 1) return join(list, "");
-  return join(std::vector<std::string>(list.begin(), list.end() - 1), ", ") + " or " + list.back();
-}
-
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
-
-// "unknown key 'lrr' (did you mean 'lr'?)", or the valid keys when none is close.
-std::string unknown_key_message(const std::string& key, const std::vector<std::string>& valid) {
-  std::string best;
-  size_t best_distance = std::string::npos;
-  for (const std::string& v : valid) {
-    const size_t d = edit_distance(key, v);
-    if (d < best_distance) best_distance = d, best = v;
-  }
-  if (best_distance <= std::max<size_t>(2, key.size() / 3))
-    return "unknown key '" + key + "' (did you mean '" + best + "'?)";
-  return "unknown key '" + key + "' (valid keys: " + join(valid, ", ") + ")";
-}
-
-bool parse_int(const std::string& s, int64_t& v) {
-  if (s.empty() || std::isspace(static_cast<unsigned char>(s[0]))) return false;
-  errno = 0;
-  char* end = nullptr;
-  v = std::strtoll(s.c_str(), &end, 10);
-  return *end == '\0' && errno == 0;
-}
-
-bool parse_uint(const std::string& s, uint64_t& v) {
-  if (s.empty() || !std::isdigit(static_cast<unsigned char>(s[0]))) return false;
-  errno = 0;
-  char* end = nullptr;
-  v = std::strtoull(s.c_str(), &end, 10);
-  return *end == '\0' && errno == 0;
-}
-
-bool parse_double(const std::string& s, double& v) {
-  if (s.empty() || std::isspace(static_cast<unsigned char>(s[0]))) return false;
-  char* end = nullptr;
-  v = std::strtod(s.c_str(), &end);
-  return *end == '\0';
-}
-
-bool path_exists(const std::string& path) {
-  std::error_code ec;
-  return std::filesystem::exists(path, ec);
-}
-
-std::string child_key(const std::string& prefix, const std::string& name) {
-  return prefix.empty() ? name : prefix + "." + name;
-}
-
-// map[name] without creating it; an undefined node when `map` is not a mapping or lacks the key.
-YAML::Node lookup(const YAML::Node& map, const std::string& name) {
-  if (!map.IsDefined() || !map.IsMap()) return YAML::Node(YAML::NodeType::Undefined);
-  return map[name];
-}
-
-// What a non-scalar node is, for "= a list (expected a number)".
-std::string describe(const YAML::Node& node) {
-  if (node.IsMap()) return "a mapping";
-  if (node.IsSequence()) return "a list";
-  if (node.IsNull()) return "nothing";
-  return "'" + node.Scalar() + "'";
-}
-
-// Converts one YAML tree into a PipelineConfig, collecting problems. Keys are written "stages[0].lr".
-class Loader {
+// Converts one YAML tree into a PipelineConfig, collecting problems.
+class Loader : public YamlReader {
  public:
-  std::vector<ConfigProblem> problems;
-
-  // A problem on `key` at `mark` (0-based; reported 1-based). A key set by an override has no place in
-  // the file: line 0, and the override is named.
-  void add(const std::string& key, const YAML::Mark& mark, std::string message) {
-    ConfigProblem p;
-    p.key = key;
-    if (const std::string* text = override_of(key)) {
-      message += " (from override '" + *text + "')";
-    } else if (mark.line >= 0) {
-      p.line = mark.line + 1;
-      p.column = mark.column + 1;
-    }
-    p.message = std::move(message);
-    problems.push_back(std::move(p));
-  }
-
-  void add_override_problem(const std::string& key, const std::string& text, const std::string& message) {
-    ConfigProblem p;
-    p.key = key;
-    p.message = "override '" + text + "': " + message;
-    problems.push_back(std::move(p));
-  }
-
   // Applies "a.b.c=value" to the tree. A list element is addressed by index or by its `name`.
   void apply_override(YAML::Node& root, const std::string& text) {
     const size_t eq = text.find('=');
@@ -286,126 +185,10 @@ class Loader {
     return c;
   }
 
+
  private:
-  std::vector<std::pair<std::string, std::string>> overrides_;  // resolved key -> override text
-  std::map<std::string, YAML::Mark> marks_;          // key -> where its value is written
-  std::map<std::string, YAML::Mark> section_marks_;  // section key -> where it starts
-  std::map<std::string, std::string> texts_;         // key -> the value as written
-  std::set<std::string> bad_;                        // keys with a type problem: no range checks
   std::set<std::string> stage_bad_;                  // stages that are not mappings
 
-  // The last override that set `key` or a section holding it.
-  const std::string* override_of(const std::string& key) const {
-    for (auto it = overrides_.rbegin(); it != overrides_.rend(); ++it) {
-      const std::string& k = it->first;
-      if (key == k || (key.size() > k.size() && key.compare(0, k.size(), k) == 0 &&
-                       (key[k.size()] == '.' || key[k.size()] == '[')))
-        return &it->second;
-    }
-    return nullptr;
-  }
-
-  // Where `key` is written, or where its section starts when it is absent (a default).
-  YAML::Mark mark_of(const std::string& key) const {
-    auto it = marks_.find(key);
-    if (it != marks_.end()) return it->second;
-    std::string section = key;
-    while (true) {
-      const size_t cut = section.find_last_of(".[");
-      section = cut == std::string::npos ? "" : section.substr(0, cut);
-      auto s = section_marks_.find(section);
-      if (s != section_marks_.end()) return s->second;
-      if (section.empty()) return YAML::Mark::null_mark();
-    }
-  }
-
-  // A section is a mapping (or absent: all defaults). Reports unknown and repeated keys.
-  bool check_section(const YAML::Node& node, const std::string& prefix, const std::vector<std::string>& valid) {
-    if (!node.IsDefined() || node.IsNull()) return false;
-    if (!node.IsMap()) {
-      add(prefix, node.Mark(), "= " + describe(node) + " (expected a mapping with " + join(valid, ", ") + ")");
-      return false;
-    }
-    section_marks_[prefix] = node.Mark();
-    check_keys(node, prefix, valid);
-    return true;
-  }
-
-  void check_keys(const YAML::Node& map, const std::string& prefix, const std::vector<std::string>& valid) {
-    std::set<std::string> seen;
-    for (const auto& kv : map) {
-      const std::string name = kv.first.IsScalar() ? kv.first.Scalar() : describe(kv.first);
-      const std::string key = child_key(prefix, name);
-      if (!contains(valid, name)) {
-        add(key, kv.first.Mark(), unknown_key_message(name, valid));
-      } else if (!seen.insert(name).second) {
-        add(key, kv.first.Mark(), "repeated key (each key may appear once)");
-      } else {
-        marks_[key] = kv.second.Mark();
-      }
-    }
-  }
-
-  // The scalar text at map[name]; false when absent or (reported) not a scalar.
-  bool read_scalar(const YAML::Node& map, const std::string& prefix, const std::string& name, const char* expected,
-                   std::string& text) {
-    const YAML::Node node = lookup(map, name);
-    if (!node.IsDefined()) return false;
-    const std::string key = child_key(prefix, name);
-    if (!node.IsScalar()) {
-      bad_.insert(key);
-      add(key, node.Mark(), "= " + describe(node) + " (expected " + expected + ")");
-      return false;
-    }
-    text = node.Scalar();
-    texts_[key] = text;
-    return true;
-  }
-
-  void type_problem(const std::string& key, const std::string& text, const char* expected) {
-    bad_.insert(key);
-    add(key, mark_of(key), "= " + text + " (expected " + expected + ")");
-  }
-
-  bool read_string(const YAML::Node& map, const std::string& prefix, const std::string& name, std::string& out) {
-    return read_scalar(map, prefix, name, "a string", out);
-  }
-
-  bool read_int(const YAML::Node& map, const std::string& prefix, const std::string& name, int64_t& out) {
-    std::string text;
-    if (!read_scalar(map, prefix, name, "an integer", text)) return false;
-    int64_t v = 0;
-    if (!parse_int(text, v)) {
-      type_problem(child_key(prefix, name), text, "an integer");
-      return false;
-    }
-    out = v;
-    return true;
-  }
-
-  bool read_double(const YAML::Node& map, const std::string& prefix, const std::string& name, double& out) {
-    std::string text;
-    if (!read_scalar(map, prefix, name, "a number", text)) return false;
-    double v = 0;
-    if (!parse_double(text, v)) {
-      type_problem(child_key(prefix, name), text, "a number");
-      return false;
-    }
-    out = v;
-    return true;
-  }
-
-  bool read_bool(const YAML::Node& map, const std::string& prefix, const std::string& name, bool& out) {
-    std::string text;
-    if (!read_scalar(map, prefix, name, "true or false", text)) return false;
-    bool v = false;
-    if (!YAML::convert<bool>::decode(lookup(map, name), v)) {
-      type_problem(child_key(prefix, name), text, "true or false");
-      return false;
-    }
-    out = v;
-    return true;
-  }
 
   void read_seed(const YAML::Node& root, uint64_t& out) {
     std::string text;
@@ -458,9 +241,12 @@ class Loader {
       return s;
     }
     section_marks_[p] = node.Mark();
-    check_keys(node, p, kStageKeys);
-    read_string(node, p, "name", s.name);
     read_string(node, p, "type", s.type);
+    std::vector<std::string> valid = kStageKeys;
+    valid.insert(valid.end(), kPpoKeys.begin(), kPpoKeys.end());
+    check_keys(node, p, valid);
+    check_stage_type_keys(node, p, s.type);
+    read_string(node, p, "name", s.name);
     read_string(node, p, "data", s.data);
     read_string(node, p, "eval_data", s.eval_data);
     read_string(node, p, "train", s.train);
@@ -487,32 +273,97 @@ class Loader {
     read_int(node, p, "max_seq_len", s.max_seq_len);
     read_bool(node, p, "truncate", s.truncate);
     read_bool(node, p, "skip_bad_rows", s.skip_bad_rows);
+    const YAML::Node reward = lookup(node, "reward");
+    if (reward.IsDefined() && !reward.IsNull()) read_reward(*this, reward, p + ".reward", s.reward, /*top_level=*/true);
+    read_ppo(node, p, s.ppo);
     return s;
   }
 
-  // A value problem "key = value (requirement)" unless the value already had a type problem.
-  template <typename T>
-  void check(const std::string& key, bool ok, const T& value, const std::string& requirement) {
-    if (ok || bad_.count(key)) return;
-    auto t = texts_.find(key);
-    std::string text;
-    if (t != texts_.end()) {
-      text = t->second;
-    } else {
-      std::ostringstream out;
-      out << value;
-      text = out.str();
+  // Keys of another stage type: ppo keys in an sft stage, max_steps in a ppo stage.
+  void check_stage_type_keys(const YAML::Node& node, const std::string& p, const std::string& type) {
+    for (const auto& kv : node) {
+      if (!kv.first.IsScalar()) continue;
+      const std::string name = kv.first.Scalar();
+      if (type == "ppo") {
+        auto it = kNotForPpo.find(name);
+        if (it != kNotForPpo.end())
+          add(p + "." + name, kv.first.Mark(), "not used by ppo stages (they use " + it->second + ")");
+      } else if (contains(kPpoKeys, name) || name == "reward") {
+        add(p + "." + name, kv.first.Mark(), "only ppo stages have this key (this stage is " +
+                                                 (type.empty() ? std::string("untyped") : type) + ")");
+      }
     }
-    add(key, mark_of(key), "= " + text + " (" + requirement + ")");
   }
 
-  void check_exists(const std::string& key, const std::string& path) {
-    check(key, path.empty() || path_exists(path), path, "no such file or directory");
+  void read_ppo(const YAML::Node& node, const std::string& p, PpoSettings& o) {
+    read_int(node, p, "rollout_batch_size", o.rollout_batch_size);
+    read_int(node, p, "samples_per_prompt", o.samples_per_prompt);
+    read_int(node, p, "minibatch_size", o.minibatch_size);
+    read_int(node, p, "ppo_epochs", o.ppo_epochs);
+    read_int(node, p, "max_iterations", o.max_iterations);
+    read_int(node, p, "max_new_tokens", o.max_new_tokens);
+    read_double(node, p, "temperature", o.temperature);
+    read_double(node, p, "top_p", o.top_p);
+    read_double(node, p, "kl_coef", o.kl_coef);
+    read_double(node, p, "kl_target", o.kl_target);
+    read_double(node, p, "kl_horizon", o.kl_horizon);
+    read_string(node, p, "kl_estimator", o.kl_estimator);
+    read_double(node, p, "gamma", o.gamma);
+    read_double(node, p, "lam", o.lam);
+    read_double(node, p, "clip_range", o.clip_range);
+    read_double(node, p, "value_clip_range", o.value_clip_range);
+    read_double(node, p, "vf_coef", o.vf_coef);
+    read_double(node, p, "entropy_coef", o.entropy_coef);
+    read_double(node, p, "actor_lr", o.actor_lr);
+    read_double(node, p, "critic_lr", o.critic_lr);
+    read_double(node, p, "warn_kl", o.warn_kl);
+    read_int(node, p, "warn_response_length", o.warn_response_length);
   }
 
-  void check_choice(const std::string& key, const std::string& value, const std::vector<std::string>& choices) {
-    check(key, contains(choices, value), value, "expected " + one_of(choices));
+  void validate_ppo(const StageConfig& s, const std::string& p, int world_size) {
+    auto k = [&](const char* field) { return p + "." + field; };
+    const PpoSettings& o = s.ppo;
+    check(k("rollout_batch_size"), o.rollout_batch_size > 0, o.rollout_batch_size, "must be > 0");
+    check(k("samples_per_prompt"), o.samples_per_prompt > 0, o.samples_per_prompt, "must be > 0");
+    check(k("minibatch_size"), o.minibatch_size > 0, o.minibatch_size, "must be > 0");
+    check(k("ppo_epochs"), o.ppo_epochs > 0, o.ppo_epochs, "must be > 0");
+    if (o.max_iterations == 0 && !bad_.count(k("max_iterations")))
+      add(k("max_iterations"), mark_of(k("max_iterations")), "required: the number of PPO iterations, > 0");
+    else
+      check(k("max_iterations"), o.max_iterations > 0, o.max_iterations, "must be > 0");
+    check(k("max_new_tokens"), o.max_new_tokens > 0, o.max_new_tokens, "must be > 0");
+    check(k("temperature"), o.temperature > 0, o.temperature, "must be > 0");
+    check(k("top_p"), o.top_p > 0 && o.top_p <= 1, o.top_p, "must be in (0, 1]");
+    check(k("kl_coef"), o.kl_coef >= 0, o.kl_coef, "must be >= 0");
+    check(k("kl_target"), o.kl_target >= 0, o.kl_target, "must be >= 0; 0 = fixed kl_coef");
+    check(k("kl_horizon"), o.kl_horizon > 0, o.kl_horizon, "must be > 0");
+    check_choice(k("kl_estimator"), o.kl_estimator, {"k1", "k3"});
+    check(k("gamma"), o.gamma >= 0 && o.gamma <= 1, o.gamma, "must be in [0, 1]");
+    check(k("lam"), o.lam >= 0 && o.lam <= 1, o.lam, "must be in [0, 1]");
+    check(k("clip_range"), o.clip_range > 0, o.clip_range, "must be > 0");
+    check(k("value_clip_range"), o.value_clip_range >= 0, o.value_clip_range, "must be >= 0; 0 = off");
+    check(k("vf_coef"), o.vf_coef > 0, o.vf_coef, "must be > 0");
+    check(k("entropy_coef"), o.entropy_coef >= 0, o.entropy_coef, "must be >= 0");
+    check(k("actor_lr"), o.actor_lr > 0, o.actor_lr, "must be > 0");
+    check(k("critic_lr"), o.critic_lr > 0, o.critic_lr, "must be > 0");
+    check(k("warn_kl"), o.warn_kl >= 0, o.warn_kl, "must be >= 0; 0 = off");
+    check(k("warn_response_length"), o.warn_response_length >= 0, o.warn_response_length, "must be >= 0; 0 = off");
+    const int64_t responses = o.rollout_batch_size * o.samples_per_prompt;
+    if (o.rollout_batch_size > 0 && o.samples_per_prompt > 0 && world_size > 0)
+      check(k("rollout_batch_size"), responses % world_size == 0, o.rollout_batch_size,
+            "rollout_batch_size x samples_per_prompt = " + std::to_string(responses) +
+                " must be divisible by world size " + std::to_string(world_size));
+    if (o.minibatch_size > 0 && world_size > 0)
+      check(k("minibatch_size"), o.minibatch_size % world_size == 0, o.minibatch_size,
+            "must be divisible by world size " + std::to_string(world_size));
+    if (o.minibatch_size > 0 && responses > 0)
+      check(k("minibatch_size"), responses % o.minibatch_size == 0, o.minibatch_size,
+            "must divide rollout_batch_size x samples_per_prompt = " + std::to_string(responses));
+    if (s.reward.type.empty() && !bad_.count(k("reward")))
+      add(k("reward"), mark_of(k("reward")), "required: the reward to optimise, e.g. {type: model, stage: rm}");
   }
+
+
 
   void validate(const PipelineConfig& c, int world_size) {
     check("threads", c.threads >= 0, c.threads, "must be >= 0");
@@ -529,7 +380,12 @@ class Loader {
     for (const StageConfig& s : c.stages) names.push_back(s.name);
     for (size_t i = 0; i < c.stages.size(); ++i) {
       const std::string p = "stages[" + std::to_string(i) + "]";
-      if (!stage_bad_.count(p)) validate_stage(c.stages[i], i, p, first_index, names, world_size);
+      if (stage_bad_.count(p)) continue;
+      validate_stage(c.stages[i], i, p, first_index, names, world_size);
+      if (c.stages[i].type == "ppo") {
+        validate_ppo(c.stages[i], p, world_size);
+        validate_reward_stages(*this, c.stages[i].reward, p + ".reward", &c, i);
+      }
     }
     if (!c.run_dir.empty() && !bad_.count("run_dir")) check_run_dir(c.run_dir);
   }
@@ -564,24 +420,26 @@ class Loader {
     check(k("freeze_layers"), s.freeze_layers >= 0, s.freeze_layers, "must be >= 0");
     check(k("freeze_layers"), s.freeze_layers <= 0 || s.train == "full_freeze_lower", s.freeze_layers,
           "only with train: full_freeze_lower");
-    check(k("max_steps"), s.max_steps >= 0, s.max_steps, "must be >= 0");
-    check(k("epochs"), s.epochs >= 0, s.epochs, "must be >= 0");
-    if (s.max_steps >= 0 && s.epochs >= 0 && !bad_.count(k("max_steps")) && !bad_.count(k("epochs"))) {
-      if (s.max_steps > 0 && s.epochs > 0)
-        check(k("epochs"), false, s.epochs, "set only one of max_steps and epochs; max_steps is " +
-                                                 std::to_string(s.max_steps));
-      if (s.max_steps == 0 && s.epochs == 0)
-        add(k("max_steps"), mark_of(k("max_steps")), "required: exactly one of max_steps and epochs must be > 0");
+    if (s.type != "ppo") {  // ppo stages count iterations and rollouts instead (validate_ppo)
+      check(k("max_steps"), s.max_steps >= 0, s.max_steps, "must be >= 0");
+      check(k("epochs"), s.epochs >= 0, s.epochs, "must be >= 0");
+      if (s.max_steps >= 0 && s.epochs >= 0 && !bad_.count(k("max_steps")) && !bad_.count(k("epochs"))) {
+        if (s.max_steps > 0 && s.epochs > 0)
+          check(k("epochs"), false, s.epochs, "set only one of max_steps and epochs; max_steps is " +
+                                                   std::to_string(s.max_steps));
+        if (s.max_steps == 0 && s.epochs == 0)
+          add(k("max_steps"), mark_of(k("max_steps")), "required: exactly one of max_steps and epochs must be > 0");
+      }
+      check(k("batch_size"), s.batch_size > 0, s.batch_size, "must be > 0");
+      check(k("grad_accum"), s.grad_accum > 0, s.grad_accum, "must be > 0");
+      if (s.batch_size > 0 && s.grad_accum > 0 && world_size > 0 && !bad_.count(k("grad_accum"))) {
+        const int64_t per_step = int64_t(world_size) * s.grad_accum;
+        check(k("batch_size"), s.batch_size % per_step == 0, s.batch_size,
+              "must be divisible by world size " + std::to_string(world_size) + " x grad_accum " +
+                  std::to_string(s.grad_accum) + " = " + std::to_string(per_step));
+      }
+      check(k("lr"), s.lr > 0, s.lr, "must be > 0");
     }
-    check(k("batch_size"), s.batch_size > 0, s.batch_size, "must be > 0");
-    check(k("grad_accum"), s.grad_accum > 0, s.grad_accum, "must be > 0");
-    if (s.batch_size > 0 && s.grad_accum > 0 && world_size > 0 && !bad_.count(k("grad_accum"))) {
-      const int64_t per_step = int64_t(world_size) * s.grad_accum;
-      check(k("batch_size"), s.batch_size % per_step == 0, s.batch_size,
-            "must be divisible by world size " + std::to_string(world_size) + " x grad_accum " +
-                std::to_string(s.grad_accum) + " = " + std::to_string(per_step));
-    }
-    check(k("lr"), s.lr > 0, s.lr, "must be > 0");
     check(k("weight_decay"), s.weight_decay >= 0, s.weight_decay, "must be >= 0");
     check(k("adam_beta1"), s.adam_beta1 >= 0 && s.adam_beta1 < 1, s.adam_beta1, "must be in [0, 1)");
     check(k("adam_beta2"), s.adam_beta2 >= 0 && s.adam_beta2 < 1, s.adam_beta2, "must be in [0, 1)");

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "framework/config/reward_config.h"
+
 namespace reglage::config {
 
 struct ModelSection {
@@ -27,10 +29,37 @@ struct LoraSection {
   std::vector<std::string> targets = {"q_proj", "k_proj", "v_proj", "o_proj"};  // or [all-linear]
 };
 
+// The settings only ppo stages have (written flat in the stage, like the common ones). Counts are global:
+// across all ranks.
+struct PpoSettings {
+  int64_t rollout_batch_size = 32;  // prompts per iteration; x samples_per_prompt divisible by world size
+  int64_t samples_per_prompt = 1;   // responses sampled per prompt
+  int64_t minibatch_size = 16;      // responses per optimizer step; divides rollout_batch_size x samples
+  int64_t ppo_epochs = 1;           // passes over each iteration's rollouts
+  int64_t max_iterations = 0;       // iterations (rollout + update), > 0 (required)
+  int64_t max_new_tokens = 64;      // response length limit
+  double temperature = 1.0;         // sampling, > 0
+  double top_p = 1.0;               // nucleus sampling, (0, 1]
+  double kl_coef = 0.05;            // initial KL penalty coefficient, >= 0
+  double kl_target = 0.0;           // > 0: adaptive coefficient aiming at this KL per sequence; 0 = fixed
+  double kl_horizon = 10000;        // adaptive KL horizon in responses, > 0
+  std::string kl_estimator = "k1";  // k1 | k3: per-token KL estimate against the reference
+  double gamma = 1.0;               // GAE discount, [0, 1]
+  double lam = 0.95;                // GAE lambda, [0, 1]
+  double clip_range = 0.2;          // policy ratio clipping, > 0
+  double value_clip_range = 0.2;    // value clipping around the rollout values; 0 = off
+  double vf_coef = 0.5;             // weight of the value loss (critic), > 0
+  double entropy_coef = 0.0;        // entropy bonus, >= 0
+  double actor_lr = 1e-4;           // peak learning rates, > 0
+  double critic_lr = 1e-4;
+  double warn_kl = 0.0;             // KL per sequence above this prints a reward-hacking warning; 0 = off
+  int64_t warn_response_length = 0; // mean response tokens above this prints a warning; 0 = off
+};
+
 struct StageConfig {
   std::string name;                 // unique, [A-Za-z0-9_-]+ (required)
-  std::string type;                 // sft (reward_model, ppo come later) (required)
-  std::string data;                 // training JSONL (required, must exist)
+  std::string type;                 // sft | reward_model | ppo (required)
+  std::string data;                 // training JSONL; for ppo the prompts (required, must exist)
   std::string eval_data;            // optional held-out JSONL (must exist when given)
   std::string train = "lora";       // lora | full | full_freeze_lower
   int64_t freeze_layers = 0;        // with full_freeze_lower: embedding + first K layers frozen
@@ -56,6 +85,8 @@ struct StageConfig {
   int64_t max_seq_len = 0;          // tokens per row; 0 = the model's context
   bool truncate = false;            // rows longer than max_seq_len: false = error, true = cut (counted)
   bool skip_bad_rows = false;       // malformed rows: false = error, true = skipped (counted)
+  RewardSpec reward;                // ppo: the reward (required); other types: absent
+  PpoSettings ppo;                  // ppo only
 };
 
 struct PipelineConfig {

@@ -1,0 +1,151 @@
+#include "trainers/ppo_rollout.h"
+
+#include <algorithm>
+
+#include "framework/core/error.h"
+#include "framework/data/sft_data.h"
+#include "framework/generate/generate.h"
+#include "framework/rl/ppo_math.h"
+
+namespace reglage::trainers {
+
+namespace F = torch::nn::functional;
+
+namespace {
+
+// logits at the positions that predict each response token: (n, L, V) -> (n, R, V), divided by temperature
+torch::Tensor response_logits(const torch::Tensor& logits, const torch::Tensor& index, double temperature) {
+  auto idx = index.unsqueeze(-1).expand({index.size(0), index.size(1), logits.size(2)});
+  return logits.gather(1, idx) / temperature;
+}
+
+torch::Tensor token_logp(const torch::Tensor& logits_rv, const torch::Tensor& targets) {
+  return F::log_softmax(logits_rv, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1);  // (n, R)
+}
+
+bool has_dummy_prefix(const tokenizer::Tokenizer& tok) {
+  const std::string a = tok.decode(tok.encode("a", false, false));
+  return a.size() == 2 && a[0] == ' ';
+}
+
+}  // namespace
+
+std::string response_text(const tokenizer::Tokenizer& tok, const std::vector<int64_t>& tokens) {
+  const auto stops = tok.stop_ids();
+  std::vector<int64_t> kept;
+  for (int64_t t : tokens)
+    if (std::find(stops.begin(), stops.end(), t) == stops.end()) kept.push_back(t);
+  std::string text = tok.decode(kept);
+  static thread_local const tokenizer::Tokenizer* cached = nullptr;
+  static thread_local bool prefix = false;
+  if (cached != &tok) cached = &tok, prefix = has_dummy_prefix(tok);
+  if (prefix && !text.empty() && text[0] == ' ') text.erase(0, 1);
+  return text;
+}
+
+Rollout sample_rollout(model::CausalLM& m, const data::PromptDataset& prompts, const std::vector<int64_t>& rows,
+                       const RolloutSpec& spec, const tokenizer::Tokenizer& tok) {
+  torch::NoGradGuard no_grad;
+  m->eval();
+  std::vector<std::vector<int64_t>> ids;
+  for (int64_t r : rows) ids.push_back(prompts.rows[size_t(r)].ids);
+  generate::SamplingParams params;
+  params.max_new_tokens = spec.max_new_tokens;
+  params.temperature = spec.temperature;
+  params.top_p = spec.top_p;
+  params.seed = spec.seed;
+  params.stop_ids = tok.stop_ids();
+  params.pad_id = spec.pad_id;
+  const auto gens = generate::generate(m, ids, params, spec.actor);
+
+  const int64_t n = int64_t(rows.size());
+  int64_t L = 1, R = 1;
+  for (int64_t b = 0; b < n; ++b) {
+    L = std::max<int64_t>(L, int64_t(ids[b].size() + gens[b].tokens.size()));
+    R = std::max<int64_t>(R, int64_t(gens[b].tokens.size()));
+  }
+  Rollout ro;
+  ro.ids = torch::full({n, L}, spec.pad_id, torch::kLong);
+  ro.valid = torch::zeros({n, L}, torch::kBool);
+  ro.index = torch::zeros({n, R}, torch::kLong);
+  ro.targets = torch::full({n, R}, spec.pad_id, torch::kLong);
+  ro.mask = torch::zeros({n, R}, torch::kFloat32);
+  auto ids_a = ro.ids.accessor<int64_t, 2>();
+  auto valid_a = ro.valid.accessor<bool, 2>();
+  auto index_a = ro.index.accessor<int64_t, 2>();
+  auto targets_a = ro.targets.accessor<int64_t, 2>();
+  auto mask_a = ro.mask.accessor<float, 2>();
+  for (int64_t b = 0; b < n; ++b) {
+    const auto& p = ids[b];
+    const auto& g = gens[b].tokens;
+    const int64_t P = int64_t(p.size()), G = int64_t(g.size());
+    for (int64_t t = 0; t < P; ++t) ids_a[b][t] = p[t], valid_a[b][t] = true;
+    for (int64_t r = 0; r < G; ++r) {
+      ids_a[b][P + r] = g[r];
+      valid_a[b][P + r] = true;
+      targets_a[b][r] = g[r];
+      mask_a[b][r] = 1.0f;
+    }
+    for (int64_t r = 0; r < R; ++r) index_a[b][r] = std::min(P - 1 + r, L - 1);
+    const auto& row = prompts.rows[size_t(rows[b])];
+    ro.reward_inputs.push_back({row.text, response_text(tok, g), row.reference});
+    ro.prompt_tokens += P;
+  }
+  return ro;
+}
+
+void evaluate_rollout(model::CausalLM& m, model::ScalarHead& value_head, Rollout& ro, const RolloutSpec& spec) {
+  torch::NoGradGuard no_grad;
+  m->eval();
+  auto actor = m->forward({ro.ids, {}, ro.valid, nullptr, spec.actor});            // (n, L, V)
+  ro.old_logp = token_logp(response_logits(actor, ro.index, spec.temperature), ro.targets) * ro.mask;
+  auto ref = m->forward({ro.ids, {}, ro.valid, nullptr, {}});                      // (n, L, V)
+  ro.ref_logp = token_logp(response_logits(ref, ro.index, spec.temperature), ro.targets) * ro.mask;
+  auto hidden = m->hidden({ro.ids, {}, ro.valid, nullptr, spec.critic});          // (n, L, D)
+  ro.values = value_head(hidden).gather(1, ro.index).to(torch::kFloat32) * ro.mask;  // (n, R)
+}
+
+MinibatchOutput forward_minibatch(model::CausalLM& m, model::ScalarHead& value_head, const Rollout& ro,
+                                  const torch::Tensor& idx, const RolloutSpec& spec) {
+  auto ids = ro.ids.index_select(0, idx), valid = ro.valid.index_select(0, idx);
+  auto index = ro.index.index_select(0, idx), targets = ro.targets.index_select(0, idx);
+  MinibatchOutput out;
+  auto logits = response_logits(m->forward({ids, {}, valid, nullptr, spec.actor}), index, spec.temperature);  // (b, R, V)
+  out.logp = token_logp(logits, targets);
+  out.entropy = rl::entropy_from_logits(logits);
+  auto hidden = m->hidden({ids, {}, valid, nullptr, spec.critic});  // (b, L, D)
+  out.values = value_head(hidden).gather(1, index).to(torch::kFloat32);
+  return out;
+}
+
+double evaluate_prompts(StageContext& ctx, model::CausalLM& m, const data::PromptDataset& prompts,
+                        const RolloutSpec& spec, const tokenizer::Tokenizer& tok, reward::RewardSource& reward) {
+  std::vector<int64_t> all(prompts.rows.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = int64_t(i);
+  const auto mine = data::shard(all, ctx.comm.rank(), ctx.comm.size());
+  double sum = 0;
+  if (!mine.empty()) {
+    torch::NoGradGuard no_grad;
+    m->eval();
+    std::vector<std::vector<int64_t>> ids;
+    for (int64_t r : mine) ids.push_back(prompts.rows[size_t(r)].ids);
+    generate::SamplingParams params;
+    params.max_new_tokens = spec.max_new_tokens;
+    params.temperature = 0;
+    params.stop_ids = tok.stop_ids();
+    params.pad_id = spec.pad_id;
+    const auto gens = generate::generate(m, ids, params, spec.actor);
+    std::vector<reward::RewardInput> inputs;
+    for (size_t i = 0; i < mine.size(); ++i) {
+      const auto& row = prompts.rows[size_t(mine[i])];
+      inputs.push_back({row.text, response_text(tok, gens[i].tokens), row.reference});
+    }
+    for (double r : reward.score(inputs)) sum += r;
+  }
+  m->train();
+  auto t = torch::tensor({sum}, torch::kFloat64);
+  ctx.comm.all_reduce_sum(t, "allreduce eval reward");
+  return t[0].item<double>() / double(prompts.rows.size());
+}
+
+}  // namespace reglage::trainers

@@ -1,0 +1,67 @@
+// The tensors of one PPO iteration on one rank, and the model passes that fill them: sampling responses
+// with the actor, the no-grad pass for old/reference log-probs and values, the minibatch pass with
+// gradients, and greedy evaluation. Everything is response-aligned: column r is the r-th response token.
+#pragma once
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "framework/data/prompt_data.h"
+#include "framework/model/heads.h"
+#include "framework/model/llama.h"
+#include "framework/tokenizer/tokenizer.h"
+#include "reward/reward_source.h"
+#include "trainers/stage.h"
+
+namespace reglage::trainers {
+
+struct RolloutSpec {
+  model::AdapterSet actor, critic;  // reference = no adapter
+  int64_t max_new_tokens = 64;
+  double temperature = 1.0;         // sampling; log-probs are taken under softmax(logits / temperature)
+  double top_p = 1.0;
+  uint64_t seed = 0;                // this rank's sampling streams for this iteration
+  int64_t eos_id = -1;
+  int64_t pad_id = 0;
+};
+
+struct Rollout {
+  torch::Tensor ids;        // (n, L) prompt + response, right-padded with pad_id
+  torch::Tensor valid;      // (n, L) bool
+  torch::Tensor index;      // (n, R) position whose logits predict response token r (prompt_len - 1 + r)
+  torch::Tensor targets;    // (n, R) response tokens (pad_id past the end)
+  torch::Tensor mask;       // (n, R) float32, 1 on response tokens
+  torch::Tensor old_logp;   // (n, R) actor log-probs at rollout time
+  torch::Tensor ref_logp;   // (n, R) reference (no adapter) log-probs
+  torch::Tensor values;     // (n, R) critic values at rollout time
+  std::vector<reward::RewardInput> reward_inputs;  // (prompt text, response text, reference) per row
+  int64_t prompt_tokens = 0;
+};
+
+// Samples one response per entry of `rows` (indices into prompts) with the actor, in eval mode.
+Rollout sample_rollout(model::CausalLM& m, const data::PromptDataset& prompts, const std::vector<int64_t>& rows,
+                       const RolloutSpec& spec, const tokenizer::Tokenizer& tok);
+
+// Fills old_logp, ref_logp and values without gradients (eval mode).
+void evaluate_rollout(model::CausalLM& m, model::ScalarHead& value_head, Rollout& ro, const RolloutSpec& spec);
+
+struct MinibatchOutput {
+  torch::Tensor logp;     // (b, R) actor log-probs, with grad
+  torch::Tensor entropy;  // (b, R) actor entropy, with grad
+  torch::Tensor values;   // (b, R) critic values, with grad
+};
+// The rows `idx` (b) of the rollout through the actor and the critic, with gradients.
+MinibatchOutput forward_minibatch(model::CausalLM& m, model::ScalarHead& value_head, const Rollout& ro,
+                                  const torch::Tensor& idx, const RolloutSpec& spec);
+
+// Greedy responses of the actor to every prompt (sharded over ranks), scored by `reward`: the global mean.
+double evaluate_prompts(StageContext& ctx, model::CausalLM& m, const data::PromptDataset& prompts,
+                        const RolloutSpec& spec, const tokenizer::Tokenizer& tok, reward::RewardSource& reward);
+
+// The text of generated tokens (stop tokens dropped), without the leading space a SentencePiece-style
+// dummy prefix puts there, so that it reads and re-encodes as the completion did in the training data.
+std::string response_text(const tokenizer::Tokenizer& tok, const std::vector<int64_t>& tokens);
+
+}  // namespace reglage::trainers
