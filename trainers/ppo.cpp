@@ -153,7 +153,7 @@ void run_ppo(StageContext& ctx) {
                     : "ppo: " + std::to_string(o.max_iterations) + " iterations of " + std::to_string(responses_global) +
                           " responses, " + std::to_string(prompts.rows.size()) + " prompts, " + std::to_string(world) +
                           " rank(s); reward: " + reward_source->describe() +
-                          (reward_ctx.models_shared ? " (reward adapter on the shared base)" : ""));
+                          std::string());
 
   RolloutSpec spec;
   spec.actor = {actor};
