@@ -7,15 +7,18 @@
 
 namespace reglage::rl {
 
+torch::Tensor masked_sum(const torch::Tensor& x, const torch::Tensor& mask) { return (x * mask).sum(); }
+
 torch::Tensor masked_mean(const torch::Tensor& x, const torch::Tensor& mask) {
-  return (x * mask).sum() / mask.sum().clamp_min(1.0);
+  return masked_sum(x, mask) / mask.sum().clamp_min(1.0);
 }
 
 torch::Tensor kl_estimate(const torch::Tensor& logp, const torch::Tensor& ref_logp, const std::string& estimator) {
   if (estimator == "k1") return logp - ref_logp;
   if (estimator == "k3") {
     auto log_ratio = ref_logp - logp;  // log(pi_ref / pi)
-    return log_ratio.exp() - 1 - log_ratio;
+    // expm1 keeps it >= 0 in float32 for tiny |log_ratio|, where exp(d) - 1 - d rounds below 0.
+    return torch::expm1(log_ratio) - log_ratio;
   }
   fail("kl estimator '", estimator, "' (expected k1 or k3)");
 }
@@ -23,22 +26,25 @@ torch::Tensor kl_estimate(const torch::Tensor& logp, const torch::Tensor& ref_lo
 torch::Tensor token_rewards(const torch::Tensor& scores, const torch::Tensor& kl, const torch::Tensor& mask,
                             double kl_coef) {
   torch::NoGradGuard no_grad;
-  auto rewards = -kl_coef * kl * mask;  // (B, T)
-  const int64_t B = mask.size(0), T = mask.size(1);
-  auto lengths = mask.sum(1).to(torch::kLong);  // (B); valid tokens are a prefix (right padding)
-  for (int64_t b = 0; b < B; ++b) {
-    const int64_t n = lengths[b].item<int64_t>();
-    if (n > 0 && n <= T) rewards[b][n - 1] += scores[b].to(rewards.scalar_type());
-  }
+  auto m = mask.detach().to(kl.scalar_type());   // (B, T)
+  auto rewards = -kl_coef * kl.detach() * m;     // (B, T)
+  const int64_t T = m.size(1);
+  // Index of the last valid token of each row: the first valid one counted from the right.
+  auto valid = m > 0;                                               // (B, T)
+  auto last = (T - 1) - valid.flip({1}).to(torch::kLong).argmax(1); // (B)
+  auto has_token = valid.any(1).to(rewards.scalar_type());          // (B): 0 for an all-padding row
+  auto bonus = (scores.detach().to(rewards.scalar_type()) * has_token).unsqueeze(1);  // (B, 1)
+  rewards.scatter_add_(1, last.unsqueeze(1), bonus);
   return rewards;
 }
 
 GaeResult gae(const torch::Tensor& rewards, const torch::Tensor& values, const torch::Tensor& mask, double gamma,
               double lam) {
   torch::NoGradGuard no_grad;
-  auto r = rewards.detach().to(torch::kFloat64).contiguous();
-  auto v = values.detach().to(torch::kFloat64).contiguous();
-  auto m = mask.detach().to(torch::kFloat64).contiguous();
+  // A sequential scan over t: done on the CPU in float64 with accessors.
+  auto r = rewards.detach().to(torch::kCPU, torch::kFloat64).contiguous();  // (B, T)
+  auto v = values.detach().to(torch::kCPU, torch::kFloat64).contiguous();   // (B, T)
+  auto m = mask.detach().to(torch::kCPU, torch::kFloat64).contiguous();     // (B, T)
   const int64_t B = r.size(0), T = r.size(1);
   auto adv = torch::zeros({B, T}, torch::kFloat64);
   auto ra = r.accessor<double, 2>(), va = v.accessor<double, 2>(), ma = m.accessor<double, 2>();
@@ -53,8 +59,8 @@ GaeResult gae(const torch::Tensor& rewards, const torch::Tensor& values, const t
     }
   }
   GaeResult out;
-  out.advantages = adv.to(rewards.scalar_type());
-  out.returns = ((adv + v) * m).to(rewards.scalar_type());
+  out.advantages = adv.to(rewards.device(), rewards.scalar_type());
+  out.returns = ((adv + v) * m).to(rewards.device(), rewards.scalar_type());
   return out;
 }
 
@@ -104,8 +110,11 @@ ValueLossResult value_loss(const torch::Tensor& values, const torch::Tensor& old
 }
 
 torch::Tensor entropy_from_logits(const torch::Tensor& logits) {
-  auto logp = torch::log_softmax(logits.to(torch::kFloat32), -1);  // (B, T, V)
-  return -(logp.exp() * logp).sum(-1);
+  auto x = logits.scalar_type() == torch::kFloat64 ? logits : logits.to(torch::kFloat32);
+  auto logp = torch::log_softmax(x, -1);  // (B, T, V)
+  auto p = logp.exp();                    // (B, T, V)
+  // p * log p is 0 * -inf = NaN where p == 0 (a -inf logit, or underflow); its limit is 0.
+  return -(p * logp.masked_fill(p == 0, 0.0)).sum(-1);
 }
 
 double explained_variance(const torch::Tensor& values, const torch::Tensor& returns, const torch::Tensor& mask) {

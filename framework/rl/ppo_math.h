@@ -11,26 +11,32 @@
 
 namespace reglage::rl {
 
-// sum(x * mask) / max(sum(mask), 1): a scalar tensor (keeps the graph through x).
+// sum(x * mask): a scalar tensor (keeps the graph through x). x and mask broadcast together.
+torch::Tensor masked_sum(const torch::Tensor& x, const torch::Tensor& mask);
+// sum(x * mask) / max(sum(mask), 1): a scalar tensor (keeps the graph through x); 0 when no token is valid.
 torch::Tensor masked_mean(const torch::Tensor& x, const torch::Tensor& mask);
 
 // Per-token estimate of KL(pi || pi_ref) from the sampled token's log-probs (Schulman, "Approximating KL
 // divergence"), (B, T):
 //   k1: logp - ref_logp                                  (unbiased, can be negative per token)
-//   k3: exp(ref_logp - logp) - 1 - (ref_logp - logp)     (unbiased, >= 0, lower variance)
+//   k3: exp(ref_logp - logp) - 1 - (ref_logp - logp)     (unbiased, >= 0, lower variance; computed with
+//       expm1 so it stays >= 0 after rounding)
 // Throws reglage::Error on another estimator name.
 torch::Tensor kl_estimate(const torch::Tensor& logp, const torch::Tensor& ref_logp, const std::string& estimator);
 
-// Per-token rewards (B, T): -kl_coef * kl at every valid token, plus the sequence's score (B) added at its
-// last valid token (as in Ziegler et al. / InstructGPT). Rows without a valid token get nothing.
+// Per-token rewards (B, T), no gradient:
+//   r_t = -kl_coef * kl_t * m_t  +  [t == last valid token of the row] * score
+// i.e. the KL penalty at every valid token and the sequence's score (B) at its last valid token (Ziegler et
+// al. 2019 / InstructGPT). Rows without a valid token get all zeros; padding is 0. Dtype of kl.
 torch::Tensor token_rewards(const torch::Tensor& scores, const torch::Tensor& kl, const torch::Tensor& mask,
                             double kl_coef);
 
 // Generalised advantage estimation, backwards over t (no gradient):
 //   delta_t = r_t + gamma * V_{t+1} * m_{t+1} - V_t
 //   A_t     = delta_t + gamma * lam * m_{t+1} * A_{t+1}
-// The value after the last valid token is 0 (the episode ends there). returns = A + V. Both are 0 where
-// mask is 0. Computed in float64, returned in the dtype of rewards.
+// The value after the last valid token is 0 (the episode ends there), so values and rewards on padding
+// never leak in. returns = A + V (the value targets). Both are 0 where mask is 0. Computed in float64 on
+// the CPU, returned in the dtype and on the device of rewards, without a graph.
 struct GaeResult {
   torch::Tensor advantages;  // (B, T)
   torch::Tensor returns;     // (B, T)
@@ -67,7 +73,9 @@ struct ValueLossResult {
 ValueLossResult value_loss(const torch::Tensor& values, const torch::Tensor& old_values, const torch::Tensor& returns,
                            const torch::Tensor& mask, double value_clip_range);
 
-// Entropy of softmax(logits) per position: (B, T, V) -> (B, T), differentiable.
+// Entropy of softmax(logits) per position, -sum_v p_v * log p_v: (B, T, V) -> (B, T), differentiable.
+// Via log_softmax (stable for large logits); a logit of -inf (a masked-out token) adds 0 and its gradient
+// stays finite. float64 logits stay float64; other dtypes are computed and returned in float32.
 torch::Tensor entropy_from_logits(const torch::Tensor& logits);
 
 // 1 - var(returns - values) / var(returns) over valid tokens (population variances); 0 when var(returns)
@@ -78,11 +86,13 @@ double explained_variance(const torch::Tensor& values, const torch::Tensor& retu
 //   err = clamp(kl / target - 1, -0.2, 0.2);  coef *= 1 + err * n_steps / horizon
 class AdaptiveKLController {
  public:
-  // Throws reglage::Error when init_coef < 0, target < 0, or horizon <= 0 with target > 0.
+  // target 0: a fixed coefficient (update does nothing). Throws reglage::Error when init_coef < 0,
+  // target < 0 (not a meaningful KL), or horizon <= 0 with target > 0.
   AdaptiveKLController(double init_coef, double target, double horizon);
   double coef() const { return coef_; }
   void set_coef(double coef) { coef_ = coef; }
-  // kl: the observed KL per sequence; n_steps: responses in the batch that observed it.
+  // kl: the observed KL per sequence; n_steps: responses in the batch that observed it. The change per
+  // call is at most a factor 1 +- 0.2 * n_steps / horizon.
   void update(double kl, int64_t n_steps);
 
  private:
