@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The demo: installs what is missing, builds, and runs the demo pipeline on the shipped stories260K model:
-# supervised fine-tuning on "Write a story about a {animal} named {name}." with 2 MPI ranks, then a reward
-# model on preference pairs labelled by the task's rule, then the held-out figures.
+# The demo: installs what is missing, builds, and runs the demo pipeline on the shipped stories260K model with
+# 2 MPI ranks: supervised fine-tuning on "Write a story about a {animal} named {name}.", a reward model on
+# preference pairs labelled by the task's rule, then PPO; then the held-out figures.
 # Running it again resumes the pipeline (finished stages are skipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,9 +23,14 @@ build/reglage generate --model models/stories260K/stories260K.bin --adapter runs
 echo "== reward model: held-out pair accuracy (data/demo/pref_eval.jsonl, names never in training) =="
 grep '"split":"eval"' runs/demo/rm/metrics.jsonl | tail -n 1
 
-echo "== held-out success (data/demo/heldout_prompts.jsonl: names never in training) =="
-echo -n "base: "
-build/reglage eval --model models/stories260K/stories260K.bin --prompts data/demo/heldout_prompts.jsonl
-echo -n "sft:  "
-build/reglage eval --model models/stories260K/stories260K.bin --adapter runs/demo/sft/final \
-  --prompts data/demo/heldout_prompts.jsonl
+echo "== ppo: the last iteration (reward, KL to the SFT policy per response, ...) =="
+grep '"split":"train"' runs/demo/ppo/metrics.jsonl | tail -n 1
+
+echo "== held-out success (data/demo/heldout_prompts.jsonl: names never in training), greedy, 120 tokens =="
+for stage in base sft ppo; do
+  build/reglage eval --config configs/demo.yaml --stage "$stage" --prompts data/demo/heldout_prompts.jsonl \
+    --reward configs/demo_success.yaml --max-new-tokens 120 | tail -n 1
+done
+echo "== ppo: mean reward (the stage's own reward) and KL to the SFT policy, 4 samples per prompt at T = 1 =="
+build/reglage eval --config configs/demo.yaml --stage ppo --prompts data/demo/heldout_prompts.jsonl \
+  --samples 4 --max-new-tokens 64 | tail -n 1
