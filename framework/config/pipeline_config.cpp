@@ -494,15 +494,7 @@ class Loader : public YamlReader {
 }  // namespace
 
 PipelineConfig load_pipeline(const std::string& path, const std::vector<std::string>& overrides, int world_size) {
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    throw ConfigError(path, {ConfigProblem{0, 0, "", std::string("cannot open the file: ") + std::strerror(errno)}});
-  } catch (const YAML::ParserException& e) {
-    ConfigProblem p{e.mark.line + 1, e.mark.column + 1, "", "YAML syntax error: " + e.msg};
-    throw ConfigError(path, {p});
-  }
+  YAML::Node root = load_yaml_file(path);
   if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);  // an empty file: report what is missing
   if (!root.IsMap()) {
     const YAML::Mark m = root.Mark();

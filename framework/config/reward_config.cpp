@@ -232,17 +232,20 @@ void validate_reward_stages(YamlReader& r, const RewardSpec& spec, const std::st
   }
 }
 
-}  // namespace detail
-
-RewardSpec load_reward_file(const std::string& path, const PipelineConfig* pipeline) {
-  YAML::Node root;
+YAML::Node load_yaml_file(const std::string& path) {
   try {
-    root = YAML::LoadFile(path);
+    return YAML::LoadFile(path);
   } catch (const YAML::BadFile&) {
     throw ConfigError(path, {ConfigProblem{0, 0, "", std::string("cannot open the file: ") + std::strerror(errno)}});
   } catch (const YAML::ParserException& e) {
     throw ConfigError(path, {ConfigProblem{e.mark.line + 1, e.mark.column + 1, "", "YAML syntax error: " + e.msg}});
   }
+}
+
+}  // namespace detail
+
+RewardSpec load_reward_file(const std::string& path, const PipelineConfig* pipeline) {
+  YAML::Node root = detail::load_yaml_file(path);
   detail::YamlReader reader;
   RewardSpec spec;
   // Accept the section alone or wrapped as `reward: {...}`, as it is written in a pipeline.

@@ -284,6 +284,9 @@ class YamlReader {
   std::set<std::string> bad_;                        // keys with a type problem: no range checks
 };
 
+// The parsed file; throws ConfigError (one problem) when it cannot be read or is not valid YAML.
+YAML::Node load_yaml_file(const std::string& path);
+
 // Reads a reward section at `key` (reward_config.cpp). top_level: normalize/clip allowed, weight not
 // (inside a sum's parts it is the other way round).
 void read_reward(YamlReader& r, const YAML::Node& node, const std::string& key, RewardSpec& out, bool top_level);

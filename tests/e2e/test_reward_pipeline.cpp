@@ -10,6 +10,7 @@
 #include "framework/io/safetensors.h"
 #include "reward/http_source.h"
 #include "reward/model_source.h"
+#include "e2e_util.h"
 #include "test_util.h"
 
 namespace reglage {
@@ -53,11 +54,7 @@ std::string yaml(const test::TempDir& tmp, const std::string& run_dir) {
 }
 
 int run(int ranks, const std::string& yaml_path, const std::string& env = "") {
-  const std::string cmd = "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 " + env + " " +
-                          std::string(REGLAGE_MPIEXEC) + " -n " + std::to_string(ranks) + " --oversubscribe " +
-                          std::string(REGLAGE_BINARY) + " run " + yaml_path + " > /dev/null 2>&1";
-  const int status = std::system(cmd.c_str());
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+  return test::run_pipeline(ranks, yaml_path, env);
 }
 
 class RewardPipeline : public ::testing::Test {
