@@ -7,6 +7,7 @@
 #include "framework/config/config_error.h"
 #include "framework/core/error.h"
 #include "framework/dist/communicator.h"
+#include "framework/net/heartbeat.h"
 #include "launch/commands.h"
 #include "trainers/pipeline.h"
 
@@ -31,7 +32,9 @@ int cmd_run(int argc, char** argv) {
 
   dist::init(nullptr, nullptr);
   const int rank = dist::world_rank(), world = dist::world_size();
+  std::unique_ptr<net::HeartbeatSender> heartbeat;  // under `reglage launch`: tells the watchdog where we are
   try {
+    heartbeat = net::heartbeat_from_env(rank);
     auto comm = dist::make_communicator(torch::kCPU);
     trainers::run_pipeline(opt, *comm);
   } catch (const config::ConfigError& e) {

@@ -35,6 +35,7 @@ int cmd_eval(Args& args);
 int cmd_eval_stage(Args& args);  // eval --config ... --stage ...
 int cmd_serve_reward(Args& args);
 int cmd_run(int argc, char** argv);  // its own parsing: repeated --set
+int cmd_launch(int argc, char** argv);  // the same flags as run
 int cmd_status(const std::string& run_dir);
 
 }  // namespace reglage::launch

@@ -19,6 +19,7 @@ void print_usage() {
   std::cout << "usage: reglage <command> [options]\n"
                "commands:\n"
                "  run        run a pipeline (SFT, ...) as MPI ranks: mpirun -np N reglage run pipeline.yaml\n"
+               "  launch     run a pipeline under mpirun with a watchdog that restarts dead or hung ranks\n"
                "  status     show the stages of a run directory: reglage status RUN_DIR\n"
                "  eval       a stage's policy on prompts: mean reward, pass rate, KL (--config --stage), or the demo task (--model)\n"
                "  serve-reward  serve a trained reward model over HTTP (OpenRLHF remote reward protocol)\n"
@@ -45,6 +46,14 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  if (command == "launch") {
+    try {
+      return reglage::launch::cmd_launch(argc - 2, argv + 2);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "reglage launch: error: %s\n", e.what());
+      return 1;
+    }
+  }
   if (command == "status") {
     try {
       if (argc != 3 || argv[2][0] == '-') reglage::fail("usage: reglage status RUN_DIR");
@@ -61,7 +70,7 @@ int main(int argc, char** argv) {
     if (command == "convert") return reglage::launch::cmd_convert(args);
     if (command == "eval") return reglage::launch::cmd_eval(args);
     if (command == "serve-reward") return reglage::launch::cmd_serve_reward(args);
-    reglage::fail("unknown command '", command, "' (expected run, status, eval, serve-reward, generate, logits or convert)");
+    reglage::fail("unknown command '", command, "' (expected run, launch, status, eval, serve-reward, generate, logits or convert)");
   } catch (const reglage::Error& e) {
     std::fprintf(stderr, "reglage %s: error: %s\n", command.c_str(), e.what());
     return 1;

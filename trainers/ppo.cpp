@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "framework/core/error.h"
+#include "framework/core/progress.h"
 #include "framework/data/prompt_data.h"
 #include "framework/generate/generate.h"
 #include "framework/io/safetensors.h"
@@ -165,6 +166,8 @@ void run_ppo(StageContext& ctx) {
   spec.pad_id = std::max<int64_t>(policy.tok->eos_id(), 0);
 
   // ---- the loop: rollout, score, advantages, PPO epochs, log, checkpoint --------------------------------
+  core::progress_stage(st.name, o.max_iterations);
+  core::progress_step(start);
   for (int64_t it = start; it < o.max_iterations; ++it) {
     const int64_t done = it + 1;
     const auto t_iter = Clock::now();
@@ -308,6 +311,7 @@ void run_ppo(StageContext& ctx) {
            << " len " << length << " (" << iter_s << " s)";
       ctx.log(line.str());
     }
+    core::progress_step(done);
     const bool last = done == o.max_iterations;
     if (eval_prompts && ((st.eval_every > 0 && done % st.eval_every == 0) || last)) {
       const double eval_reward = evaluate_prompts(ctx, m, *eval_prompts, spec, *policy.tok, *reward_source);

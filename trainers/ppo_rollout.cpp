@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "framework/core/error.h"
+#include "framework/core/progress.h"
 #include "framework/data/sft_data.h"
 #include "framework/generate/generate.h"
 #include "framework/rl/ppo_math.h"
@@ -46,6 +47,7 @@ std::string response_text(const tokenizer::Tokenizer& tok, const std::vector<int
 Rollout sample_rollout(model::CausalLM& m, const data::PromptDataset& prompts, const std::vector<int64_t>& rows,
                        const RolloutSpec& spec, const tokenizer::Tokenizer& tok) {
   torch::NoGradGuard no_grad;
+  core::ProgressOp in_op("generate");
   m->eval();
   std::vector<std::vector<int64_t>> ids;
   for (int64_t r : rows) ids.push_back(prompts.rows[size_t(r)].ids);

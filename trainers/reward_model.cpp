@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "framework/core/error.h"
+#include "framework/core/progress.h"
 #include "framework/data/preference_data.h"
 #include "framework/io/model_io.h"
 #include "framework/io/safetensors.h"
@@ -130,6 +131,8 @@ void run_reward_model(StageContext& ctx) {
   // ---- the loop -------------------------------------------------------------------------------------
   m->train();
   const int64_t micro = st.batch_size / world / st.grad_accum;
+  core::progress_stage(st.name, steps);
+  core::progress_step(start_step);
   for (int64_t step = start_step; step < steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     const double lr = train::scheduled_lr(step, steps, st.lr, st.warmup_steps, st.schedule, st.min_lr_ratio);
@@ -150,6 +153,7 @@ void run_reward_model(StageContext& ctx) {
     optimizer.zero_grad();
     stats.all_reduce(ctx.comm);
     const int64_t done = step + 1;
+    core::progress_step(done);
     if (!std::isfinite(stats.loss) || !std::isfinite(grad_norm))
       fail("stage '", st.name, "' step ", done, ": loss = ", stats.loss, ", grad norm = ", grad_norm, " (not finite)");
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -13,6 +13,7 @@
 
 #include "framework/checkpoint/checkpoint.h"
 #include "framework/core/error.h"
+#include "framework/core/progress.h"
 #include "framework/core/file_util.h"
 #include "framework/data/sft_data.h"
 #include "framework/io/model_io.h"
@@ -108,6 +109,8 @@ void run_sft(StageContext& ctx) {
   m->train();
   const int64_t per_rank = st.batch_size / world;
   const int64_t micro = per_rank / st.grad_accum;
+  core::progress_stage(st.name, steps);
+  core::progress_step(start_step);
   for (int64_t step = start_step; step < steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     const double lr = train::scheduled_lr(step, steps, st.lr, st.warmup_steps, st.schedule, st.min_lr_ratio);
@@ -136,6 +139,7 @@ void run_sft(StageContext& ctx) {
     if (!std::isfinite(loss) || !std::isfinite(grad_norm))
       fail("stage '", st.name, "' step ", step + 1, ": loss = ", loss, ", grad norm = ", grad_norm, " (not finite)");
     const int64_t done = step + 1;
+    core::progress_step(done);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (ctx.is_root() && (done % st.log_every == 0 || done == steps)) {
       log.write({{"step", done}, {"split", "train"}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},

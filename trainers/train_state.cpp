@@ -9,6 +9,7 @@
 
 #include "framework/checkpoint/checkpoint.h"
 #include "framework/core/error.h"
+#include "framework/core/progress.h"
 #include "framework/core/file_util.h"
 #include "framework/io/safetensors.h"
 
@@ -35,6 +36,7 @@ torch::Tensor gather_rng_states(dist::Communicator& comm) {
 }  // namespace
 
 void save_checkpoint(StageContext& ctx, TrainState& state, int64_t step) {
+  core::ProgressOp in_op("checkpoint");
   auto rng = gather_rng_states(ctx.comm);
   if (ctx.is_root()) {
     std::vector<std::pair<std::string, torch::Tensor>> trainable;

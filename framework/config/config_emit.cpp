@@ -188,7 +188,28 @@ std::string to_yaml(const PipelineConfig& config) {
   emit_lora(out, config.lora);
   out << YAML::Key << "stages" << YAML::Value << YAML::BeginSeq;
   for (const StageConfig& s : config.stages) emit_stage(out, s);
-  out << YAML::EndSeq << YAML::EndMap;
+  out << YAML::EndSeq;
+  if (config.has_launch) {
+    const LaunchSection& l = config.launch;
+    out << YAML::Key << "launch" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "hosts" << YAML::Value << YAML::BeginSeq;
+    for (const LaunchHost& h : l.hosts)
+      out << YAML::Flow << YAML::BeginMap << YAML::Key << "host" << YAML::Value << h.host << YAML::Key << "slots"
+          << YAML::Value << h.slots << YAML::EndMap;
+    out << YAML::EndSeq;
+    out << YAML::Key << "hostfile" << YAML::Value << l.hostfile;
+    out << YAML::Key << "np" << YAML::Value << l.np;
+    out << YAML::Key << "mpirun_args" << YAML::Value << YAML::Flow << l.mpirun_args;
+    out << YAML::Key << "env" << YAML::Value << YAML::Flow << l.env;
+    out << YAML::Key << "max_restarts" << YAML::Value << l.max_restarts;
+    out << YAML::Key << "heartbeat_interval_s" << YAML::Value << format_double(l.heartbeat_interval_s);
+    out << YAML::Key << "heartbeat_timeout_s" << YAML::Value << format_double(l.heartbeat_timeout_s);
+    out << YAML::Key << "heartbeat_host" << YAML::Value << l.heartbeat_host;
+    out << YAML::Key << "status_port" << YAML::Value << l.status_port;
+    out << YAML::Key << "status_host" << YAML::Value << l.status_host;
+    out << YAML::EndMap;
+  }
+  out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }
 

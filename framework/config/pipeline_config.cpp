@@ -25,7 +25,11 @@ namespace reglage::config {
 namespace {
 
 // The keys of each section, spelled like the struct fields.
-const std::vector<std::string> kTopKeys = {"run_dir", "seed", "threads", "model", "lora", "stages"};
+const std::vector<std::string> kTopKeys = {"run_dir", "seed", "threads", "model", "lora", "stages", "launch"};
+const std::vector<std::string> kLaunchKeys = {"hosts",          "hostfile",           "np",
+                                              "mpirun_args",    "env",                "max_restarts",
+                                              "heartbeat_interval_s", "heartbeat_timeout_s", "heartbeat_host",
+                                              "status_port",    "status_host"};
 const std::vector<std::string> kModelKeys = {"path", "tokenizer", "dtype"};
 const std::vector<std::string> kLoraKeys = {"rank", "alpha", "dropout", "targets"};
 const std::vector<std::string> kStageKeys = {
@@ -170,6 +174,12 @@ class Loader : public YamlReader {
       read_targets(lora, c.lora.targets);
     }
 
+    const YAML::Node launch = lookup(root, "launch");
+    if (check_section(launch, "launch", kLaunchKeys)) {
+      c.has_launch = true;
+      read_launch(launch, c.launch);
+    }
+
     const YAML::Node stages = lookup(root, "stages");
     if (stages.IsDefined() && !stages.IsNull() && !stages.IsSequence()) {
       add("stages", stages.Mark(), "= " + describe(stages) + " (expected a list of stages)");
@@ -277,6 +287,65 @@ class Loader : public YamlReader {
     if (reward.IsDefined() && !reward.IsNull()) read_reward(*this, reward, p + ".reward", s.reward, /*top_level=*/true);
     read_ppo(node, p, s.ppo);
     return s;
+  }
+
+  bool read_string_list(const YAML::Node& map, const std::string& prefix, const std::string& name,
+                        std::vector<std::string>& out) {
+    const YAML::Node node = lookup(map, name);
+    if (!node.IsDefined() || node.IsNull()) return false;
+    const std::string key = child_key(prefix, name);
+    if (!node.IsSequence()) {
+      bad_.insert(key);
+      add(key, node.Mark(), "= " + describe(node) + " (expected a list of strings)");
+      return false;
+    }
+    for (size_t i = 0; i < node.size(); ++i) {
+      if (!node[i].IsScalar()) add(key + "[" + std::to_string(i) + "]", node[i].Mark(), "= " + describe(node[i]) + " (expected a string)");
+      else out.push_back(node[i].Scalar());
+    }
+    return true;
+  }
+
+  void read_launch(const YAML::Node& node, LaunchSection& l) {
+    const YAML::Node hosts = lookup(node, "hosts");
+    if (hosts.IsDefined() && !hosts.IsNull()) {
+      if (!hosts.IsSequence()) {
+        add("launch.hosts", hosts.Mark(), "= " + describe(hosts) + " (expected a list of {host: NAME, slots: N})");
+      } else {
+        for (size_t i = 0; i < hosts.size(); ++i) {
+          const std::string p = "launch.hosts[" + std::to_string(i) + "]";
+          LaunchHost h;
+          if (!check_section(hosts[i], p, {"host", "slots"})) {
+            add(p, hosts[i].Mark(), "expected {host: NAME, slots: N}");
+            continue;
+          }
+          read_string(hosts[i], p, "host", h.host);
+          read_int(hosts[i], p, "slots", h.slots);
+          if (h.host.empty()) add(p + ".host", hosts[i].Mark(), "required (a host name or address)");
+          check(p + ".slots", h.slots > 0, h.slots, "must be > 0");
+          l.hosts.push_back(h);
+        }
+      }
+    }
+    read_string(node, "launch", "hostfile", l.hostfile);
+    read_int(node, "launch", "np", l.np);
+    read_string_list(node, "launch", "mpirun_args", l.mpirun_args);
+    read_string_list(node, "launch", "env", l.env);
+    read_int(node, "launch", "max_restarts", l.max_restarts);
+    read_double(node, "launch", "heartbeat_interval_s", l.heartbeat_interval_s);
+    read_double(node, "launch", "heartbeat_timeout_s", l.heartbeat_timeout_s);
+    read_string(node, "launch", "heartbeat_host", l.heartbeat_host);
+    read_int(node, "launch", "status_port", l.status_port);
+    read_string(node, "launch", "status_host", l.status_host);
+    if (!l.hosts.empty() && !l.hostfile.empty())
+      add("launch.hostfile", mark_of("launch.hostfile"), "set only one of hosts and hostfile");
+    check_exists("launch.hostfile", l.hostfile);
+    check("launch.np", l.np >= 0, l.np, "must be >= 0; 0 = the hosts' slots or this machine's cores");
+    check("launch.max_restarts", l.max_restarts >= 0, l.max_restarts, "must be >= 0");
+    check("launch.heartbeat_interval_s", l.heartbeat_interval_s > 0, l.heartbeat_interval_s, "must be > 0");
+    check("launch.heartbeat_timeout_s", l.heartbeat_timeout_s > l.heartbeat_interval_s, l.heartbeat_timeout_s,
+          "must be > heartbeat_interval_s");
+    check("launch.status_port", l.status_port >= 0 && l.status_port <= 65535, l.status_port, "must be in [0, 65535]; 0 = off");
   }
 
   // Keys of another stage type: ppo keys in an sft stage, max_steps in a ppo stage.

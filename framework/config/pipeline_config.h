@@ -89,6 +89,26 @@ struct StageConfig {
   PpoSettings ppo;                  // ppo only
 };
 
+// How `reglage launch` starts the pipeline (ignored by `reglage run`).
+struct LaunchHost {
+  std::string host;
+  int64_t slots = 1;
+};
+struct LaunchSection {
+  std::vector<LaunchHost> hosts;           // empty (and no hostfile) = this machine
+  std::string hostfile;                    // an Open MPI hostfile instead of hosts
+  int64_t np = 0;                          // ranks; 0 = the hosts' slots, or this machine's cores
+  std::vector<std::string> mpirun_args;    // passed through to mpirun
+  std::vector<std::string> env;            // variables forwarded to every rank (mpirun -x)
+  int64_t max_restarts = 3;                // restarts after a dead or hung rank
+  double heartbeat_interval_s = 5;         // > 0
+  double heartbeat_timeout_s = 60;         // a rank silent this long is hung; > heartbeat_interval_s
+  std::string heartbeat_host = "";         // where ranks reach the launcher; "" = 127.0.0.1, or this
+                                           // host's name when hosts/hostfile name other machines
+  int64_t status_port = 8470;              // HTTP /status and /metrics; 0 = off
+  std::string status_host = "127.0.0.1";   // address the status server binds
+};
+
 struct PipelineConfig {
   std::string source;               // the YAML file it came from
   std::string run_dir;              // required; created if missing; must be writable
@@ -97,6 +117,8 @@ struct PipelineConfig {
   ModelSection model;
   LoraSection lora;
   std::vector<StageConfig> stages;  // at least one
+  LaunchSection launch;             // the optional `launch:` section
+  bool has_launch = false;          // the file has a `launch:` section
 
   const StageConfig* find_stage(const std::string& name) const;
 };

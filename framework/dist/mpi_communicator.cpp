@@ -8,6 +8,7 @@
 #include <cstdlib>
 
 #include "framework/core/error.h"
+#include "framework/core/progress.h"
 #include "framework/dist/backends.h"
 #include "framework/dist/communicator.h"
 
@@ -63,6 +64,7 @@ MpiCommunicator::MpiCommunicator() {
 }
 
 void MpiCommunicator::all_reduce_sum(torch::Tensor& t, const std::string& op) {
+  core::ProgressOp in_op(op);  // a rank stuck here is reported by the launcher with this name
   check_cpu(t, "all_reduce_sum", op);
   // bf16/f16 have no MPI type: sum in float32 (exact for the usual few ranks) and round once at the end.
   const bool widen = t.scalar_type() == torch::kBFloat16 || t.scalar_type() == torch::kHalf;
@@ -82,6 +84,7 @@ void MpiCommunicator::all_reduce_sum(torch::Tensor& t, const std::string& op) {
 }
 
 void MpiCommunicator::broadcast(torch::Tensor& t, int root, const std::string& op) {
+  core::ProgressOp in_op(op);
   check_cpu(t, "broadcast", op);
   if (root < 0 || root >= size_)
     fail("rank ", rank_, ": broadcast in '", op, "': root ", root, " (must be in [0, ", size_, "))");
@@ -99,6 +102,7 @@ void MpiCommunicator::broadcast(torch::Tensor& t, int root, const std::string& o
 }
 
 void MpiCommunicator::barrier(const std::string& op) {
+  core::ProgressOp in_op(op);
   if (!mpi_active()) return;
   mpi_check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier", op);
 }
