@@ -8,11 +8,15 @@
 
 namespace reglage::metrics {
 
-MetricsLog::MetricsLog(const std::string& path, int64_t keep_up_to_step) : path_(path) {
+MetricsLog::MetricsLog(const std::string& path, int64_t keep_up_to_step)
+    : path_(path),
+      tensorboard_(std::make_unique<TensorBoardWriter>(core::path_join(core::parent_dir(path), "tensorboard"))) {
   if (!core::file_exists(path)) {
     core::write_file_atomic(path, "");
     return;
   }
+  // Resuming: TensorBoard forgets the earlier files' points at steps past the checkpoint.
+  tensorboard_->add_session_start(keep_up_to_step + 1);
   std::istringstream in(core::read_file(path));
   std::string line, kept;
   while (std::getline(in, line)) {
@@ -34,6 +38,17 @@ void MetricsLog::write(const nlohmann::json& record) {
   if (!out) fail(path_, ": cannot append metrics");
   out << record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   out.flush();
+  if (!out) fail(path_, ": cannot append metrics");
+
+  if (!tensorboard_ || !record.is_object() || !record.contains("step") || !record["step"].is_number_integer()) return;
+  const int64_t step = record["step"].get<int64_t>();
+  const auto split_it = record.find("split");
+  const std::string split =
+      (split_it != record.end() && split_it->is_string()) ? split_it->get<std::string>() : std::string("train");
+  for (const auto& [key, value] : record.items()) {
+    if (key == "step" || !value.is_number()) continue;  // is_number() is false for booleans and strings
+    tensorboard_->add_scalar(split + "/" + key, step, float(value.get<double>()));
+  }
 }
 
 std::map<std::string, nlohmann::json> last_records(const std::string& path) {
