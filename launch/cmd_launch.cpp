@@ -180,7 +180,7 @@ struct Launch {
     return {404, "application/json", R"j({"error":"unknown path (expected /status or /metrics)"})j"};
   }
 
-  std::vector<std::string> mpirun_argv(int attempt, const std::string& heartbeat_where) const {
+  std::vector<std::string> mpirun_argv(int attempt) const {
     const auto& l = cfg.launch;
     std::vector<std::string> a = {"mpirun", "-np", std::to_string(np)};
     if (!l.hosts.empty()) {
@@ -196,7 +196,6 @@ struct Launch {
     a.insert(a.end(), {std::filesystem::read_symlink("/proc/self/exe").string(), "run", config_path});
     for (const auto& o : overrides) a.insert(a.end(), {"--set", o});
     if (attempt == 0 && !restart_from.empty()) a.insert(a.end(), {"--restart-from", restart_from});
-    (void)heartbeat_where;
     return a;
   }
 };
@@ -279,7 +278,7 @@ int cmd_launch(int argc, char** argv) {
     ::setenv("REGLAGE_LAUNCHER", where.c_str(), 1);
     ::setenv("REGLAGE_HEARTBEAT_S", std::to_string(l.heartbeat_interval_s).c_str(), 1);
     ::setenv("REGLAGE_ATTEMPT", std::to_string(attempt).c_str(), 1);
-    const auto args = L.mpirun_argv(attempt, where);
+    const auto args = L.mpirun_argv(attempt);
     const pid_t child = ::fork();
     if (child < 0) fail("launch: cannot fork mpirun");
     if (child == 0) {
