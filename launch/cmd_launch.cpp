@@ -307,6 +307,8 @@ int cmd_launch(int argc, char** argv) {
         m << "rank " << h.rank << " on " << h.host << " (pid " << h.pid << ") has been silent for "
           << int(h.since_beat_s) << " s in stage '" << h.stage << "' at step " << h.step << ", operation '" << h.op
           << "': hung";
+        for (const auto& k : ranks)  // what the others are doing: usually waiting for it in a collective
+          if (k.rank != h.rank) m << "; rank " << k.rank << " is in '" << k.op << "' at step " << k.step;
         failure = m.str();
         failure_at = h.stage + "@" + std::to_string(h.step);
         for (const auto& k : ranks)

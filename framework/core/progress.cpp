@@ -50,6 +50,7 @@ void progress_step(int64_t step) {
   {
     std::lock_guard<std::mutex> lock(mutex);
     state.step = step;
+    state.op = "compute";  // between operations: the step's forward, backward and update
   }
   notify(false);
   maybe_inject_fault(my_rank(), step);
