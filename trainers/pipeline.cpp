@@ -24,12 +24,24 @@ namespace reglage::trainers {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
+namespace {
+void print_line(const std::string& text, std::ostream& to) {
+  if (auto* line = metrics::ProgressLine::active()) line->print_above(text, to);
+  else to << text << std::endl;
+}
+}  // namespace
+
 void StageContext::log(const std::string& message) const {
-  if (is_root()) std::cout << "[" << stage.name << "] " << message << std::endl;
+  if (is_root()) print_line("[" + stage.name + "] " + message, std::cout);
 }
 
 void StageContext::warn(const std::string& message) const {
-  if (is_root()) std::cerr << "[" << stage.name << "] warning: " << message << std::endl;
+  if (is_root()) print_line("[" + stage.name + "] warning: " + message, std::cerr);
+}
+
+metrics::ProgressMode StageContext::progress_mode() const {
+  const auto mode = metrics::progress_mode_from_env();  // every rank: a bad value fails everywhere alike
+  return is_root() ? mode : metrics::ProgressMode::off;
 }
 
 const std::map<std::string, StageRunner>& stage_runners() {

@@ -13,7 +13,6 @@
 // adapter (PEFT), critic/ (adapter + value_head.safetensors) and the lineage.
 #include <chrono>
 #include <cmath>
-#include <sstream>
 
 #include "framework/core/error.h"
 #include "framework/core/progress.h"
@@ -22,6 +21,7 @@
 #include "framework/io/safetensors.h"
 #include "framework/lora/adapter.h"
 #include "framework/metrics/metrics_log.h"
+#include "framework/metrics/progress_line.h"
 #include "framework/model/heads.h"
 #include "framework/rl/ppo_math.h"
 #include "reward/combine.h"
@@ -168,6 +168,7 @@ void run_ppo(StageContext& ctx) {
   // ---- the loop: rollout, score, advantages, PPO epochs, log, checkpoint --------------------------------
   core::progress_stage(st.name, o.max_iterations);
   core::progress_step(start);
+  metrics::ProgressLine progress(st.name, "iteration", o.max_iterations, start, ctx.progress_mode(), std::cout);
   for (int64_t it = start; it < o.max_iterations; ++it) {
     const int64_t done = it + 1;
     const auto t_iter = Clock::now();
@@ -283,7 +284,8 @@ void run_ppo(StageContext& ctx) {
       ctx.warn("iteration " + std::to_string(done) + ": mean response length " + std::to_string(length) +
                " exceeds warn_response_length " + std::to_string(o.warn_response_length) +
                ": the policy may be reward hacking");
-    if (ctx.is_root() && (done % st.log_every == 0 || done == o.max_iterations)) {
+    const bool log_step = done % st.log_every == 0 || done == o.max_iterations;
+    if (ctx.is_root() && log_step) {
       nlohmann::json rec = {
           {"step", done},
           {"split", "train"},
@@ -306,12 +308,10 @@ void run_ppo(StageContext& ctx) {
           {"generate_tokens_per_s", sums[kTokens] / std::max(gen_s, 1e-9)},
           {"tokens_per_s", (sums[kTokens] + sums[kPromptTokens]) / std::max(iter_s, 1e-9)}};
       log.write(rec);
-      std::ostringstream line;
-      line << "iteration " << done << "/" << o.max_iterations << " reward " << reward_mean << " kl " << kl_per_seq
-           << " len " << length << " (" << iter_s << " s)";
-      ctx.log(line.str());
     }
     core::progress_step(done);
+    progress.update(done, {{"reward", reward_mean}, {"kl", kl_per_seq}, {"len", length}},
+                    sums[kTokens] + sums[kPromptTokens], log_step);
     const bool last = done == o.max_iterations;
     if (eval_prompts && ((st.eval_every > 0 && done % st.eval_every == 0) || last)) {
       const double eval_reward = evaluate_prompts(ctx, m, *eval_prompts, spec, *policy.tok, *reward_source);
@@ -324,6 +324,7 @@ void run_ppo(StageContext& ctx) {
       save_checkpoint(ctx, state, done);
     }
   }
+  progress.finish();
 
   // ---- output: the actor adapter (what later stages and eval load), the critic beside it ---------------
   publish_final(ctx, policy.lineage, [&](const std::string& dir) {

@@ -14,6 +14,7 @@
 #include "framework/io/safetensors.h"
 #include "framework/lora/adapter.h"
 #include "framework/metrics/metrics_log.h"
+#include "framework/metrics/progress_line.h"
 #include "framework/model/heads.h"
 #include "trainers/policy_setup.h"
 #include "trainers/train_state.h"
@@ -133,6 +134,7 @@ void run_reward_model(StageContext& ctx) {
   const int64_t micro = st.batch_size / world / st.grad_accum;
   core::progress_stage(st.name, steps);
   core::progress_step(start_step);
+  metrics::ProgressLine progress(st.name, "step", steps, start_step, ctx.progress_mode(), std::cout);
   for (int64_t step = start_step; step < steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     const double lr = train::scheduled_lr(step, steps, st.lr, st.warmup_steps, st.schedule, st.min_lr_ratio);
@@ -157,16 +159,23 @@ void run_reward_model(StageContext& ctx) {
     if (!std::isfinite(stats.loss) || !std::isfinite(grad_norm))
       fail("stage '", st.name, "' step ", done, ": loss = ", stats.loss, ", grad norm = ", grad_norm, " (not finite)");
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (ctx.is_root() && (done % st.log_every == 0 || done == steps)) {
-      auto rec = stats.metrics();
+    const bool log_step = done % st.log_every == 0 || done == steps;
+    double tokens = 0;  // chosen + rejected, over the global batch (the same on every rank)
+    for (int64_t i : global) {
+      const auto& pair = train_data.pairs[size_t(i)];
+      tokens += double(pair.chosen.size() + pair.rejected.size());
+    }
+    const auto shown = stats.metrics();
+    progress.update(done, {{"loss", shown["loss"].get<double>()}, {"accuracy", shown["accuracy"].get<double>()}},
+                    tokens, log_step);
+    if (ctx.is_root() && log_step) {
+      auto rec = shown;
       rec["step"] = done;
       rec["split"] = "train";
       rec["lr"] = lr;
       rec["grad_norm"] = grad_norm;
       rec["pairs_per_s"] = stats.pairs / seconds;
       log.write(rec);
-      ctx.log("step " + std::to_string(done) + "/" + std::to_string(steps) + " loss " +
-              std::to_string(rec["loss"].get<double>()) + " accuracy " + std::to_string(rec["accuracy"].get<double>()));
     }
     const bool last = done == steps;
     if (eval_data && ((st.eval_every > 0 && done % st.eval_every == 0) || last)) {
@@ -179,6 +188,7 @@ void run_reward_model(StageContext& ctx) {
     }
     if ((st.checkpoint_every > 0 && done % st.checkpoint_every == 0) || last) save_checkpoint(ctx, state, done);
   }
+  progress.finish();
 
   // ---- output: adapter or model, and the head ----------------------------------------------------------
   publish_final(ctx, policy.lineage, [&](const std::string& dir) {

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "framework/checkpoint/checkpoint.h"
@@ -20,6 +21,7 @@
 #include "framework/io/safetensors.h"
 #include "framework/lora/adapter.h"
 #include "framework/metrics/metrics_log.h"
+#include "framework/metrics/progress_line.h"
 #include "framework/train/adamw.h"
 #include "trainers/policy_setup.h"
 #include "trainers/train_state.h"
@@ -111,6 +113,7 @@ void run_sft(StageContext& ctx) {
   const int64_t micro = per_rank / st.grad_accum;
   core::progress_stage(st.name, steps);
   core::progress_step(start_step);
+  metrics::ProgressLine progress(st.name, "step", steps, start_step, ctx.progress_mode(), std::cout);
   for (int64_t step = start_step; step < steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     const double lr = train::scheduled_lr(step, steps, st.lr, st.warmup_steps, st.schedule, st.min_lr_ratio);
@@ -141,12 +144,11 @@ void run_sft(StageContext& ctx) {
     const int64_t done = step + 1;
     core::progress_step(done);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (ctx.is_root() && (done % st.log_every == 0 || done == steps)) {
+    const bool log_step = done % st.log_every == 0 || done == steps;
+    if (ctx.is_root() && log_step)
       log.write({{"step", done}, {"split", "train"}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
                  {"epoch", sampler.state().epoch}, {"tokens", tokens}, {"tokens_per_s", tokens / seconds}});
-      ctx.log("step " + std::to_string(done) + "/" + std::to_string(steps) + " loss " + std::to_string(loss) +
-              " lr " + std::to_string(lr) + " " + std::to_string(int64_t(tokens / seconds)) + " tok/s");
-    }
+    progress.update(done, {{"loss", loss}, {"lr", lr}}, tokens, log_step);
     const bool last = done == steps;
     if (eval_data && ((st.eval_every > 0 && done % st.eval_every == 0) || last)) {
       const double eval_loss = evaluate(ctx, m, *eval_data, active, std::max<int64_t>(micro, 1), pad_id);
@@ -157,6 +159,7 @@ void run_sft(StageContext& ctx) {
     }
     if ((st.checkpoint_every > 0 && done % st.checkpoint_every == 0) || last) save_checkpoint(ctx, state, done);
   }
+  progress.finish();
 
   // ---- output: the adapter (PEFT) or the full model (Hugging Face directory) -------------------------
   publish_final(ctx, policy.lineage, [&](const std::string& dir) {

@@ -9,6 +9,7 @@
 
 #include "framework/config/pipeline_config.h"
 #include "framework/dist/communicator.h"
+#include "framework/metrics/progress_line.h"
 
 namespace reglage::trainers {
 
@@ -23,10 +24,12 @@ struct StageContext {
   std::string checkpoint_dir() const { return stage_dir + "/checkpoints"; }
   std::string final_dir() const { return stage_dir + "/final"; }
   std::string metrics_path() const { return stage_dir + "/metrics.jsonl"; }
-  // Prints "[stage] message" on rank 0 only.
+  // Prints "[stage] message" on rank 0 only, above the progress line when one is drawn.
   void log(const std::string& message) const;
   // Prints "[stage] warning: message" on rank 0 only (stderr).
   void warn(const std::string& message) const;
+  // How rank 0 shows the stage's progress line (REGLAGE_PROGRESS, checked on every rank); off elsewhere.
+  metrics::ProgressMode progress_mode() const;
 };
 
 using StageRunner = std::function<void(StageContext&)>;

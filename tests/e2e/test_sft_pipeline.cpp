@@ -1,6 +1,7 @@
 // The SFT pipeline end to end through `reglage run` under mpiexec: exact resume after SIGKILL with 1 and 2
 // ranks, the same result with 1 and 2 ranks, a truncated checkpoint skipped, finished stages skipped and a
-// changed config refused, and mistakes reported before training starts.
+// changed config refused, the progress output in a log and on a terminal, and mistakes reported before
+// training starts.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -183,6 +184,36 @@ TEST_F(SftPipeline, DoneStagesAreSkippedAndChangesRefused) {
   auto status = test::run_reglage("status " + tmp_.path("run"));
   EXPECT_EQ(status.exit_code, 0) << status.err;
   EXPECT_NE(status.out.find("sft (sft): done"), std::string::npos) << status.out;
+}
+
+TEST_F(SftPipeline, ProgressIsPlainLinesInALogAndOneRedrawnLineOnATerminal) {
+  // Output to a file: plain lines at the log steps, with the ETA, and no carriage returns.
+  auto piped = run_pipeline(2, write_yaml("p.yaml", tmp_.path("piped")), "--set stages.sft.log_every=4",
+                            "REGLAGE_PROGRESS=auto");
+  ASSERT_EQ(piped.exit_code, 0) << piped.err;
+  EXPECT_NE(piped.out.find("[sft] step 4/8 (50%) loss "), std::string::npos) << piped.out;
+  EXPECT_NE(piped.out.find(" tok/s | "), std::string::npos) << piped.out;
+  EXPECT_NE(piped.out.find(" left\n"), std::string::npos) << piped.out;
+  EXPECT_NE(piped.out.find("[sft] step 8/8 (100%) loss "), std::string::npos) << piped.out;
+  EXPECT_EQ(piped.out.find("[sft] step 3/8"), std::string::npos) << piped.out;  // not a log step
+  EXPECT_EQ(piped.out.find('\r'), std::string::npos) << piped.out;
+
+  // mpiexec writing to a terminal (a pseudo-terminal from script(1)): the line is redrawn with "\r", the
+  // eval message is printed above it, and the finished line is ended.
+  test::TempDir out;
+  const std::string inner = "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 REGLAGE_PROGRESS=auto " +
+                            std::string(REGLAGE_MPIEXEC) + " -n 2 --oversubscribe " + std::string(REGLAGE_BINARY) +
+                            " run " + write_yaml("t.yaml", tmp_.path("tty"));
+  const std::string cmd = "script -qec '" + inner + "' /dev/null > " + out.path("o") + " 2>&1 < /dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << core::read_file(out.path("o"));
+  const std::string tty = core::read_file(out.path("o"));
+  EXPECT_NE(tty.find("\r[sft] 8/8 [####################] 100% | loss "), std::string::npos) << tty;
+  EXPECT_NE(tty.find(" tok/s | done in "), std::string::npos) << tty;
+  EXPECT_NE(tty.find("\r\x1b[K[sft] step 4 eval loss "), std::string::npos) << tty;
+  EXPECT_EQ(tty.find("[sft] step 8/8"), std::string::npos) << tty;  // no plain lines on a terminal
+  // Same computation either way.
+  auto a = final_adapter(tmp_.path("piped")), b = final_adapter(tmp_.path("tty"));
+  for (const auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << name;
 }
 
 TEST_F(SftPipeline, FullTrainingInBfloat16WritesAModelDirectory) {
