@@ -46,7 +46,8 @@ std::vector<Measurement> bench_generate(const GenerateOptions& opt) {
       ms.threads = opt.threads;
       ms.tokens_per_s = double(batch * opt.new_tokens) / best;
       ms.step_ms = 1000.0 * best / double(opt.new_tokens);
-      ms.mfu = ms.tokens_per_s * 2.0 * matmul_params / peak;
+      ms.gflops = ms.tokens_per_s * 2.0 * matmul_params / 1e9;
+      ms.mfu = ms.gflops * 1e9 / peak;
       ms.peak_rss_mb = peak_rss_mb();
       print_json(ms);
       out.push_back(ms);

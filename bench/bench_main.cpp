@@ -1,17 +1,24 @@
 // reglage_bench: performance measurements, printed as one JSON object per line and a table.
-//   reglage_bench generate [options]   batched generation tokens/s (see bench_generate.cpp)
-//   reglage_bench peak [--threads N]   the matmul ceiling MFU is measured against, fp32 and bf16
+//   reglage_bench all                 everything below, one table (run from the repository root)
+//   reglage_bench peak [--threads N]  the matmul ceiling MFU is measured against, fp32 and bf16
+//   reglage_bench train [...]         sft steps: full and LoRA, fp32 and bf16 (bench_train.cpp)
+//   reglage_bench generate [...]      batched generation tokens/s (bench_generate.cpp)
+//   reglage_bench ppo|scale|memory    through the real pipeline under mpirun (bench_pipeline.cpp)
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
 #include <string>
 
 #include "bench/bench_generate.h"
+#include "bench/bench_pipeline.h"
+#include "bench/bench_train.h"
 #include "framework/core/blas_setup.h"
 #include "framework/core/error.h"
 
-
 namespace {
+
+using namespace reglage::bench;
 
 std::vector<std::string> split_commas(const std::string& s) {
   std::vector<std::string> out;
@@ -28,43 +35,78 @@ long parse_long(const std::string& flag, const std::string& v) {
   return x;
 }
 
+std::vector<Measurement> peak(int threads) {
+  torch::set_num_threads(threads);
+  std::vector<Measurement> out;
+  for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
+    Measurement m;
+    m.name = "peak";
+    m.shape = "matmul 1024x1024x1024";
+    m.dtype = dt == torch::kFloat32 ? "float32" : "bfloat16";
+    m.threads = threads;
+    m.gflops = measure_matmul_peak(dt, 1024, 2.0) / 1e9;
+    m.mfu = 1.0;
+    m.peak_rss_mb = peak_rss_mb();
+    print_json(m);
+    out.push_back(m);
+  }
+  return out;
+}
+
+const char* kUsage =
+    "usage: reglage_bench all|peak|train|generate|ppo|scale|memory [options]\n"
+    "  common:   --threads N (train, generate, peak; default 2)   --cores N (ppo, scale, memory; default 2)\n"
+    "  train:    --shapes stories260K,stories15M --modes full,lora --dtypes float32,bfloat16 --seq T --steps K\n"
+    "  generate: --batches 1,8,32 --dtypes float32,bfloat16 --new-tokens N --repeats R --model PATH\n"
+    "  ppo:      --iterations N      scale: --steps N\n";
+
 }  // namespace
 
 int main(int argc, char** argv) {
   reglage::core::ensure_blas_kernels(argv);
-  using namespace reglage::bench;
   try {
     const std::string what = argc > 1 ? argv[1] : "";
-    if (what != "generate" && what != "peak") {
-      std::fprintf(stderr, "usage: reglage_bench generate|peak [--threads N] [...]\n");
+    const std::vector<std::string> known = {"all", "peak", "train", "generate", "ppo", "scale", "memory"};
+    if (std::find(known.begin(), known.end(), what) == known.end()) {
+      std::fprintf(stderr, "%s", kUsage);
       return 2;
     }
-    GenerateOptions opt;
+    GenerateOptions gen;
+    TrainOptions train;
+    PipelineOptions pipe;
+    int threads = 2;
     for (int i = 2; i < argc; ++i) {
       const std::string flag = argv[i];
       if (i + 1 >= argc) reglage::fail(flag, " needs a value");
       const std::string v = argv[++i];
-      if (flag == "--threads") opt.threads = int(parse_long(flag, v));
-      else if (flag == "--model" && what == "generate") opt.model_path = v;
-      else if (flag == "--new-tokens" && what == "generate") opt.new_tokens = parse_long(flag, v);
-      else if (flag == "--repeats" && what == "generate") opt.repeats = int(parse_long(flag, v));
-      else if (flag == "--dtypes" && what == "generate") opt.dtypes = split_commas(v);
-      else if (flag == "--batches" && what == "generate") {
-        opt.batches.clear();
-        for (const auto& b : split_commas(v)) opt.batches.push_back(parse_long(flag, b));
-      } else reglage::fail("unknown option ", flag, " for '", what, "'");
+      if (flag == "--threads") threads = int(parse_long(flag, v));
+      else if (flag == "--cores") pipe.cores = int(parse_long(flag, v));
+      else if (flag == "--model") gen.model_path = train.model_path = v;
+      else if (flag == "--new-tokens") gen.new_tokens = parse_long(flag, v);
+      else if (flag == "--repeats") gen.repeats = int(parse_long(flag, v));
+      else if (flag == "--dtypes") gen.dtypes = train.dtypes = split_commas(v);
+      else if (flag == "--shapes") train.shapes = split_commas(v);
+      else if (flag == "--modes") train.modes = split_commas(v);
+      else if (flag == "--seq") train.seq = parse_long(flag, v);
+      else if (flag == "--steps") train.steps = int(parse_long(flag, v)), pipe.sft_steps = parse_long(flag, v);
+      else if (flag == "--iterations") pipe.ppo_iterations = parse_long(flag, v);
+      else if (flag == "--batches") {
+        gen.batches.clear();
+        for (const auto& b : split_commas(v)) gen.batches.push_back(parse_long(flag, b));
+      } else reglage::fail("unknown option ", flag, "\n", kUsage);
     }
-    if (opt.threads < 1) reglage::fail("--threads must be >= 1");
-    if (what == "peak") {
-      torch::set_num_threads(opt.threads);
-      for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
-        const double peak = measure_matmul_peak(dt, 1024, 2.0);
-        std::printf("{\"name\": \"matmul_peak\", \"dtype\": \"%s\", \"threads\": %d, \"gflops\": %.1f}\n",
-                    dt == torch::kFloat32 ? "float32" : "bfloat16", opt.threads, peak / 1e9);
-      }
-      return 0;
-    }
-    print_table(bench_generate(opt));
+    if (threads < 1 || pipe.cores < 1) reglage::fail("--threads and --cores must be >= 1");
+    gen.threads = train.threads = threads;
+
+    std::vector<Measurement> all;
+    auto add = [&all](const std::vector<Measurement>& ms) { all.insert(all.end(), ms.begin(), ms.end()); };
+    if (what == "peak" || what == "all") add(peak(threads));
+    if (what == "train" || what == "all") add(bench_train(train));
+    if (what == "generate" || what == "all") add(bench_generate(gen));
+    if (what == "ppo" || what == "all") add(bench_ppo(pipe));
+    if (what == "scale" || what == "all") add(bench_scale(pipe));
+    if (what == "memory" || what == "all") add(bench_memory(pipe));
+    print_table(all);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "reglage_bench: error: %s\n", e.what());

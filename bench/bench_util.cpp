@@ -32,17 +32,19 @@ double peak_rss_mb() {
 void print_json(const Measurement& m) {
   nlohmann::json j{{"name", m.name},         {"shape", m.shape}, {"dtype", m.dtype},
                    {"threads", m.threads},   {"ranks", m.ranks}, {"tokens_per_s", m.tokens_per_s},
-                   {"step_ms", m.step_ms},   {"mfu", m.mfu},     {"peak_rss_mb", m.peak_rss_mb}};
+                   {"step_ms", m.step_ms},   {"gflops", m.gflops}, {"mfu", m.mfu},
+                   {"peak_rss_mb", m.peak_rss_mb}};
   std::printf("%s\n", j.dump().c_str());
   std::fflush(stdout);
 }
 
 void print_table(const std::vector<Measurement>& ms) {
-  std::printf("\n%-10s %-36s %-9s %7s %5s %12s %9s %7s %9s\n", "name", "shape", "dtype", "threads", "ranks",
-              "tokens/s", "step ms", "MFU %", "RSS MiB");
+  std::printf("\n%-8s %-40s %-9s %7s %5s %10s %9s %8s %6s %8s\n", "name", "shape", "dtype", "threads", "ranks",
+              "tokens/s", "step ms", "GFLOP/s", "MFU %", "RSS MiB");
   for (const auto& m : ms)
-    std::printf("%-10s %-36s %-9s %7d %5d %12.0f %9.3f %7.2f %9.1f\n", m.name.c_str(), m.shape.c_str(),
-                m.dtype.c_str(), m.threads, m.ranks, m.tokens_per_s, m.step_ms, 100.0 * m.mfu, m.peak_rss_mb);
+    std::printf("%-8s %-40s %-9s %7d %5d %10.0f %9.2f %8.1f %6.2f %8.1f\n", m.name.c_str(), m.shape.c_str(),
+                m.dtype.c_str(), m.threads, m.ranks, m.tokens_per_s, m.step_ms, m.gflops, 100.0 * m.mfu,
+                m.peak_rss_mb);
 }
 
 }  // namespace reglage::bench

@@ -15,6 +15,7 @@ struct Measurement {
   int ranks = 1;
   double tokens_per_s = 0;
   double step_ms = 0;   // one step: a decode step for generation, an optimizer step for training
+  double gflops = 0;    // achieved GFLOP/s by the benchmark's FLOP count (the peak itself for "peak")
   double mfu = 0;       // achieved FLOP/s over the measured matmul peak at the same dtype and threads
   double peak_rss_mb = 0;
 };

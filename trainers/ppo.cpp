@@ -210,8 +210,10 @@ void run_ppo(StageContext& ctx) {
       shaped = reward::clip_rewards(raw, st.reward.clip);
     }
     const double score_s = seconds_since(t_score);
-    const auto t_train = Clock::now();
+    const auto t_ref = Clock::now();
     evaluate_rollout(m, value_head, ro, spec);  // old_logp, ref_logp, values (no grad)
+    const double reference_s = seconds_since(t_ref);
+    const auto t_train = Clock::now();
 
     // 3. KL-shaped per-token rewards, GAE, advantages whitened over the global batch
     auto scores = torch::tensor(shaped, torch::kFloat32);                      // (n)
@@ -304,6 +306,7 @@ void run_ppo(StageContext& ctx) {
           {"actor_lr", actor_lr},
           {"time_generate_s", gen_s},
           {"time_score_s", score_s},
+          {"time_reference_s", reference_s},
           {"time_train_s", train_s},
           {"generate_tokens_per_s", sums[kTokens] / std::max(gen_s, 1e-9)},
           {"tokens_per_s", (sums[kTokens] + sums[kPromptTokens]) / std::max(iter_s, 1e-9)}};
