@@ -2,9 +2,8 @@
 // temporary run directory, with short stages, then the numbers its metrics.jsonl holds.
 //   reglage_bench ppo     the ppo stage's iteration time split (after a few sft and rm steps to start from)
 //   reglage_bench scale   sft tokens/s: 1 rank x 2 threads against 2 ranks x 1 thread, same global batch
-//   reglage_bench memory  peak RSS of the largest process per stage, each stage in its own mpirun
+//   reglage_bench memory  peak RSS of the largest rank per stage, each stage in its own mpirun
 // Timings are medians over the logged steps, the first ones (warm-up) left out.
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -26,8 +25,26 @@ namespace {
 namespace fs = std::filesystem;
 
 struct RunResult {
-  double peak_rss_mb = 0;  // the largest process of the run (mpirun or a rank)
+  double peak_rss_mb = 0;  // the largest VmHWM of the run's `reglage` processes (the ranks)
 };
+
+// VmHWM (peak resident set) in KiB of every process whose command line contains `marker`.
+void sample_peaks(const std::string& marker, std::map<int, double>& peak_kib) {
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream cmdline(entry.path() / "cmdline");
+    std::string args((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
+    if (args.rfind("mpirun", 0) == 0 || args.rfind("/bin/sh", 0) == 0 || args.find(marker) == std::string::npos) continue;
+    std::ifstream status(entry.path() / "status");
+    std::string line;
+    while (std::getline(status, line))
+      if (line.rfind("VmHWM:", 0) == 0) {
+        const int pid = std::stoi(name);
+        peak_kib[pid] = std::max(peak_kib[pid], std::atof(line.c_str() + 6));
+      }
+  }
+}
 
 // Runs `reglage run` under mpirun (output to run_dir/bench.log); fails with the log's tail when it fails.
 RunResult run_reglage(const std::string& run_dir, int ranks, int threads, const std::string& config,
@@ -46,15 +63,22 @@ RunResult run_reglage(const std::string& run_dir, int ranks, int threads, const 
     ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
     std::_Exit(127);
   }
+  // The ranks' own high-water marks, read while they run (a forked child's rusage would count this
+  // process's memory too). VmHWM only grows, so sampling every 20 ms misses at most the last 20 ms.
   int status = 0;
-  rusage usage{};
-  ::wait4(pid, &status, 0, &usage);  // ru_maxrss: the largest of the child and its reaped descendants
+  std::map<int, double> peak_kib;
+  while (::waitpid(pid, &status, WNOHANG) == 0) {
+    sample_peaks(run_dir, peak_kib);
+    ::usleep(20000);
+  }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     std::string text = core::file_exists(log) ? core::read_file(log) : "";
     if (text.size() > 2000) text = text.substr(text.size() - 2000);
     fail("bench: '", cmd, "' failed:\n", text);
   }
-  return {double(usage.ru_maxrss) / 1024.0};
+  double peak = 0;
+  for (const auto& [p, kib] : peak_kib) peak = std::max(peak, kib);
+  return {peak / 1024.0};
 }
 
 // The "train" records of a stage's metrics.jsonl.
