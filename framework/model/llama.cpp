@@ -37,17 +37,16 @@ std::pair<torch::Tensor, torch::Tensor> rotary_tables(const torch::Tensor& posit
   auto inv_freq = 1.0 / torch::pow(torch::full({}, theta, opts), exponents);   // (Dh/2)
   auto freqs = positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq;         // (B, T, Dh/2)
   auto emb = torch::cat({freqs, freqs}, -1).unsqueeze(2);                      // (B, T, 1, Dh)
-  return {emb.cos(), emb.sin()};
+  auto sin = emb.sin();
+  sin.narrow(-1, 0, head_dim / 2).neg_();  // rotate_half's minus sign, once per call instead of per layer
+  return {emb.cos(), sin};
 }
 
-static torch::Tensor rotate_half(const torch::Tensor& x) {
-  const int64_t half = x.size(-1) / 2;
-  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-}
-
+// x * cos + rotate_half(x) * sin, with rotate_half(x) = cat(-x2, x1) written as roll(x) = cat(x2, x1) and
+// the sign carried by the first half of `sin` (rotary_tables).
 static torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
   auto xf = x.to(wide(x));  // (B, T, heads, Dh)
-  return (xf * cos + rotate_half(xf) * sin).to(x.scalar_type());
+  return (xf * cos + xf.roll(x.size(-1) / 2, -1) * sin).to(x.scalar_type());
 }
 
 // ---- attention ----
@@ -66,7 +65,7 @@ AttentionImpl::AttentionImpl(const ModelConfig& cfg)
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                                     const torch::Tensor& allowed, KVCache* cache, int64_t layer,
+                                     const torch::Tensor& blocked, KVCache* cache, int64_t layer,
                                      const AdapterSet& adapters) {
   const int64_t B = x.size(0), T = x.size(1);
   const int64_t group = n_heads / n_kv_heads;
@@ -99,12 +98,14 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   } else {
     scores = torch::matmul(qg, k.transpose(-1, -2));
   }
-  scores = scores / std::sqrt(double(head_dim));
+  // In place on the fresh product: the backward passes of the product, the scaling and the mask do not
+  // need its values.
+  scores.div_(std::sqrt(double(head_dim)));
   scores = scores.view({B, n_kv_heads, group, T, S}).to(wide(scores));
   // Masked entries get the lowest finite value, not -inf: a padding query with nothing to attend to then
   // yields finite (ignored) values instead of NaN that would leak into later layers.
-  scores = scores.masked_fill(allowed.logical_not(), scores.scalar_type() == torch::kFloat64 ? std::numeric_limits<double>::lowest()
-                                                                       : std::numeric_limits<float>::lowest());
+  scores.masked_fill_(blocked, scores.scalar_type() == torch::kFloat64 ? std::numeric_limits<double>::lowest()
+                                                                        : std::numeric_limits<float>::lowest());
   auto probs = torch::softmax(scores, -1).to(v.scalar_type()).view({B, n_kv_heads, group * T, S});
   auto out = broadcast ? (probs.unsqueeze(-1) * v.unsqueeze(2)).sum(3)  // (B, Hkv, g*T, S, 1) * (B, Hkv, 1, S, Dh)
                        : torch::matmul(probs, v);                         // (B, Hkv, g*T, Dh)
@@ -183,7 +184,7 @@ torch::Tensor CausalLMImpl::hidden(const ForwardInput& in) {
   auto k_slot = torch::arange(0, S, torch::TensorOptions().dtype(torch::kLong).device(dev));
   auto causal = k_slot.unsqueeze(0) <= q_slot.unsqueeze(1);                     // (T, S)
   auto allowed = causal.unsqueeze(0) & key_valid.unsqueeze(1);                  // (B, T, S)
-  allowed = allowed.view({B, 1, 1, T, S});
+  auto blocked = allowed.logical_not().view({B, 1, 1, T, S});
 
   auto [cos, sin] = rotary_tables(positions, cfg_.head_size(), cfg_.rope_theta);  // (B, T, 1, Dh)
   if (dtype() == torch::kFloat64) cos = cos.to(torch::kFloat64), sin = sin.to(torch::kFloat64);
@@ -191,7 +192,7 @@ torch::Tensor CausalLMImpl::hidden(const ForwardInput& in) {
   auto h = model->embed_tokens(in.ids);  // (B, T, D)
   for (size_t l = 0; l < model->layers.size(); ++l) {
     auto& layer = model->layers[l];
-    h = h + layer->self_attn(layer->input_layernorm(h), cos, sin, allowed, in.cache, int64_t(l), in.adapters);
+    h = h + layer->self_attn(layer->input_layernorm(h), cos, sin, blocked, in.cache, int64_t(l), in.adapters);
     h = h + layer->mlp(layer->post_attention_layernorm(h), in.adapters);
   }
   if (in.cache) in.cache->length = past + T;

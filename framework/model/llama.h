@@ -46,9 +46,10 @@ TORCH_MODULE(RMSNorm);
 class AttentionImpl : public torch::nn::Module {
  public:
   explicit AttentionImpl(const ModelConfig& cfg);
-  // x: (B, T, D); cos/sin: (B, T, 1, Dh); allowed: (B, 1, 1, T, S) bool -> (B, T, D)
+  // x: (B, T, D); cos/sin: (B, T, 1, Dh) from rotary_tables; blocked: (B, 1, 1, T, S) bool, true where a
+  // query may not see a key -> (B, T, D)
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const torch::Tensor& allowed, KVCache* cache, int64_t layer, const AdapterSet& adapters);
+                        const torch::Tensor& blocked, KVCache* cache, int64_t layer, const AdapterSet& adapters);
   lora::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   int64_t n_heads, n_kv_heads, head_dim;
 };
@@ -109,7 +110,9 @@ class CausalLMImpl : public torch::nn::Module {
 };
 TORCH_MODULE(CausalLM);
 
-// Rotary tables for positions (B, T) -> cos, sin each (B, T, 1, Dh) float32, rotate-half layout.
+// Rotary tables for positions (B, T) -> cos, sin each (B, T, 1, Dh) float32, rotate-half layout, with the
+// first half of sin negated: x * cos + roll(x, Dh/2) * sin is then Hugging Face's
+// x * cos + rotate_half(x) * sin exactly (a sign moved from x to sin rounds the same).
 std::pair<torch::Tensor, torch::Tensor> rotary_tables(const torch::Tensor& positions, int64_t head_dim,
                                                       double theta);
 
