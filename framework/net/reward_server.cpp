@@ -365,6 +365,11 @@ void RewardServer::stop() {
     s.ioc.stop();
   });
   s.net_thread.join();
+  // 3. Handlers that were already due when the loop stopped (an accept that completed just before the
+  //    listener closed) run now: they see the closed listener and drop their socket, so no client is left
+  //    connected to a stopped server.
+  s.ioc.restart();
+  s.ioc.poll();
   std::lock_guard<std::mutex> qlock(s.mu);
   s.queue.clear();
 }
