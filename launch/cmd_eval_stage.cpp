@@ -66,7 +66,7 @@ StagePolicy load_stage_policy(const config::PipelineConfig& cfg, const std::stri
     fail("--stage ", stage, ": no such stage in ", cfg.source, " (expected one of: ", names, ")");
   }
   if (st->type == "reward_model")
-    fail("--stage ", stage, ": a reward_model stage is not a policy (expected base or an sft or ppo stage)");
+    fail("--stage ", stage, ": a reward_model stage is not a policy (expected base or an sft, dpo or ppo stage)");
   const std::string dir = cfg.run_dir + "/" + stage + "/final";
   if (!core::is_directory(dir)) fail("--stage ", stage, ": no output in ", dir, " (has the stage run?)");
   p.lineage = io::read_lineage(dir);

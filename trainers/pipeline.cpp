@@ -45,7 +45,7 @@ metrics::ProgressMode StageContext::progress_mode() const {
 }
 
 const std::map<std::string, StageRunner>& stage_runners() {
-  static const std::map<std::string, StageRunner> runners = {{"sft", run_sft}, {"reward_model", run_reward_model}, {"ppo", run_ppo}};
+  static const std::map<std::string, StageRunner> runners = {{"sft", run_sft}, {"reward_model", run_reward_model}, {"ppo", run_ppo}, {"dpo", run_dpo}};
   return runners;
 }
 
@@ -132,7 +132,7 @@ void validate_stage_inputs(const config::PipelineConfig& cfg) {
       validate_ppo_inputs(st, "stages[" + std::to_string(i) + "].", model_cfg.max_seq_len, *tok, problems);
       continue;
     }
-    if (st.type != "sft" && st.type != "reward_model") continue;
+    if (st.type != "sft" && st.type != "reward_model" && st.type != "dpo") continue;
     data::SftDataOptions opt;
     opt.chat_template = st.chat_template;
     opt.max_seq_len = st.max_seq_len > 0 ? st.max_seq_len : model_cfg.max_seq_len;

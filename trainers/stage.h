@@ -41,5 +41,6 @@ const std::map<std::string, StageRunner>& stage_runners();
 void run_sft(StageContext& ctx);
 void run_reward_model(StageContext& ctx);
 void run_ppo(StageContext& ctx);
+void run_dpo(StageContext& ctx);
 
 }  // namespace reglage::trainers

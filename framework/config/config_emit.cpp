@@ -124,7 +124,7 @@ void emit_ppo(YAML::Emitter& out, const PpoSettings& o) {
 }
 
 // Every StageConfig field, in declaration order, as one mapping (ppo stages: their own settings instead of
-// the step/batch/lr keys they do not use).
+// the step/batch/lr keys they do not use; dpo stages: theirs at the end).
 void emit_stage(YAML::Emitter& out, const StageConfig& s) {
   auto str = [&](const char* k, const std::string& v) { out << YAML::Key << k << YAML::Value << v; };
   auto num = [&](const char* k, int64_t v) { out << YAML::Key << k << YAML::Value << v; };
@@ -166,6 +166,11 @@ void emit_stage(YAML::Emitter& out, const StageConfig& s) {
   if (s.type == "ppo") {
     out << YAML::Key << "reward" << YAML::Value;
     emit_reward(out, s.reward, true);
+  }
+  if (s.type == "dpo") {  // only dpo stages: the other stages' emitted config (and hash) stays as it was
+    real("beta", s.dpo.beta);
+    str("loss", s.dpo.loss);
+    real("label_smoothing", s.dpo.label_smoothing);
   }
   out << YAML::EndMap;
 }

@@ -45,6 +45,8 @@ const std::vector<std::string> kPpoKeys = {
     "kl_horizon",         "kl_estimator",       "gamma",          "lam",          "clip_range",
     "value_clip_range",   "vf_coef",            "entropy_coef",   "actor_lr",     "critic_lr",
     "warn_kl",            "warn_response_length"};
+// Keys only dpo stages have.
+const std::vector<std::string> kDpoKeys = {"beta", "loss", "label_smoothing"};
 const std::map<std::string, std::string> kNotForPpo = {
     {"max_steps", "max_iterations"}, {"epochs", "max_iterations"},  {"batch_size", "rollout_batch_size"},
     {"grad_accum", "minibatch_size"}, {"lr", "actor_lr and critic_lr"}, {"train", "LoRA adapters (train: lora)"},
@@ -286,6 +288,9 @@ class Loader : public YamlReader {
     const YAML::Node reward = lookup(node, "reward");
     if (reward.IsDefined() && !reward.IsNull()) read_reward(*this, reward, p + ".reward", s.reward, /*top_level=*/true);
     read_ppo(node, p, s.ppo);
+    read_double(node, p, "beta", s.dpo.beta);
+    read_string(node, p, "loss", s.dpo.loss);
+    read_double(node, p, "label_smoothing", s.dpo.label_smoothing);
     return s;
   }
 
@@ -361,6 +366,9 @@ class Loader : public YamlReader {
         add(p + "." + name, kv.first.Mark(), "only ppo stages have this key (this stage is " +
                                                  (type.empty() ? std::string("untyped") : type) + ")");
       }
+      if (type != "dpo" && contains(kDpoKeys, name))
+        add(p + "." + name, kv.first.Mark(), "only dpo stages have this key (this stage is " +
+                                                 (type.empty() ? std::string("untyped") : type) + ")");
     }
   }
 
@@ -434,6 +442,21 @@ class Loader : public YamlReader {
 
 
 
+  void validate_dpo(const StageConfig& s, const std::string& p) {
+    auto k = [&](const char* field) { return p + "." + field; };
+    const DpoSettings& o = s.dpo;
+    check(k("beta"), o.beta > 0, o.beta, "must be > 0");
+    check_choice(k("loss"), o.loss, {"sigmoid", "ipo", "cdpo"});
+    if (o.loss == "cdpo")
+      check(k("label_smoothing"), o.label_smoothing > 0 && o.label_smoothing < 0.5, o.label_smoothing,
+            "must be in (0, 0.5) with loss: cdpo");
+    else
+      check(k("label_smoothing"), o.label_smoothing == 0, o.label_smoothing,
+            "only loss: cdpo uses it (this stage's loss is " + o.loss + ")");
+    check(k("train"), s.train == "lora", s.train,
+          "dpo stages train a LoRA adapter: the reference policy is the model with the adapter off");
+  }
+
   void validate(const PipelineConfig& c, int world_size) {
     check("threads", c.threads >= 0, c.threads, "must be >= 0");
     check_exists("model.path", c.model.path);
@@ -451,6 +474,7 @@ class Loader : public YamlReader {
       const std::string p = "stages[" + std::to_string(i) + "]";
       if (stage_bad_.count(p)) continue;
       validate_stage(c.stages[i], i, p, first_index, names, world_size);
+      if (c.stages[i].type == "dpo") validate_dpo(c.stages[i], p);
       if (c.stages[i].type == "ppo") {
         validate_ppo(c.stages[i], p, world_size);
         validate_reward_stages(*this, c.stages[i].reward, p + ".reward", &c, i);

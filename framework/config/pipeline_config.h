@@ -56,9 +56,17 @@ struct PpoSettings {
   int64_t warn_response_length = 0; // mean response tokens above this prints a warning; 0 = off
 };
 
+// The settings only dpo stages have (flat in the stage). The reference policy is the model with the stage's
+// LoRA adapter off, so dpo stages train a LoRA adapter.
+struct DpoSettings {
+  double beta = 0.1;                // strength of the implicit KL to the reference, > 0
+  std::string loss = "sigmoid";     // sigmoid (DPO) | ipo | cdpo
+  double label_smoothing = 0.0;     // cdpo: the assumed share of flipped labels, in (0, 0.5); else 0
+};
+
 struct StageConfig {
   std::string name;                 // unique, [A-Za-z0-9_-]+ (required)
-  std::string type;                 // sft | reward_model | ppo (required)
+  std::string type;                 // sft | reward_model | ppo | dpo (required)
   std::string data;                 // training JSONL; for ppo the prompts (required, must exist)
   std::string eval_data;            // optional held-out JSONL (must exist when given)
   std::string train = "lora";       // lora | full | full_freeze_lower
@@ -87,6 +95,7 @@ struct StageConfig {
   bool skip_bad_rows = false;       // malformed rows: false = error, true = skipped (counted)
   RewardSpec reward;                // ppo: the reward (required); other types: absent
   PpoSettings ppo;                  // ppo only
+  DpoSettings dpo;                  // dpo only
 };
 
 // How `reglage launch` starts the pipeline (ignored by `reglage run`).

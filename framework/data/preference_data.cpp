@@ -133,6 +133,7 @@ PreferenceBatch collate_pairs(const PreferenceDataset& data, const std::vector<i
   for (auto i : indices) T = std::max<int64_t>({T, int64_t(data.pairs[i].chosen.size()), int64_t(data.pairs[i].rejected.size())});
   std::vector<int64_t> ids(size_t(2 * n * T), pad_id);
   std::vector<uint8_t> valid(size_t(2 * n * T), 0);
+  std::vector<int64_t> targets(size_t(2 * n * T), -100);
   std::vector<float> margin(static_cast<size_t>(n));
   for (int64_t k = 0; k < n; ++k) {
     const auto& p = data.pairs[indices[k]];
@@ -142,6 +143,8 @@ PreferenceBatch collate_pairs(const PreferenceDataset& data, const std::vector<i
       for (size_t t = 0; t < seq.size(); ++t) {
         ids[size_t(row * T) + t] = seq[t];
         valid[size_t(row * T) + t] = 1;
+        // position t predicts token t + 1; response tokens start at prompt_tokens
+        if (t + 1 < seq.size() && int64_t(t + 1) >= p.prompt_tokens) targets[size_t(row * T) + t] = seq[t + 1];
       }
     }
     margin[size_t(k)] = float(p.margin);
@@ -150,6 +153,7 @@ PreferenceBatch collate_pairs(const PreferenceDataset& data, const std::vector<i
   b.ids = torch::from_blob(ids.data(), {2 * n, T}, torch::kLong).clone();
   b.valid = torch::from_blob(valid.data(), {2 * n, T}, torch::kUInt8).clone().to(torch::kBool);
   b.margin = torch::from_blob(margin.data(), {n}, torch::kFloat32).clone();
+  b.targets = torch::from_blob(targets.data(), {2 * n, T}, torch::kLong).clone();
   return b;
 }
 

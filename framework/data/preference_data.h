@@ -37,6 +37,7 @@ struct PreferenceBatch {
   torch::Tensor ids;     // (2n, T) int64
   torch::Tensor valid;   // (2n, T) bool
   torch::Tensor margin;  // (n) float32
+  torch::Tensor targets; // (2n, T) int64: the next token where it is a response token (EOS included), else -100
 };
 PreferenceBatch collate_pairs(const PreferenceDataset& data, const std::vector<int64_t>& indices, int64_t pad_id);
 

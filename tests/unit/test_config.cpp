@@ -168,7 +168,7 @@ TEST(ConfigLoad, DefaultsFilled) {
   EXPECT_EQ(s.log_every, 1);
   EXPECT_EQ(s.chat_template, "plain");
   EXPECT_FALSE(s.truncate);
-  EXPECT_EQ(known_stage_types(), (std::vector<std::string>{"sft", "reward_model", "ppo"}));
+  EXPECT_EQ(known_stage_types(), (std::vector<std::string>{"sft", "reward_model", "ppo", "dpo"}));
 }
 
 TEST(ConfigYaml, RoundTrip) {
@@ -318,9 +318,9 @@ TEST(ConfigProblems, BatchNotDivisible) {
 TEST(ConfigProblems, UnknownStageType) {
   ConfigDir dir;
   const std::string path = dir.minimal();
-  const auto problems = problems_of(write_text(path, replace_all(core::read_file(path), "type: sft", "type: dpo")));
+  const auto problems = problems_of(write_text(path, replace_all(core::read_file(path), "type: sft", "type: orpo")));
   ASSERT_EQ(problems.size(), 1u) << dump(problems);
-  expect_problem(problems, "stages[0].type", 7, 11, "= dpo (unknown stage type; expected sft, reward_model or ppo)");
+  expect_problem(problems, "stages[0].type", 7, 11, "= orpo (unknown stage type; expected sft, reward_model, ppo or dpo)");
 }
 
 // Two stages: `first` from line 5 and `second` after it (line 9, or 10 when `first_extra` is a line).

@@ -1,0 +1,195 @@
+// DPO stage: direct preference optimisation on preference pairs, no reward model, no rollouts.
+//   mpirun -np N reglage run configs/demo_dpo.yaml      (a stage with type: dpo, usually init_from: sft)
+// The policy is the shared base (with the init_from stage merged) plus a LoRA adapter named after the stage;
+// the reference policy is the same model with the adapter off, so there is no second model. For each batch
+// the reference log-probabilities of both responses are computed first (no grad), then the policy's; the
+// loss (sigmoid | ipo | cdpo, framework/rl/preference_math.h) is averaged over the global batch. Output in
+// run_dir/<stage>/final/: the adapter (PEFT) and the lineage, loadable like an sft stage's.
+#include <chrono>
+#include <cmath>
+#include <iostream>
+#include <tuple>
+
+#include "framework/core/error.h"
+#include "framework/core/progress.h"
+#include "framework/data/preference_data.h"
+#include "framework/lora/adapter.h"
+#include "framework/metrics/metrics_log.h"
+#include "framework/metrics/progress_line.h"
+#include "framework/rl/preference_math.h"
+#include "trainers/policy_setup.h"
+#include "trainers/train_state.h"
+
+namespace reglage::trainers {
+
+namespace {
+
+// Summed response log-probabilities of both sides of a batch under `active`: (chosen, rejected), each (n).
+std::pair<torch::Tensor, torch::Tensor> pair_logprobs(model::CausalLM& m, const data::PreferenceBatch& batch,
+                                                      const model::AdapterSet& active) {
+  auto logits = m->forward({batch.ids, {}, batch.valid, nullptr, active});  // (2n, T, V) float32
+  auto lp = rl::sequence_logprobs(logits, batch.targets);                    // (2n)
+  const int64_t n = lp.size(0) / 2;
+  return {lp.narrow(0, 0, n), lp.narrow(0, n, n)};
+}
+
+// Sums over pairs of the quantities the stage logs, all-reduced across ranks.
+struct DpoStats {
+  double loss = 0, correct = 0, chosen = 0, rejected = 0, pairs = 0;
+  void add(const rl::DpoResult& r) {
+    loss += r.loss.detach().sum().item<double>();
+    correct += (r.chosen_reward > r.rejected_reward).sum().item<double>();
+    chosen += r.chosen_reward.sum().item<double>();
+    rejected += r.rejected_reward.sum().item<double>();
+    pairs += double(r.loss.size(0));
+  }
+  void all_reduce(dist::Communicator& comm) {
+    auto t = torch::tensor({loss, correct, chosen, rejected, pairs}, torch::kFloat64);
+    comm.all_reduce_sum(t, "allreduce dpo metrics");
+    loss = t[0].item<double>(), correct = t[1].item<double>(), chosen = t[2].item<double>();
+    rejected = t[3].item<double>(), pairs = t[4].item<double>();
+  }
+  nlohmann::json metrics() const {
+    const double n = std::max(pairs, 1.0);
+    return {{"loss", loss / n},
+            {"accuracy", correct / n},
+            {"chosen_reward", chosen / n},
+            {"rejected_reward", rejected / n},
+            {"margin", (chosen - rejected) / n}};
+  }
+};
+
+// The loss and its statistics for one batch: reference first (adapter off, no grad), then the policy.
+rl::DpoResult batch_loss(model::CausalLM& m, const data::PreferenceBatch& batch, const model::AdapterSet& active,
+                         const config::DpoSettings& o) {
+  torch::Tensor ref_c, ref_r;
+  {
+    torch::NoGradGuard no_grad;
+    std::tie(ref_c, ref_r) = pair_logprobs(m, batch, {});
+  }
+  auto [pi_c, pi_r] = pair_logprobs(m, batch, active);
+  return rl::dpo_loss(pi_c, pi_r, ref_c, ref_r, o.beta, o.loss, o.label_smoothing);
+}
+
+DpoStats evaluate(StageContext& ctx, model::CausalLM& m, const data::PreferenceDataset& eval,
+                  const model::AdapterSet& active, int64_t batch_size, int64_t pad_id) {
+  torch::NoGradGuard no_grad;
+  m->eval();
+  std::vector<int64_t> all(eval.pairs.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = int64_t(i);
+  const auto mine = data::shard(all, ctx.comm.rank(), ctx.comm.size());
+  DpoStats stats;
+  for (size_t start = 0; start < mine.size(); start += size_t(batch_size)) {
+    std::vector<int64_t> chunk(mine.begin() + start, mine.begin() + std::min(mine.size(), start + batch_size));
+    stats.add(batch_loss(m, data::collate_pairs(eval, chunk, pad_id), active, ctx.stage.dpo));
+  }
+  m->train();
+  stats.all_reduce(ctx.comm);
+  return stats;
+}
+
+}  // namespace
+
+void run_dpo(StageContext& ctx) {
+  const auto& cfg = ctx.pipeline;
+  const auto& st = ctx.stage;
+  const int rank = ctx.comm.rank(), world = ctx.comm.size();
+
+  // ---- setup: model + adapter, data, optimizer -----------------------------------------------------
+  Policy policy = load_policy(ctx);
+  auto& m = policy.model;
+  data::SftDataOptions opt;
+  opt.chat_template = st.chat_template;
+  opt.max_seq_len = st.max_seq_len > 0 ? st.max_seq_len : m->config().max_seq_len;
+  opt.truncate = st.truncate;
+  opt.skip_bad_rows = st.skip_bad_rows;
+  const auto train_data = data::load_preference_jsonl(st.data, *policy.tok, opt);
+  std::optional<data::PreferenceDataset> eval_data;
+  if (!st.eval_data.empty()) eval_data = data::load_preference_jsonl(st.eval_data, *policy.tok, opt);
+  const int64_t pad_id = std::max<int64_t>(policy.tok->eos_id(), 0);
+  const int64_t steps = total_steps(st, int64_t(train_data.pairs.size()));
+
+  Trainable trainable = setup_trainable(ctx, m);  // the stage's LoRA adapter (validated: train: lora)
+  auto& params = trainable.params;
+  train::AdamW optimizer(params, trainable.names, adamw_config(st));
+  data::DataSampler sampler(int64_t(train_data.pairs.size()), cfg.seed);
+  torch::manual_seed(cfg.seed * 1000003ULL + uint64_t(rank));  // LoRA dropout: a stream per rank
+
+  // ---- resume -------------------------------------------------------------------------------------
+  TrainState state{params, trainable.names, optimizer, sampler};
+  int64_t start_step = 0;
+  if (auto ckpt = load_latest_checkpoint(ctx, state)) start_step = *ckpt;
+  dist::broadcast_tensors(ctx.comm, params, 0, "broadcast weights");
+  metrics::MetricsLog log;
+  if (ctx.is_root()) log = metrics::MetricsLog(ctx.metrics_path(), start_step);
+  ctx.log(start_step > 0 ? "resuming at step " + std::to_string(start_step) + " of " + std::to_string(steps)
+                         : "dpo (" + st.dpo.loss + ", beta " + std::to_string(st.dpo.beta) + "): " +
+                               std::to_string(steps) + " steps on " + std::to_string(train_data.pairs.size()) +
+                               " pairs, " + std::to_string(world) + " rank(s)");
+
+  // ---- the loop -------------------------------------------------------------------------------------
+  m->train();
+  const int64_t micro = st.batch_size / world / st.grad_accum;
+  core::progress_stage(st.name, steps);
+  core::progress_step(start_step);
+  metrics::ProgressLine progress(st.name, "step", steps, start_step, ctx.progress_mode(), std::cout);
+  for (int64_t step = start_step; step < steps; ++step) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const double lr = train::scheduled_lr(step, steps, st.lr, st.warmup_steps, st.schedule, st.min_lr_ratio);
+    const auto global = sampler.next_global_batch(st.batch_size);
+    const auto mine = data::shard(global, rank, world);
+    DpoStats stats;
+    for (int64_t k = 0; k < st.grad_accum; ++k) {
+      std::vector<int64_t> chunk(mine.begin() + k * micro, mine.begin() + (k + 1) * micro);
+      auto r = batch_loss(m, data::collate_pairs(train_data, chunk, pad_id), trainable.active, st.dpo);
+      (r.loss.sum() / double(st.batch_size)).backward();  // mean over the global batch
+      stats.add(r);
+    }
+    dist::all_reduce_gradients(ctx.comm, params);  // sync point
+    const double grad_norm = train::clip_grad_norm(params, st.max_grad_norm);
+    optimizer.step(lr);
+    optimizer.zero_grad();
+    stats.all_reduce(ctx.comm);
+    const int64_t done = step + 1;
+    core::progress_step(done);
+    if (!std::isfinite(stats.loss) || !std::isfinite(grad_norm))
+      fail("stage '", st.name, "' step ", done, ": loss = ", stats.loss, ", grad norm = ", grad_norm, " (not finite)");
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const bool log_step = done % st.log_every == 0 || done == steps;
+    double tokens = 0;  // chosen + rejected, over the global batch; each is run twice (reference, policy)
+    for (int64_t i : global) {
+      const auto& pair = train_data.pairs[size_t(i)];
+      tokens += double(pair.chosen.size() + pair.rejected.size());
+    }
+    auto rec = stats.metrics();
+    progress.update(done, {{"loss", rec["loss"].get<double>()}, {"accuracy", rec["accuracy"].get<double>()},
+                           {"margin", rec["margin"].get<double>()}},
+                    tokens, log_step);
+    if (ctx.is_root() && log_step) {
+      rec["step"] = done;
+      rec["split"] = "train";
+      rec["lr"] = lr;
+      rec["grad_norm"] = grad_norm;
+      rec["pairs_per_s"] = stats.pairs / seconds;
+      log.write(rec);
+    }
+    const bool last = done == steps;
+    if (eval_data && ((st.eval_every > 0 && done % st.eval_every == 0) || last)) {
+      auto ev = evaluate(ctx, m, *eval_data, trainable.active, std::max<int64_t>(micro, 1), pad_id).metrics();
+      ev["step"] = done;
+      ev["split"] = "eval";
+      if (ctx.is_root()) log.write(ev);
+      ctx.log("step " + std::to_string(done) + " eval accuracy " + std::to_string(ev["accuracy"].get<double>()) +
+              " margin " + std::to_string(ev["margin"].get<double>()) + " loss " +
+              std::to_string(ev["loss"].get<double>()));
+    }
+    if ((st.checkpoint_every > 0 && done % st.checkpoint_every == 0) || last) save_checkpoint(ctx, state, done);
+  }
+  progress.finish();
+
+  // ---- output: the adapter (PEFT), loadable like an sft stage's ------------------------------------
+  publish_final(ctx, policy.lineage,
+                [&](const std::string& dir) { lora::save_peft(m, st.name, dir, policy.lineage.base_model); });
+}
+
+}  // namespace reglage::trainers
