@@ -67,7 +67,7 @@ int cmd_export(int argc, char** argv) {
   if (dtype_name != "float32" && dtype_name != "bfloat16")
     fail("--dtype = '", dtype_name, "' (expected float32 or bfloat16)");
   if (format == "peft" && dtype_given) fail("--dtype applies to --format hf (a PEFT adapter is written in float32)");
-  io::check_export_dir(out_dir);
+  io::check_export_dir(out_dir, "--out ");
   if (!core::is_directory(run_dir))
     fail(run_dir, ": no such run directory (expected the run_dir of a pipeline run, holding config.yaml)");
   const std::string config_path = core::path_join(run_dir, "config.yaml");

@@ -46,11 +46,12 @@ void check_merge_weight(double w, const std::string& flag) {
   if (!(w >= 0.0 && w <= 1.0)) fail(flag, " = ", w, " (must be in [0, 1])");
 }
 
-void check_export_dir(const std::string& dir) {
+void check_export_dir(const std::string& dir, const std::string& label) {
   std::error_code ec;
   if (!fs::exists(dir, ec)) return;
-  if (!fs::is_directory(dir, ec)) fail(dir, ": exists and is not a directory (expected a new directory)");
-  if (!fs::is_empty(dir, ec)) fail(dir, ": already exists and is not empty (expected a new or empty directory)");
+  if (!fs::is_directory(dir, ec)) fail(label, dir, ": exists and is not a directory (expected a new directory)");
+  if (!fs::is_empty(dir, ec))
+    fail(label, dir, ": already exists and is not empty (expected a new or empty directory)");
 }
 
 StageOutput read_stage_output(const std::string& final_dir, const std::string& default_base) {

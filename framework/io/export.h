@@ -17,8 +17,9 @@ namespace reglage::io {
 
 // Throws "<flag> = <w> (must be in [0, 1])" unless 0 <= w <= 1 (NaN included).
 void check_merge_weight(double w, const std::string& flag = "--merge-weight");
-// Throws unless `dir` is absent or an empty directory: an export never writes over other files.
-void check_export_dir(const std::string& dir);
+// Throws unless `dir` is absent or an empty directory: an export never writes over other files. `label`
+// ("--out ") starts the message.
+void check_export_dir(const std::string& dir, const std::string& label = "");
 
 // What a stage's final directory holds.
 struct StageOutput {
