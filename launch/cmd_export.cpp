@@ -10,6 +10,7 @@
 // W is in [0, 1], default 1 (the fine-tuned policy exactly). RUN_DIR holds config.yaml (written by reglage run)
 // and RUN_DIR/<stage>/final/. DIR must be new or empty; it appears complete or not at all.
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "framework/config/pipeline_config.h"
@@ -73,8 +74,9 @@ int cmd_export(int argc, char** argv) {
   const std::string config_path = core::path_join(run_dir, "config.yaml");
   if (!core::file_exists(config_path))
     fail(config_path, ": not found (expected the resolved config reglage run writes into its run_dir)");
-  // The run's outputs are read from RUN_DIR, wherever the config's run_dir pointed when it ran.
-  const auto cfg = config::load_pipeline(config_path, {"run_dir=" + run_dir}, 1);
+  // The run's outputs are read from RUN_DIR, wherever the config's run_dir pointed when it ran (the value is
+  // YAML: a JSON string is a quoted YAML scalar, whatever characters the path holds).
+  const auto cfg = config::load_pipeline(config_path, {"run_dir=" + nlohmann::json(run_dir).dump()}, 1);
   const config::StageConfig& st = policy_stage(cfg, stage);
   const std::string final_dir = core::path_join(run_dir, stage + "/final");
   if (!core::is_directory(final_dir)) fail("--stage ", stage, ": no output in ", final_dir, " (has the stage finished?)");

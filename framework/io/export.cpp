@@ -74,7 +74,7 @@ model::CausalLM load_finetuned(const StageOutput& out, torch::Dtype dtype) {
   return m;
 }
 
-void interpolate_weights(model::CausalLM& ft, model::CausalLM& base, double w) {
+void interpolate_weights(model::CausalLM& ft, model::CausalLM& base, double w, torch::Dtype dtype) {
   check_merge_weight(w, "merge weight");
   torch::NoGradGuard no_grad;
   auto base_params = base->named_parameters(/*recurse=*/true);
@@ -86,7 +86,7 @@ void interpolate_weights(model::CausalLM& ft, model::CausalLM& base, double w) {
       fail("interpolation: tensor '", item.key(), "' has shape ", p.sizes(), " fine-tuned and ", p0->sizes(),
            " in the base (a different model?)");
     const auto mixed = p0->to(torch::kFloat64) * (1.0 - w) + p.to(torch::kFloat64) * w;  // same shape as p
-    p.copy_(mixed);  // one rounding to p's dtype
+    p.set_data(mixed.to(dtype));  // one rounding, to the output dtype
   }
 }
 
@@ -98,9 +98,9 @@ model::CausalLM load_interpolated(const StageOutput& out, double w, torch::Dtype
     const int64_t ft_vocab = ft->config().vocab_size, base_vocab = base->config().vocab_size;
     if (ft_vocab != base_vocab)
       fail(out.dir, ": vocabulary of ", ft_vocab, " tokens, its base ", out.lineage.base_model, " has ", base_vocab);
-    interpolate_weights(ft, base, w);
+    interpolate_weights(ft, base, w, dtype);
   }
-  if (dtype != torch::kFloat32) ft->to(dtype);
+  ft->to(dtype);  // w = 1: theta_ft's float32 weights rounded once; otherwise the buffers
   return ft;
 }
 

@@ -36,12 +36,13 @@ StageOutput read_stage_output(const std::string& final_dir, const std::string& d
 model::CausalLM load_finetuned(const StageOutput& out, torch::Dtype dtype);
 
 // In place, for every parameter p of `ft` and the same-named p0 of `base` (same shapes, checked):
-//   p <- (1 - w) p0 + w p, in float64, rounded once to p's dtype.
-// Written as a lerp with both ends weighted so w = 1 leaves `ft` bit-identical and w = 0 copies `base`.
-void interpolate_weights(model::CausalLM& ft, model::CausalLM& base, double w);
+//   p <- (1 - w) p0 + w p, in float64, rounded once to `dtype` (p takes that dtype).
+// Written as a lerp with both ends weighted so w = 1 gives p and w = 0 gives p0, each rounded to `dtype` only.
+void interpolate_weights(model::CausalLM& ft, model::CausalLM& base, double w, torch::Dtype dtype);
 
-// theta_ft interpolated toward the lineage's base by w (float32 arithmetic for the weights, float64 for the
-// interpolation), cast to `dtype` at the end. w = 1 loads no second model.
+// theta_ft interpolated toward the lineage's base by w, in `dtype`: both ends loaded in float32 (adapters
+// merged in float64, rounded to float32), interpolated in float64, rounded once to `dtype`. w = 1 loads no
+// second model.
 model::CausalLM load_interpolated(const StageOutput& out, double w, torch::Dtype dtype);
 
 // lora_B <- w * lora_B on every layer adapter `name` covers: its change scale * B A is scaled by w.

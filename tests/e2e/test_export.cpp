@@ -168,6 +168,16 @@ TEST_F(Export, HfOfAFullyTrainedStageAndInBfloat16) {
     ASSERT_EQ(bf16.at(name).scalar_type(), torch::kBFloat16) << name;
     EXPECT_TRUE(torch::equal(bf16.at(name), t.to(torch::kBFloat16))) << name;
   }
+
+  // Between the ends: interpolated in float64 and rounded once to bfloat16.
+  r = export_(run_dir() + " --stage full --format hf --merge-weight 0.5 --dtype bfloat16 --out " + out("half_bf16"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto half = io::read_safetensors(out("half_bf16/model.safetensors"));
+  auto w_base = weights_of(base);
+  for (const auto& [name, t] : w_trained) {
+    const auto mid = w_base.at(name).to(torch::kFloat64) * 0.5 + t.to(torch::kFloat64) * 0.5;
+    EXPECT_TRUE(torch::equal(half.at(name), mid.to(torch::kBFloat16))) << name;
+  }
 }
 
 TEST_F(Export, PeftLoadsBackAsTheStagesOwnAdapter) {
