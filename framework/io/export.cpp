@@ -78,14 +78,19 @@ void interpolate_weights(model::CausalLM& ft, model::CausalLM& base, double w, t
   check_merge_weight(w, "merge weight");
   torch::NoGradGuard no_grad;
   auto base_params = base->named_parameters(/*recurse=*/true);
-  for (auto& item : ft->named_parameters(/*recurse=*/true)) {
-    torch::Tensor& p = item.value();  // any shape, e.g. (out, in) for a linear weight
+  auto ft_params = ft->named_parameters(/*recurse=*/true);
+  // Every pair checked before any weight changes.
+  for (const auto& item : ft_params) {
     const torch::Tensor* p0 = base_params.find(item.key());
     if (p0 == nullptr) fail("interpolation: the base model has no tensor '", item.key(), "'");
-    if (p0->sizes() != p.sizes())
-      fail("interpolation: tensor '", item.key(), "' has shape ", p.sizes(), " fine-tuned and ", p0->sizes(),
-           " in the base (a different model?)");
-    const auto mixed = p0->to(torch::kFloat64) * (1.0 - w) + p.to(torch::kFloat64) * w;  // same shape as p
+    if (p0->sizes() != item.value().sizes())
+      fail("interpolation: tensor '", item.key(), "' has shape ", item.value().sizes(), " fine-tuned and ",
+           p0->sizes(), " in the base (a different model?)");
+  }
+  for (auto& item : ft_params) {
+    torch::Tensor& p = item.value();  // any shape, e.g. (out, in) for a linear weight
+    const torch::Tensor& p0 = base_params[item.key()];
+    const auto mixed = p0.to(torch::kFloat64) * (1.0 - w) + p.to(torch::kFloat64) * w;  // same shape as p
     p.set_data(mixed.to(dtype));  // one rounding, to the output dtype
   }
 }
