@@ -1,6 +1,6 @@
 // reglage eval --config PIPELINE.yaml --stage NAME|base --prompts FILE.jsonl [--reward REWARD.yaml]
 //              [--samples K] [--temperature T] [--top-p P] [--max-new-tokens N] [--seed S] [--threads N]
-//              [--show K]
+//              [--show K] [--merge-weight W]
 // Generates from the policy a stage produced (`base`: the pipeline's untouched model) for every prompt row
 // ({"prompt"} or chat form, optional "reference"), scores the responses and prints a table, then one JSON
 // line:
@@ -11,6 +11,9 @@
 // sum_t log pi(y_t) - log pi_init(y_t) on the generated tokens, pi_init being the policy the stage started
 // from (for `base`, 0); an estimate of KL(pi || pi_init) when sampling at temperature 1.
 // Greedy (temperature 0) when --samples is 1 and no --temperature is given.
+// --merge-weight W (in [0, 1], default 1) evaluates the policy theta0 + W (theta_ft - theta0) between the
+// original base (W = 0) and the stage's fine-tuned weights, as `reglage export --format hf` writes it
+// (framework/io/export.h); KL stays measured against the policy the stage started from.
 #include <cmath>
 #include <iomanip>
 #include <iostream>
@@ -24,6 +27,7 @@
 #include "framework/core/file_util.h"
 #include "framework/data/prompt_data.h"
 #include "framework/generate/generate.h"
+#include "framework/io/export.h"
 #include "framework/io/lineage.h"
 #include "framework/io/model_io.h"
 #include "framework/lora/adapter.h"
@@ -51,10 +55,13 @@ struct StagePolicy {
   io::Lineage lineage;
 };
 
-StagePolicy load_stage_policy(const config::PipelineConfig& cfg, const std::string& stage) {
+// merge_weight < 1: the interpolated policy as its own model, with no adapter.
+StagePolicy load_stage_policy(const config::PipelineConfig& cfg, const std::string& stage, double merge_weight) {
   const auto dtype = model::parse_dtype(cfg.model.dtype);
   StagePolicy p;
   if (stage == "base") {
+    if (merge_weight != 1.0)
+      fail("--merge-weight = ", merge_weight, " with --stage base (it interpolates a stage's output toward the base)");
     p.model = io::load_model(cfg.model.path);
     p.lineage.base_model = cfg.model.path;
     return p;
@@ -72,7 +79,10 @@ StagePolicy load_stage_policy(const config::PipelineConfig& cfg, const std::stri
   p.lineage = io::read_lineage(dir);
   if (p.lineage.base_model.empty()) p.lineage.base_model = cfg.model.path;
   p.has_reference = true;
-  if (core::file_exists(dir + "/config.json")) {  // a fully trained stage
+  if (merge_weight != 1.0) {
+    p.model = io::load_interpolated(io::read_stage_output(dir, cfg.model.path), merge_weight, dtype);
+    p.reference = io::load_lineage(p.lineage, dtype);
+  } else if (core::file_exists(dir + "/config.json")) {  // a fully trained stage
     p.model = io::load_model(dir);
     p.reference = io::load_lineage(p.lineage, dtype);
   } else {
@@ -119,7 +129,9 @@ int cmd_eval_stage(Args& args) {
   const long long threads = args.integer("threads", 0);
   const long long show = args.integer("show", 0);
   const long long batch = args.integer("batch-size", 64);
+  const double merge_weight = args.number("merge-weight", 1.0);
   args.finish();
+  io::check_merge_weight(merge_weight);
   if (samples < 1) fail("--samples = ", samples, " (must be >= 1)");
   if (temperature < 0) fail("--temperature = ", temperature, " (must be >= 0)");
   if (samples > 1 && temperature_given && temperature == 0)
@@ -134,7 +146,7 @@ int cmd_eval_stage(Args& args) {
   if (!reward_path.empty()) reward_spec = config::load_reward_file(reward_path, &cfg);
   else if (st != nullptr && st->type == "ppo") reward_spec = st->reward;
 
-  StagePolicy policy = load_stage_policy(cfg, stage);
+  StagePolicy policy = load_stage_policy(cfg, stage, merge_weight);
   auto& m = policy.model;
   m->eval();
   auto tok = io::load_model_tokenizer(cfg.model.path, cfg.model.tokenizer, m->config().vocab_size);

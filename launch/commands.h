@@ -38,5 +38,6 @@ int cmd_run(int argc, char** argv);  // its own parsing: repeated --set
 int cmd_launch(int argc, char** argv);  // the same flags as run
 int cmd_status(const std::string& run_dir);
 int cmd_report(int argc, char** argv);  // RUN_DIR [--out FILE]: a positional argument first
+int cmd_export(int argc, char** argv);  // RUN_DIR --stage --format --out: a positional argument first
 
 }  // namespace reglage::launch

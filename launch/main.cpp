@@ -2,6 +2,7 @@
 //   reglage run PIPELINE.yaml [--set k=v] [--restart-from STAGE]   run or resume a pipeline (MPI ranks)
 //   reglage status RUN_DIR                                           stages, their state, last metrics
 //   reglage report RUN_DIR [--out FILE]                              an HTML page of a run (config, stages, plots)
+//   reglage export RUN_DIR --stage NAME --format hf|peft --out DIR   a stage's policy as a HF model or PEFT adapter
 //   reglage generate --model PATH --prompt TEXT [...]   sample continuations (see cmd_generate.cpp)
 //   reglage logits --model PATH --ids "1 403 407" --out FILE   write raw logits for checking a model
 //   reglage convert --model PATH --out DIR   save as a Hugging Face model directory
@@ -23,6 +24,8 @@ void print_usage() {
                "  launch     run a pipeline under mpirun with a watchdog that restarts dead or hung ranks\n"
                "  status     show the stages of a run directory: reglage status RUN_DIR\n"
                "  report     write an HTML page of a run (config, stages, metric plots): reglage report RUN_DIR [--out FILE]\n"
+               "  export     write a stage's policy as a Hugging Face model or PEFT adapter:\n"
+               "             reglage export RUN_DIR --stage NAME --format hf|peft --out DIR [--merge-weight W]\n"
                "  eval       a stage's policy on prompts: mean reward, pass rate, KL (--config --stage), or the demo task (--model)\n"
                "  serve-reward  serve a trained reward model over HTTP (OpenRLHF remote reward protocol)\n"
                "  generate   sample continuations of prompts from a model (optionally with a LoRA adapter)\n"
@@ -73,6 +76,17 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  if (command == "export") {
+    try {
+      return reglage::launch::cmd_export(argc - 2, argv + 2);
+    } catch (const reglage::Error& e) {
+      std::fprintf(stderr, "reglage export: error: %s\n", e.what());
+      return 1;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "reglage export: internal error: %s\n", e.what());
+      return 1;
+    }
+  }
   try {
     reglage::launch::Args args(argc - 2, argv + 2, command);
     if (command == "generate") return reglage::launch::cmd_generate(args);
@@ -80,7 +94,7 @@ int main(int argc, char** argv) {
     if (command == "convert") return reglage::launch::cmd_convert(args);
     if (command == "eval") return reglage::launch::cmd_eval(args);
     if (command == "serve-reward") return reglage::launch::cmd_serve_reward(args);
-    reglage::fail("unknown command '", command, "' (expected run, launch, status, report, eval, serve-reward, generate, logits or convert)");
+    reglage::fail("unknown command '", command, "' (expected run, launch, status, report, export, eval, serve-reward, generate, logits or convert)");
   } catch (const reglage::Error& e) {
     std::fprintf(stderr, "reglage %s: error: %s\n", command.c_str(), e.what());
     return 1;
