@@ -256,6 +256,7 @@ class Loader : public YamlReader {
     read_string(node, p, "type", s.type);
     std::vector<std::string> valid = kStageKeys;
     valid.insert(valid.end(), kPpoKeys.begin(), kPpoKeys.end());
+    valid.insert(valid.end(), kDpoKeys.begin(), kDpoKeys.end());
     check_keys(node, p, valid);
     check_stage_type_keys(node, p, s.type);
     read_string(node, p, "name", s.name);

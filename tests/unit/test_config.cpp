@@ -459,5 +459,46 @@ TEST(ConfigProblems, UnreadableFile) {
                      {"config error: /nonexistent/reglage.yaml: cannot open the file"});
 }
 
+
+// The minimal config's sft stage followed by a dpo stage (from line 12; its extra keys from line 18).
+std::string with_dpo(ConfigDir& dir, const std::string& dpo_extra) {
+  const std::string path = dir.minimal();
+  return write_text(path, core::read_file(path) +
+                              "  - name: dpo\n"                        // 12
+                              "    type: dpo\n"                        // 13
+                              "    init_from: sft\n"                   // 14
+                              "    data: " + dir.data + "\n"           // 15
+                              "    max_steps: 4\n"                     // 16
+                              "    batch_size: 4\n" + dpo_extra);      // 17
+}
+
+TEST(ConfigDpo, KeysAndDefaults) {
+  ConfigDir dir;
+  auto c = load_pipeline(with_dpo(dir, ""), {}, 1);
+  ASSERT_EQ(c.stages.size(), 2u);
+  EXPECT_EQ(c.stages[1].dpo.beta, 0.1);
+  EXPECT_EQ(c.stages[1].dpo.loss, "sigmoid");
+  EXPECT_EQ(c.stages[1].dpo.label_smoothing, 0.0);
+  c = load_pipeline(with_dpo(dir, "    loss: cdpo\n    label_smoothing: 0.2\n    beta: 0.5\n"), {}, 1);
+  EXPECT_EQ(c.stages[1].dpo.beta, 0.5);
+  EXPECT_EQ(c.stages[1].dpo.loss, "cdpo");
+  EXPECT_EQ(c.stages[1].dpo.label_smoothing, 0.2);
+}
+
+TEST(ConfigDpo, MistakesAreLocated) {
+  ConfigDir dir;
+  auto problems = problems_of(with_dpo(dir, "    beta: 0\n    loss: kto\n    train: full\n"));
+  expect_problem(problems, "stages[1].beta", 18, 11, "= 0 (must be > 0)");
+  expect_problem(problems, "stages[1].loss", 19, 11, "= kto (expected sigmoid, ipo or cdpo)");
+  expect_problem(problems, "stages[1].train", 20, 12, "dpo stages train a LoRA adapter");
+  problems = problems_of(with_dpo(dir, "    loss: cdpo\n"));
+  expect_problem(problems, "stages[1].label_smoothing", 0, 0, "must be in (0, 0.5) with loss: cdpo");
+  problems = problems_of(with_dpo(dir, "    loss: ipo\n    label_smoothing: 0.1\n"));
+  expect_problem(problems, "stages[1].label_smoothing", 19, 22, "only loss: cdpo uses it (this stage's loss is ipo)");
+  // dpo keys elsewhere
+  problems = problems_of(dir.minimal("    beta: 0.1\n"));
+  expect_problem(problems, "stages[0].beta", 12, 5, "only dpo stages have this key (this stage is sft)");
+}
+
 }  // namespace
 }  // namespace reglage::config
