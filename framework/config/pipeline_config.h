@@ -29,8 +29,8 @@ struct LoraSection {
   std::vector<std::string> targets = {"q_proj", "k_proj", "v_proj", "o_proj"};  // or [all-linear]
 };
 
-// The settings only ppo stages have (written flat in the stage, like the common ones). Counts are global:
-// across all ranks.
+// The settings only ppo stages have (written flat in the stage, like the common ones); grpo stages share
+// some of them (GrpoSettings lists which). Counts are global: across all ranks.
 struct PpoSettings {
   int64_t rollout_batch_size = 32;  // prompts per iteration; x samples_per_prompt divisible by world size
   int64_t samples_per_prompt = 1;   // responses sampled per prompt
