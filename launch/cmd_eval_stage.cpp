@@ -5,7 +5,7 @@
 // ({"prompt"} or chat form, optional "reference"), scores the responses and prints a table, then one JSON
 // line:
 //   prompts, samples, responses, reward_mean, reward_std, pass_rate (rules rewards), kl, response_length
-// The reward is --reward's file, else the stage's own `reward:` (ppo stages); with neither only lengths and
+// The reward is --reward's file, else the stage's own `reward:` (ppo and grpo stages); with neither only lengths and
 // KL are reported. pass_rate: the share of responses that earn everything a rules reward allows (every check
 // with weight > 0 passes, every check with weight < 0 does not). kl: mean over responses of
 // sum_t log pi(y_t) - log pi_init(y_t) on the generated tokens, pi_init being the policy the stage started
@@ -73,7 +73,7 @@ StagePolicy load_stage_policy(const config::PipelineConfig& cfg, const std::stri
     fail("--stage ", stage, ": no such stage in ", cfg.source, " (expected one of: ", names, ")");
   }
   if (st->type == "reward_model")
-    fail("--stage ", stage, ": a reward_model stage is not a policy (expected base or an sft, dpo or ppo stage)");
+    fail("--stage ", stage, ": a reward_model stage is not a policy (expected base or an sft, dpo, ppo or grpo stage)");
   const std::string dir = cfg.run_dir + "/" + stage + "/final";
   if (!core::is_directory(dir)) fail("--stage ", stage, ": no output in ", dir, " (has the stage run?)");
   p.lineage = io::read_lineage(dir);
@@ -144,13 +144,13 @@ int cmd_eval_stage(Args& args) {
   const config::StageConfig* st = cfg.find_stage(stage);
   config::RewardSpec reward_spec;
   if (!reward_path.empty()) reward_spec = config::load_reward_file(reward_path, &cfg);
-  else if (st != nullptr && st->type == "ppo") reward_spec = st->reward;
+  else if (st != nullptr && (st->type == "ppo" || st->type == "grpo")) reward_spec = st->reward;
 
   StagePolicy policy = load_stage_policy(cfg, stage, merge_weight);
   auto& m = policy.model;
   m->eval();
   auto tok = io::load_model_tokenizer(cfg.model.path, cfg.model.tokenizer, m->config().vocab_size);
-  const int64_t new_tokens = max_new > 0 ? max_new : (st != nullptr && st->type == "ppo" ? st->ppo.max_new_tokens : 120);
+  const int64_t new_tokens = max_new > 0 ? max_new : (st != nullptr && (st->type == "ppo" || st->type == "grpo") ? st->ppo.max_new_tokens : 120);
   data::SftDataOptions opt;
   opt.chat_template = st != nullptr ? st->chat_template : "plain";
   opt.max_seq_len = m->config().max_seq_len - new_tokens;

@@ -45,7 +45,7 @@ metrics::ProgressMode StageContext::progress_mode() const {
 }
 
 const std::map<std::string, StageRunner>& stage_runners() {
-  static const std::map<std::string, StageRunner> runners = {{"sft", run_sft}, {"reward_model", run_reward_model}, {"ppo", run_ppo}, {"dpo", run_dpo}};
+  static const std::map<std::string, StageRunner> runners = {{"sft", run_sft}, {"reward_model", run_reward_model}, {"ppo", run_ppo}, {"dpo", run_dpo}, {"grpo", run_grpo}};
   return runners;
 }
 
@@ -91,7 +91,7 @@ void validate_rules(const config::RewardSpec& spec, const std::string& key, std:
     validate_rules(spec.parts[i], key + ".parts[" + std::to_string(i) + "]", problems);
 }
 
-// A ppo stage's prompts fit the context with max_new_tokens after them; its rules compile.
+// A ppo or grpo stage's prompts fit the context with max_new_tokens after them; its rules compile.
 void validate_ppo_inputs(const config::StageConfig& st, const std::string& key, int64_t context,
                          const tokenizer::Tokenizer& tok, std::vector<config::ConfigProblem>& problems) {
   const int64_t room = (st.max_seq_len > 0 ? std::min(st.max_seq_len, context) : context) - st.ppo.max_new_tokens;
@@ -128,7 +128,7 @@ void validate_stage_inputs(const config::PipelineConfig& cfg) {
   }
   for (size_t i = 0; i < cfg.stages.size(); ++i) {
     const auto& st = cfg.stages[i];
-    if (st.type == "ppo") {
+    if (st.type == "ppo" || st.type == "grpo") {
       validate_ppo_inputs(st, "stages[" + std::to_string(i) + "].", model_cfg.max_seq_len, *tok, problems);
       continue;
     }

@@ -96,25 +96,38 @@ Rollout sample_rollout(model::CausalLM& m, const data::PromptDataset& prompts, c
   return ro;
 }
 
-void evaluate_rollout(model::CausalLM& m, model::ScalarHead& value_head, Rollout& ro, const RolloutSpec& spec) {
+void evaluate_logprobs(model::CausalLM& m, Rollout& ro, const RolloutSpec& spec) {
   torch::NoGradGuard no_grad;
   m->eval();
   auto actor = m->forward({ro.ids, {}, ro.valid, nullptr, spec.actor});            // (n, L, V)
   ro.old_logp = token_logp(response_logits(actor, ro.index, spec.temperature), ro.targets) * ro.mask;
   auto ref = m->forward({ro.ids, {}, ro.valid, nullptr, {}});                      // (n, L, V)
   ro.ref_logp = token_logp(response_logits(ref, ro.index, spec.temperature), ro.targets) * ro.mask;
+}
+
+void evaluate_rollout(model::CausalLM& m, model::ScalarHead& value_head, Rollout& ro, const RolloutSpec& spec) {
+  evaluate_logprobs(m, ro, spec);
+  torch::NoGradGuard no_grad;
+  m->eval();
   auto hidden = m->hidden({ro.ids, {}, ro.valid, nullptr, spec.critic});          // (n, L, D)
   ro.values = value_head(hidden).gather(1, ro.index).to(torch::kFloat32) * ro.mask;  // (n, R)
 }
 
-MinibatchOutput forward_minibatch(model::CausalLM& m, model::ScalarHead& value_head, const Rollout& ro,
-                                  const torch::Tensor& idx, const RolloutSpec& spec) {
+PolicyOutput forward_policy(model::CausalLM& m, const Rollout& ro, const torch::Tensor& idx, const RolloutSpec& spec) {
   auto ids = ro.ids.index_select(0, idx), valid = ro.valid.index_select(0, idx);
   auto index = ro.index.index_select(0, idx), targets = ro.targets.index_select(0, idx);
-  MinibatchOutput out;
   auto logits = response_logits(m->forward({ids, {}, valid, nullptr, spec.actor}), index, spec.temperature);  // (b, R, V)
-  out.logp = token_logp(logits, targets);
-  out.entropy = rl::entropy_from_logits(logits);
+  return {token_logp(logits, targets), rl::entropy_from_logits(logits)};
+}
+
+MinibatchOutput forward_minibatch(model::CausalLM& m, model::ScalarHead& value_head, const Rollout& ro,
+                                  const torch::Tensor& idx, const RolloutSpec& spec) {
+  auto policy = forward_policy(m, ro, idx, spec);
+  MinibatchOutput out;
+  out.logp = policy.logp;
+  out.entropy = policy.entropy;
+  auto ids = ro.ids.index_select(0, idx), valid = ro.valid.index_select(0, idx);
+  auto index = ro.index.index_select(0, idx);
   auto hidden = m->hidden({ids, {}, valid, nullptr, spec.critic});  // (b, L, D)
   out.values = value_head(hidden).gather(1, index).to(torch::kFloat32);
   return out;

@@ -1,6 +1,6 @@
-// The tensors of one PPO iteration on one rank, and the model passes that fill them: sampling responses
-// with the actor, the no-grad pass for old/reference log-probs and values, the minibatch pass with
-// gradients, and greedy evaluation. Everything is response-aligned: column r is the r-th response token.
+// The tensors of one PPO (or GRPO) iteration on one rank, and the model passes that fill them: sampling
+// responses with the actor, the no-grad pass for old/reference log-probs (and values), the minibatch pass
+// with gradients, and greedy evaluation. GRPO has no critic: it uses the *_logprobs / forward_policy parts. Everything is response-aligned: column r is the r-th response token.
 #pragma once
 #include <torch/torch.h>
 
@@ -35,7 +35,7 @@ struct Rollout {
   torch::Tensor mask;       // (n, R) float32, 1 on response tokens
   torch::Tensor old_logp;   // (n, R) actor log-probs at rollout time
   torch::Tensor ref_logp;   // (n, R) reference (no adapter) log-probs
-  torch::Tensor values;     // (n, R) critic values at rollout time
+  torch::Tensor values;     // (n, R) critic values at rollout time (ppo only)
   std::vector<reward::RewardInput> reward_inputs;  // (prompt text, response text, reference) per row
   int64_t prompt_tokens = 0;
 };
@@ -44,15 +44,25 @@ struct Rollout {
 Rollout sample_rollout(model::CausalLM& m, const data::PromptDataset& prompts, const std::vector<int64_t>& rows,
                        const RolloutSpec& spec, const tokenizer::Tokenizer& tok);
 
-// Fills old_logp, ref_logp and values without gradients (eval mode).
+// Fills old_logp (spec.actor) and ref_logp (no adapter) without gradients (eval mode).
+void evaluate_logprobs(model::CausalLM& m, Rollout& ro, const RolloutSpec& spec);
+
+// Fills old_logp, ref_logp (evaluate_logprobs) and values without gradients (eval mode).
 void evaluate_rollout(model::CausalLM& m, model::ScalarHead& value_head, Rollout& ro, const RolloutSpec& spec);
+
+struct PolicyOutput {
+  torch::Tensor logp;     // (b, R) actor log-probs, with grad
+  torch::Tensor entropy;  // (b, R) actor entropy, with grad
+};
+// The rows `idx` (b) of the rollout through the actor, with gradients.
+PolicyOutput forward_policy(model::CausalLM& m, const Rollout& ro, const torch::Tensor& idx, const RolloutSpec& spec);
 
 struct MinibatchOutput {
   torch::Tensor logp;     // (b, R) actor log-probs, with grad
   torch::Tensor entropy;  // (b, R) actor entropy, with grad
   torch::Tensor values;   // (b, R) critic values, with grad
 };
-// The rows `idx` (b) of the rollout through the actor and the critic, with gradients.
+// The rows `idx` (b) of the rollout through the actor (forward_policy) and the critic, with gradients.
 MinibatchOutput forward_minibatch(model::CausalLM& m, model::ScalarHead& value_head, const Rollout& ro,
                                   const torch::Tensor& idx, const RolloutSpec& spec);
 

@@ -42,5 +42,6 @@ void run_sft(StageContext& ctx);
 void run_reward_model(StageContext& ctx);
 void run_ppo(StageContext& ctx);
 void run_dpo(StageContext& ctx);
+void run_grpo(StageContext& ctx);
 
 }  // namespace reglage::trainers

@@ -123,8 +123,28 @@ void emit_ppo(YAML::Emitter& out, const PpoSettings& o) {
   num("warn_response_length", o.warn_response_length);
 }
 
+// A grpo stage's settings: its own, then the ppo keys it shares (pipeline_config.h, GrpoSettings).
+void emit_grpo(YAML::Emitter& out, const GrpoSettings& g, const PpoSettings& o) {
+  auto num = [&](const char* k, int64_t v) { out << YAML::Key << k << YAML::Value << v; };
+  auto real = [&](const char* k, double v) { out << YAML::Key << k << YAML::Value << format_double(v); };
+  num("group_size", g.group_size);
+  real("beta", g.beta);
+  num("rollout_batch_size", o.rollout_batch_size);
+  num("minibatch_size", o.minibatch_size);
+  num("ppo_epochs", o.ppo_epochs);
+  num("max_iterations", o.max_iterations);
+  num("max_new_tokens", o.max_new_tokens);
+  real("temperature", o.temperature);
+  real("top_p", o.top_p);
+  real("clip_range", o.clip_range);
+  real("entropy_coef", o.entropy_coef);
+  real("actor_lr", o.actor_lr);
+  real("warn_kl", o.warn_kl);
+  num("warn_response_length", o.warn_response_length);
+}
+
 // Every StageConfig field, in declaration order, as one mapping (ppo stages: their own settings instead of
-// the step/batch/lr keys they do not use; dpo stages: theirs at the end).
+// the step/batch/lr keys they do not use, grpo stages likewise; dpo stages: theirs at the end).
 void emit_stage(YAML::Emitter& out, const StageConfig& s) {
   auto str = [&](const char* k, const std::string& v) { out << YAML::Key << k << YAML::Value << v; };
   auto num = [&](const char* k, int64_t v) { out << YAML::Key << k << YAML::Value << v; };
@@ -137,6 +157,9 @@ void emit_stage(YAML::Emitter& out, const StageConfig& s) {
   str("eval_data", s.eval_data);
   if (s.type == "ppo") {
     emit_ppo(out, s.ppo);
+  } else if (s.type == "grpo") {
+    str("train", s.train);
+    emit_grpo(out, s.grpo, s.ppo);
   } else {
     str("train", s.train);
     num("freeze_layers", s.freeze_layers);
@@ -161,9 +184,9 @@ void emit_stage(YAML::Emitter& out, const StageConfig& s) {
   str("init_from", s.init_from);
   str("chat_template", s.chat_template);
   num("max_seq_len", s.max_seq_len);
-  if (s.type != "ppo") flag("truncate", s.truncate);
+  if (s.type != "ppo" && s.type != "grpo") flag("truncate", s.truncate);
   flag("skip_bad_rows", s.skip_bad_rows);
-  if (s.type == "ppo") {
+  if (s.type == "ppo" || s.type == "grpo") {
     out << YAML::Key << "reward" << YAML::Value;
     emit_reward(out, s.reward, true);
   }

@@ -45,8 +45,24 @@ const std::vector<std::string> kPpoKeys = {
     "kl_horizon",         "kl_estimator",       "gamma",          "lam",          "clip_range",
     "value_clip_range",   "vf_coef",            "entropy_coef",   "actor_lr",     "critic_lr",
     "warn_kl",            "warn_response_length"};
-// Keys only dpo stages have.
+// Keys only dpo stages have ("beta" grpo stages have too).
 const std::vector<std::string> kDpoKeys = {"beta", "loss", "label_smoothing"};
+// Keys only grpo stages have, the ppo keys they share (PpoSettings fields), and the keys they do not use.
+const std::vector<std::string> kGrpoKeys = {"group_size", "beta"};
+const std::vector<std::string> kGrpoPpoKeys = {
+    "rollout_batch_size", "minibatch_size", "ppo_epochs", "max_iterations", "max_new_tokens", "temperature",
+    "top_p",              "clip_range",     "entropy_coef", "actor_lr",     "warn_kl",        "warn_response_length"};
+const std::map<std::string, std::string> kNotForGrpo = {
+    {"max_steps", "max_iterations"},       {"epochs", "max_iterations"},
+    {"batch_size", "rollout_batch_size"},  {"grad_accum", "minibatch_size"},
+    {"lr", "actor_lr"},                    {"freeze_layers", "a LoRA adapter"},
+    {"truncate", "max_seq_len on prompts"}, {"samples_per_prompt", "group_size"},
+    {"kl_coef", "beta"},                   {"kl_target", "a fixed beta"},
+    {"kl_horizon", "a fixed beta"},        {"kl_estimator", "k3, always"},
+    {"gamma", "group advantages, no GAE"}, {"lam", "group advantages, no GAE"},
+    {"value_clip_range", "no critic"},     {"vf_coef", "no critic"},
+    {"critic_lr", "no critic"},            {"loss", "the clipped objective + beta x k3"},
+    {"label_smoothing", "the clipped objective + beta x k3"}};
 const std::map<std::string, std::string> kNotForPpo = {
     {"max_steps", "max_iterations"}, {"epochs", "max_iterations"},  {"batch_size", "rollout_batch_size"},
     {"grad_accum", "minibatch_size"}, {"lr", "actor_lr and critic_lr"}, {"train", "LoRA adapters (train: lora)"},
@@ -255,8 +271,9 @@ class Loader : public YamlReader {
     section_marks_[p] = node.Mark();
     read_string(node, p, "type", s.type);
     std::vector<std::string> valid = kStageKeys;
-    valid.insert(valid.end(), kPpoKeys.begin(), kPpoKeys.end());
-    valid.insert(valid.end(), kDpoKeys.begin(), kDpoKeys.end());
+    for (const auto* keys : {&kPpoKeys, &kDpoKeys, &kGrpoKeys})
+      for (const std::string& key : *keys)
+        if (!contains(valid, key)) valid.push_back(key);
     check_keys(node, p, valid);
     check_stage_type_keys(node, p, s.type);
     read_string(node, p, "name", s.name);
@@ -289,7 +306,8 @@ class Loader : public YamlReader {
     const YAML::Node reward = lookup(node, "reward");
     if (reward.IsDefined() && !reward.IsNull()) read_reward(*this, reward, p + ".reward", s.reward, /*top_level=*/true);
     read_ppo(node, p, s.ppo);
-    read_double(node, p, "beta", s.dpo.beta);
+    read_double(node, p, "beta", s.type == "grpo" ? s.grpo.beta : s.dpo.beta);
+    read_int(node, p, "group_size", s.grpo.group_size);
     read_string(node, p, "loss", s.dpo.loss);
     read_double(node, p, "label_smoothing", s.dpo.label_smoothing);
     return s;
@@ -354,22 +372,30 @@ class Loader : public YamlReader {
     check("launch.status_port", l.status_port >= 0 && l.status_port <= 65535, l.status_port, "must be in [0, 65535]; 0 = off");
   }
 
-  // Keys of another stage type: ppo keys in an sft stage, max_steps in a ppo stage.
+  // Keys of another stage type: ppo keys in an sft stage, max_steps in a ppo stage, kl_coef in a grpo stage.
   void check_stage_type_keys(const YAML::Node& node, const std::string& p, const std::string& type) {
+    const std::string this_stage = " (this stage is " + (type.empty() ? std::string("untyped") : type) + ")";
     for (const auto& kv : node) {
       if (!kv.first.IsScalar()) continue;
       const std::string name = kv.first.Scalar();
+      const std::string key = p + "." + name;
       if (type == "ppo") {
         auto it = kNotForPpo.find(name);
-        if (it != kNotForPpo.end())
-          add(p + "." + name, kv.first.Mark(), "not used by ppo stages (they use " + it->second + ")");
-      } else if (contains(kPpoKeys, name) || name == "reward") {
-        add(p + "." + name, kv.first.Mark(), "only ppo stages have this key (this stage is " +
-                                                 (type.empty() ? std::string("untyped") : type) + ")");
+        if (it != kNotForPpo.end()) add(key, kv.first.Mark(), "not used by ppo stages (they use " + it->second + ")");
+      } else if (type == "grpo") {
+        auto it = kNotForGrpo.find(name);
+        if (it != kNotForGrpo.end()) add(key, kv.first.Mark(), "not used by grpo stages (they use " + it->second + ")");
+      } else if (contains(kGrpoPpoKeys, name) || name == "reward") {
+        add(key, kv.first.Mark(), "only ppo and grpo stages have this key" + this_stage);
+      } else if (contains(kPpoKeys, name)) {
+        add(key, kv.first.Mark(), "only ppo stages have this key" + this_stage);
       }
-      if (type != "dpo" && contains(kDpoKeys, name))
-        add(p + "." + name, kv.first.Mark(), "only dpo stages have this key (this stage is " +
-                                                 (type.empty() ? std::string("untyped") : type) + ")");
+      if (type != "grpo" && name == "group_size")
+        add(key, kv.first.Mark(), "only grpo stages have this key" + this_stage);
+      else if (type != "dpo" && type != "grpo" && name == "beta")
+        add(key, kv.first.Mark(), "only dpo and grpo stages have this key" + this_stage);
+      else if (type != "dpo" && type != "grpo" && contains(kDpoKeys, name))  // grpo: kNotForGrpo names them
+        add(key, kv.first.Mark(), "only dpo stages have this key" + this_stage);
     }
   }
 
@@ -443,6 +469,46 @@ class Loader : public YamlReader {
 
 
 
+  // grpo: its own keys, the ppo keys it shares (same checks and messages as ppo), groups whole on each rank.
+  void validate_grpo(const StageConfig& s, const std::string& p, int world_size) {
+    auto k = [&](const char* field) { return p + "." + field; };
+    const PpoSettings& o = s.ppo;
+    const GrpoSettings& g = s.grpo;
+    check(k("group_size"), g.group_size >= 2, g.group_size,
+          "must be >= 2: advantages compare the responses of one prompt's group");
+    check(k("beta"), g.beta >= 0, g.beta, "must be >= 0; 0 = no KL term");
+    check(k("rollout_batch_size"), o.rollout_batch_size > 0, o.rollout_batch_size, "must be > 0");
+    check(k("minibatch_size"), o.minibatch_size > 0, o.minibatch_size, "must be > 0");
+    check(k("ppo_epochs"), o.ppo_epochs > 0, o.ppo_epochs, "must be > 0");
+    if (o.max_iterations == 0 && !bad_.count(k("max_iterations")))
+      add(k("max_iterations"), mark_of(k("max_iterations")), "required: the number of GRPO iterations, > 0");
+    else
+      check(k("max_iterations"), o.max_iterations > 0, o.max_iterations, "must be > 0");
+    check(k("max_new_tokens"), o.max_new_tokens > 0, o.max_new_tokens, "must be > 0");
+    check(k("temperature"), o.temperature > 0, o.temperature, "must be > 0");
+    check(k("top_p"), o.top_p > 0 && o.top_p <= 1, o.top_p, "must be in (0, 1]");
+    check(k("clip_range"), o.clip_range > 0, o.clip_range, "must be > 0");
+    check(k("entropy_coef"), o.entropy_coef >= 0, o.entropy_coef, "must be >= 0");
+    check(k("actor_lr"), o.actor_lr > 0, o.actor_lr, "must be > 0");
+    check(k("warn_kl"), o.warn_kl >= 0, o.warn_kl, "must be >= 0; 0 = off");
+    check(k("warn_response_length"), o.warn_response_length >= 0, o.warn_response_length, "must be >= 0; 0 = off");
+    check(k("train"), s.train == "lora", s.train,
+          "grpo stages train a LoRA adapter: the reference policy is the model with the adapter off");
+    if (o.rollout_batch_size > 0 && world_size > 0)
+      check(k("rollout_batch_size"), o.rollout_batch_size % world_size == 0, o.rollout_batch_size,
+            "must be divisible by world size " + std::to_string(world_size) +
+                " (prompts per iteration; a prompt's group stays on one rank)");
+    if (o.minibatch_size > 0 && world_size > 0)
+      check(k("minibatch_size"), o.minibatch_size % world_size == 0, o.minibatch_size,
+            "must be divisible by world size " + std::to_string(world_size));
+    const int64_t responses = o.rollout_batch_size * g.group_size;
+    if (o.minibatch_size > 0 && o.rollout_batch_size > 0 && g.group_size >= 2)
+      check(k("minibatch_size"), responses % o.minibatch_size == 0, o.minibatch_size,
+            "must divide rollout_batch_size x group_size = " + std::to_string(responses));
+    if (s.reward.type.empty() && !bad_.count(k("reward")))
+      add(k("reward"), mark_of(k("reward")), "required: the reward to optimise, e.g. {type: rules, rules: [...]}");
+  }
+
   void validate_dpo(const StageConfig& s, const std::string& p) {
     auto k = [&](const char* field) { return p + "." + field; };
     const DpoSettings& o = s.dpo;
@@ -476,8 +542,9 @@ class Loader : public YamlReader {
       if (stage_bad_.count(p)) continue;
       validate_stage(c.stages[i], i, p, first_index, names, world_size);
       if (c.stages[i].type == "dpo") validate_dpo(c.stages[i], p);
-      if (c.stages[i].type == "ppo") {
-        validate_ppo(c.stages[i], p, world_size);
+      if (c.stages[i].type == "ppo" || c.stages[i].type == "grpo") {
+        if (c.stages[i].type == "ppo") validate_ppo(c.stages[i], p, world_size);
+        else validate_grpo(c.stages[i], p, world_size);
         validate_reward_stages(*this, c.stages[i].reward, p + ".reward", &c, i);
       }
     }
@@ -514,7 +581,7 @@ class Loader : public YamlReader {
     check(k("freeze_layers"), s.freeze_layers >= 0, s.freeze_layers, "must be >= 0");
     check(k("freeze_layers"), s.freeze_layers <= 0 || s.train == "full_freeze_lower", s.freeze_layers,
           "only with train: full_freeze_lower");
-    if (s.type != "ppo") {  // ppo stages count iterations and rollouts instead (validate_ppo)
+    if (s.type != "ppo" && s.type != "grpo") {  // these count iterations and rollouts instead (validate_ppo/grpo)
       check(k("max_steps"), s.max_steps >= 0, s.max_steps, "must be >= 0");
       check(k("epochs"), s.epochs >= 0, s.epochs, "must be >= 0");
       if (s.max_steps >= 0 && s.epochs >= 0 && !bad_.count(k("max_steps")) && !bad_.count(k("epochs"))) {

@@ -29,8 +29,8 @@ struct LoraSection {
   std::vector<std::string> targets = {"q_proj", "k_proj", "v_proj", "o_proj"};  // or [all-linear]
 };
 
-// The settings only ppo stages have (written flat in the stage, like the common ones). Counts are global:
-// across all ranks.
+// The settings only ppo stages have (written flat in the stage, like the common ones); grpo stages share
+// some of them (GrpoSettings lists which). Counts are global: across all ranks.
 struct PpoSettings {
   int64_t rollout_batch_size = 32;  // prompts per iteration; x samples_per_prompt divisible by world size
   int64_t samples_per_prompt = 1;   // responses sampled per prompt
@@ -64,10 +64,22 @@ struct DpoSettings {
   double label_smoothing = 0.0;     // cdpo: the assumed share of flipped labels, in (0, 0.5); else 0
 };
 
+// The settings only grpo stages have (flat in the stage). GRPO has no critic: each prompt gets a group of
+// responses, and a response's advantage is its reward standardised within its group. grpo stages also take
+// these ppo keys, with the same meaning and defaults (PpoSettings): rollout_batch_size (prompts per
+// iteration, divisible by the world size so a group never spans ranks), minibatch_size (responses per
+// optimizer step), ppo_epochs, max_iterations, max_new_tokens, temperature, top_p, clip_range, entropy_coef,
+// actor_lr, warn_kl, warn_response_length. The reference policy is the model with the stage's LoRA adapter
+// off, so grpo stages train a LoRA adapter.
+struct GrpoSettings {
+  int64_t group_size = 8;           // responses sampled per prompt (one group), >= 2
+  double beta = 0.04;               // weight of the k3 KL-to-reference loss term, >= 0 (0 = no KL term)
+};
+
 struct StageConfig {
   std::string name;                 // unique, [A-Za-z0-9_-]+ (required)
-  std::string type;                 // sft | reward_model | ppo | dpo (required)
-  std::string data;                 // training JSONL; for ppo the prompts (required, must exist)
+  std::string type;                 // sft | reward_model | ppo | dpo | grpo (required)
+  std::string data;                 // training JSONL; for ppo and grpo the prompts (required, must exist)
   std::string eval_data;            // optional held-out JSONL (must exist when given)
   std::string train = "lora";       // lora | full | full_freeze_lower
   int64_t freeze_layers = 0;        // with full_freeze_lower: embedding + first K layers frozen
@@ -93,9 +105,10 @@ struct StageConfig {
   int64_t max_seq_len = 0;          // tokens per row; 0 = the model's context
   bool truncate = false;            // rows longer than max_seq_len: false = error, true = cut (counted)
   bool skip_bad_rows = false;       // malformed rows: false = error, true = skipped (counted)
-  RewardSpec reward;                // ppo: the reward (required); other types: absent
-  PpoSettings ppo;                  // ppo only
+  RewardSpec reward;                // ppo, grpo: the reward (required); other types: absent
+  PpoSettings ppo;                  // ppo; grpo uses the keys GrpoSettings lists
   DpoSettings dpo;                  // dpo only
+  GrpoSettings grpo;                // grpo only
 };
 
 // How `reglage launch` starts the pipeline (ignored by `reglage run`).

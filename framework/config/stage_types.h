@@ -6,7 +6,7 @@
 namespace reglage::config {
 
 inline const std::vector<std::string>& known_stage_types() {
-  static const std::vector<std::string> types = {"sft", "reward_model", "ppo", "dpo"};
+  static const std::vector<std::string> types = {"sft", "reward_model", "ppo", "dpo", "grpo"};
   return types;
 }
 

@@ -168,7 +168,7 @@ TEST(ConfigLoad, DefaultsFilled) {
   EXPECT_EQ(s.log_every, 1);
   EXPECT_EQ(s.chat_template, "plain");
   EXPECT_FALSE(s.truncate);
-  EXPECT_EQ(known_stage_types(), (std::vector<std::string>{"sft", "reward_model", "ppo", "dpo"}));
+  EXPECT_EQ(known_stage_types(), (std::vector<std::string>{"sft", "reward_model", "ppo", "dpo", "grpo"}));
 }
 
 TEST(ConfigYaml, RoundTrip) {
@@ -320,7 +320,76 @@ TEST(ConfigProblems, UnknownStageType) {
   const std::string path = dir.minimal();
   const auto problems = problems_of(write_text(path, replace_all(core::read_file(path), "type: sft", "type: orpo")));
   ASSERT_EQ(problems.size(), 1u) << dump(problems);
-  expect_problem(problems, "stages[0].type", 7, 11, "= orpo (unknown stage type; expected sft, reward_model, ppo or dpo)");
+  expect_problem(problems, "stages[0].type", 7, 11, "= orpo (unknown stage type; expected sft, reward_model, ppo, dpo or grpo)");
+}
+
+// An sft stage, then a grpo stage starting from it whose last lines are `grpo_extra` (from line 9).
+std::string grpo_config(ConfigDir& dir, const std::string& sft_extra, const std::string& grpo_extra) {
+  const std::string text = "run_dir: " + dir.tmp.path("run") + "\n"                                        // 1
+                           "model: {path: " + test::model_260k() + "}\n"                                    // 2
+                           "stages:\n"                                                                      // 3
+                           "  - {name: sft, type: sft, data: " + dir.data + ", max_steps: 1" + sft_extra + "}\n"  // 4
+                           "  - name: grpo\n"                                                               // 5
+                           "    type: grpo\n"                                                               // 6
+                           "    init_from: sft\n"                                                           // 7
+                           "    data: " + dir.data + "\n" + grpo_extra;                                     // 8
+  return write_text(dir.tmp.path("grpo.yaml"), text);
+}
+
+TEST(ConfigLoad, GrpoDefaultsValuesAndRoundTrip) {
+  ConfigDir dir;
+  const std::string path = grpo_config(dir, "", "    max_iterations: 3\n"
+                                                "    beta: 0\n"
+                                                "    rollout_batch_size: 4\n"
+                                                "    minibatch_size: 8\n"
+                                                "    reward: {type: rules, rules: [{kind: exact_reference}]}\n");
+  const PipelineConfig c = load_pipeline(path, {}, 2);
+  const StageConfig& g = c.stages[1];
+  EXPECT_EQ(g.type, "grpo");
+  EXPECT_EQ(g.grpo.group_size, GrpoSettings{}.group_size);
+  EXPECT_EQ(g.grpo.group_size, 8);
+  EXPECT_EQ(g.grpo.beta, 0.0);  // 0 is allowed: no KL term
+  EXPECT_EQ(g.dpo.beta, DpoSettings{}.beta);
+  EXPECT_EQ(g.ppo.max_iterations, 3);
+  EXPECT_EQ(g.ppo.rollout_batch_size, 4);
+  EXPECT_EQ(g.ppo.actor_lr, PpoSettings{}.actor_lr);
+  EXPECT_EQ(g.reward.type, "rules");
+  const std::string yaml = stage_yaml(c, g);
+  EXPECT_NE(yaml.find("group_size: 8"), std::string::npos) << yaml;
+  EXPECT_EQ(yaml.find("kl_coef"), std::string::npos) << yaml;  // ppo-only keys are not part of a grpo stage
+  const PipelineConfig reread = load_pipeline(write_text(dir.tmp.path("re.yaml"), to_yaml(c)), {}, 2);
+  EXPECT_EQ(stage_yaml(reread, reread.stages[1]), yaml);
+}
+
+TEST(ConfigProblems, GrpoMistakesAreLocatedAndNamed) {
+  ConfigDir dir;
+  const std::string path = grpo_config(dir, ", group_size: 4",
+                                       "    group_size: 1\n"             // 9
+                                       "    beta: -0.1\n"                // 10
+                                       "    kl_coef: 0.1\n"              // 11
+                                       "    lr: 0.001\n"                 // 12
+                                       "    rollout_batch_size: 3\n"     // 13
+                                       "    train: full\n"               // 14
+                                       "    samples_per_prompt: 2\n"     // 15
+                                       "    loss: ipo\n");               // 16
+  const auto problems = problems_of(path, {}, 2);
+  const int sft_column = int(std::string("  - {name: sft, type: sft, data: , max_steps: 1, ").size() + dir.data.size()) + 1;
+  expect_problem(problems, "stages[0].group_size", 4, sft_column, "only grpo stages have this key (this stage is sft)");
+  expect_problem(problems, "stages[1].group_size", 9, 17, "= 1 (must be >= 2");
+  expect_problem(problems, "stages[1].beta", 10, 11, "= -0.1 (must be >= 0; 0 = no KL term)");
+  expect_problem(problems, "stages[1].kl_coef", 11, 5, "not used by grpo stages (they use beta)");
+  expect_problem(problems, "stages[1].lr", 12, 5, "not used by grpo stages (they use actor_lr)");
+  expect_problem(problems, "stages[1].rollout_batch_size", 13, 25, "= 3 (must be divisible by world size 2");
+  expect_problem(problems, "stages[1].train", 14, 12, "grpo stages train a LoRA adapter");
+  expect_problem(problems, "stages[1].samples_per_prompt", 15, 5, "not used by grpo stages (they use group_size)");
+  expect_problem(problems, "stages[1].loss", 16, 5, "not used by grpo stages");
+  bool iterations = false, reward = false;
+  for (const ConfigProblem& p : problems) {
+    iterations |= p.key == "stages[1].max_iterations" && p.message.find("required") != std::string::npos;
+    reward |= p.key == "stages[1].reward" && p.message.find("required") != std::string::npos;
+  }
+  EXPECT_TRUE(iterations) << dump(problems);
+  EXPECT_TRUE(reward) << dump(problems);
 }
 
 // Two stages: `first` from line 5 and `second` after it (line 9, or 10 when `first_extra` is a line).
@@ -492,12 +561,14 @@ TEST(ConfigDpo, MistakesAreLocated) {
   expect_problem(problems, "stages[1].loss", 19, 11, "= kto (expected sigmoid, ipo or cdpo)");
   expect_problem(problems, "stages[1].train", 20, 12, "dpo stages train a LoRA adapter");
   problems = problems_of(with_dpo(dir, "    loss: cdpo\n"));
-  expect_problem(problems, "stages[1].label_smoothing", 0, 0, "must be in (0, 0.5) with loss: cdpo");
+  expect_problem(problems, "stages[1].label_smoothing", 12, 5, "= 0 (must be in (0, 0.5) with loss: cdpo)");  // at the stage
   problems = problems_of(with_dpo(dir, "    loss: ipo\n    label_smoothing: 0.1\n"));
   expect_problem(problems, "stages[1].label_smoothing", 19, 22, "only loss: cdpo uses it (this stage's loss is ipo)");
   // dpo keys elsewhere
   problems = problems_of(dir.minimal("    beta: 0.1\n"));
-  expect_problem(problems, "stages[0].beta", 12, 5, "only dpo stages have this key (this stage is sft)");
+  expect_problem(problems, "stages[0].beta", 12, 5, "only dpo and grpo stages have this key (this stage is sft)");
+  problems = problems_of(dir.minimal("    loss: ipo\n"));
+  expect_problem(problems, "stages[0].loss", 12, 5, "only dpo stages have this key (this stage is sft)");
 }
 
 }  // namespace
