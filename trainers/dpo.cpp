@@ -33,10 +33,18 @@ std::pair<torch::Tensor, torch::Tensor> pair_logprobs(model::CausalLM& m, const 
   return {lp.narrow(0, 0, n), lp.narrow(0, n, n)};
 }
 
+// A batch's loss per pair (with the RPO term when rpo_alpha > 0) and what the stage logs about it.
+struct BatchLoss {
+  rl::DpoResult dpo;  // loss (n): the DPO-family loss plus rpo_alpha x chosen_nll
+  torch::Tensor chosen_nll;  // (n) per-token NLL of the chosen response under the policy, no graph
+};
+
 // Sums over pairs of the quantities the stage logs, all-reduced across ranks.
 struct DpoStats {
-  double loss = 0, correct = 0, chosen = 0, rejected = 0, pairs = 0;
-  void add(const rl::DpoResult& r) {
+  double loss = 0, correct = 0, chosen = 0, rejected = 0, nll = 0, pairs = 0;
+  void add(const BatchLoss& b) {
+    const rl::DpoResult& r = b.dpo;
+    nll += b.chosen_nll.sum().item<double>();
     loss += r.loss.detach().sum().item<double>();
     correct += (r.chosen_reward > r.rejected_reward).sum().item<double>();
     chosen += r.chosen_reward.sum().item<double>();
@@ -44,10 +52,10 @@ struct DpoStats {
     pairs += double(r.loss.size(0));
   }
   void all_reduce(dist::Communicator& comm) {
-    auto t = torch::tensor({loss, correct, chosen, rejected, pairs}, torch::kFloat64);
+    auto t = torch::tensor({loss, correct, chosen, rejected, nll, pairs}, torch::kFloat64);
     comm.all_reduce_sum(t, "allreduce dpo metrics");
     loss = t[0].item<double>(), correct = t[1].item<double>(), chosen = t[2].item<double>();
-    rejected = t[3].item<double>(), pairs = t[4].item<double>();
+    rejected = t[3].item<double>(), nll = t[4].item<double>(), pairs = t[5].item<double>();
   }
   nlohmann::json metrics() const {
     const double n = std::max(pairs, 1.0);
@@ -55,20 +63,27 @@ struct DpoStats {
             {"accuracy", correct / n},
             {"chosen_reward", chosen / n},
             {"rejected_reward", rejected / n},
-            {"margin", (chosen - rejected) / n}};
+            {"margin", (chosen - rejected) / n},
+            {"chosen_nll", nll / n}};
   }
 };
 
 // The loss and its statistics for one batch: reference first (adapter off, no grad), then the policy.
-rl::DpoResult batch_loss(model::CausalLM& m, const data::PreferenceBatch& batch, const model::AdapterSet& active,
-                         const config::DpoSettings& o) {
+BatchLoss batch_loss(model::CausalLM& m, const data::PreferenceBatch& batch, const model::AdapterSet& active,
+                     const config::DpoSettings& o) {
   torch::Tensor ref_c, ref_r;
   {
     torch::NoGradGuard no_grad;
     std::tie(ref_c, ref_r) = pair_logprobs(m, batch, {});
   }
   auto [pi_c, pi_r] = pair_logprobs(m, batch, active);
-  return rl::dpo_loss(pi_c, pi_r, ref_c, ref_r, o.beta, o.loss, o.label_smoothing);
+  BatchLoss out{rl::dpo_loss(pi_c, pi_r, ref_c, ref_r, o.beta, o.loss, o.label_smoothing), {}};
+  const int64_t n = pi_c.size(0);
+  auto chosen_tokens = batch.targets.narrow(0, 0, n).ne(-100).sum(1);  // (n)
+  auto nll = rl::chosen_nll(pi_c, chosen_tokens);                     // (n)
+  if (o.rpo_alpha > 0) out.dpo.loss = out.dpo.loss + o.rpo_alpha * nll;
+  out.chosen_nll = nll.detach();
+  return out;
 }
 
 DpoStats evaluate(StageContext& ctx, model::CausalLM& m, const data::PreferenceDataset& eval,
@@ -142,7 +157,7 @@ void run_dpo(StageContext& ctx) {
     for (int64_t k = 0; k < st.grad_accum; ++k) {
       std::vector<int64_t> chunk(mine.begin() + k * micro, mine.begin() + (k + 1) * micro);
       auto r = batch_loss(m, data::collate_pairs(train_data, chunk, pad_id), trainable.active, st.dpo);
-      (r.loss.sum() / double(st.batch_size)).backward();  // mean over the global batch
+      (r.dpo.loss.sum() / double(st.batch_size)).backward();  // mean over the global batch
       stats.add(r);
     }
     dist::all_reduce_gradients(ctx.comm, params);  // sync point

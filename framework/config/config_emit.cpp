@@ -194,6 +194,7 @@ void emit_stage(YAML::Emitter& out, const StageConfig& s) {
     real("beta", s.dpo.beta);
     str("loss", s.dpo.loss);
     real("label_smoothing", s.dpo.label_smoothing);
+    real("rpo_alpha", s.dpo.rpo_alpha);
   }
   out << YAML::EndMap;
 }

@@ -46,7 +46,7 @@ const std::vector<std::string> kPpoKeys = {
     "value_clip_range",   "vf_coef",            "entropy_coef",   "actor_lr",     "critic_lr",
     "warn_kl",            "warn_response_length"};
 // Keys only dpo stages have ("beta" grpo stages have too).
-const std::vector<std::string> kDpoKeys = {"beta", "loss", "label_smoothing"};
+const std::vector<std::string> kDpoKeys = {"beta", "loss", "label_smoothing", "rpo_alpha"};
 // Keys only grpo stages have, the ppo keys they share (PpoSettings fields), and the keys they do not use.
 const std::vector<std::string> kGrpoKeys = {"group_size", "beta"};
 const std::vector<std::string> kGrpoPpoKeys = {
@@ -62,7 +62,8 @@ const std::map<std::string, std::string> kNotForGrpo = {
     {"gamma", "group advantages, no GAE"}, {"lam", "group advantages, no GAE"},
     {"value_clip_range", "no critic"},     {"vf_coef", "no critic"},
     {"critic_lr", "no critic"},            {"loss", "the clipped objective + beta x k3"},
-    {"label_smoothing", "the clipped objective + beta x k3"}};
+    {"label_smoothing", "the clipped objective + beta x k3"},
+    {"rpo_alpha", "the clipped objective + beta x k3"}};
 const std::map<std::string, std::string> kNotForPpo = {
     {"max_steps", "max_iterations"}, {"epochs", "max_iterations"},  {"batch_size", "rollout_batch_size"},
     {"grad_accum", "minibatch_size"}, {"lr", "actor_lr and critic_lr"}, {"train", "LoRA adapters (train: lora)"},
@@ -310,6 +311,7 @@ class Loader : public YamlReader {
     read_int(node, p, "group_size", s.grpo.group_size);
     read_string(node, p, "loss", s.dpo.loss);
     read_double(node, p, "label_smoothing", s.dpo.label_smoothing);
+    read_double(node, p, "rpo_alpha", s.dpo.rpo_alpha);
     return s;
   }
 
@@ -514,6 +516,7 @@ class Loader : public YamlReader {
     const DpoSettings& o = s.dpo;
     check(k("beta"), o.beta > 0, o.beta, "must be > 0");
     check_choice(k("loss"), o.loss, {"sigmoid", "ipo", "cdpo"});
+    check(k("rpo_alpha"), o.rpo_alpha >= 0, o.rpo_alpha, "must be >= 0 (0 = no NLL term)");
     if (o.loss == "cdpo")
       check(k("label_smoothing"), o.label_smoothing > 0 && o.label_smoothing < 0.5, o.label_smoothing,
             "must be in (0, 0.5) with loss: cdpo");

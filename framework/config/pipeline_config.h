@@ -62,6 +62,8 @@ struct DpoSettings {
   double beta = 0.1;                // strength of the implicit KL to the reference, > 0
   std::string loss = "sigmoid";     // sigmoid (DPO) | ipo | cdpo
   double label_smoothing = 0.0;     // cdpo: the assumed share of flipped labels, in (0, 0.5); else 0
+  double rpo_alpha = 0.0;           // weight of the chosen response's per-token NLL added to the loss
+                                    // (RPO, Pang et al. 2024; TRL's rpo_alpha), >= 0; 0 = plain DPO
 };
 
 // The settings only grpo stages have (flat in the stage). GRPO has no critic: each prompt gets a group of

@@ -31,6 +31,10 @@ DpoResult dpo_loss(const torch::Tensor& pi_c, const torch::Tensor& pi_r, const t
   return {per_pair, rc.detach(), rr.detach()};
 }
 
+torch::Tensor chosen_nll(const torch::Tensor& pi_c, const torch::Tensor& chosen_tokens) {
+  return -pi_c / chosen_tokens.to(pi_c.scalar_type()).clamp_min(1.0);
+}
+
 torch::Tensor group_advantages(const torch::Tensor& rewards, int64_t group_size, double eps) {
   if (group_size < 1 || rewards.numel() % group_size != 0)
     fail("group_advantages: ", rewards.numel(), " rewards do not split into groups of ", group_size);

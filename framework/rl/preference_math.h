@@ -28,6 +28,10 @@ struct DpoResult {
 DpoResult dpo_loss(const torch::Tensor& pi_c, const torch::Tensor& pi_r, const torch::Tensor& ref_c,
                    const torch::Tensor& ref_r, double beta, const std::string& loss, double label_smoothing);
 
+// The RPO term (Pang et al. 2024): the chosen responses' negative log-likelihood per token,
+// -pi_c / chosen_tokens, each (n) -> (n), with the graph through pi_c. A row with no tokens counts as one.
+torch::Tensor chosen_nll(const torch::Tensor& pi_c, const torch::Tensor& chosen_tokens);
+
 // GRPO advantages: rewards (G * group_size) laid out group after group -> (reward - group mean) /
 // (group std + eps), the std unbiased (n - 1; 0 for a group of one). A group whose rewards are all equal
 // gets 0 everywhere. float64 in, float64 out, no graph.

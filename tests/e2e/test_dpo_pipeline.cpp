@@ -66,9 +66,10 @@ class DpoPipeline : public ::testing::Test {
   test::TempDir tmp_;
 };
 
-// Conservative DPO with gradient accumulation and LoRA dropout, killed after the step-3 checkpoint.
+// Conservative DPO + the RPO term, with gradient accumulation and LoRA dropout, killed after the step-3
+// checkpoint.
 TEST_F(DpoPipeline, ExactResumeAfterSigkillTwoRanks) {
-  const std::string dpo = "loss: cdpo, label_smoothing: 0.1, beta: 0.2, max_steps: 6, batch_size: 8, "
+  const std::string dpo = "loss: cdpo, label_smoothing: 0.1, rpo_alpha: 0.5, beta: 0.2, max_steps: 6, batch_size: 8, "
                           "grad_accum: 2, lr: 2.0e-3, checkpoint_every: 3, eval_every: 3";
   core::write_file_atomic(tmp_.path("a.yaml"), yaml(tmp_, tmp_.path("a"), dpo));
   core::write_file_atomic(tmp_.path("b.yaml"), yaml(tmp_, tmp_.path("b"), dpo));
@@ -93,7 +94,7 @@ TEST_F(DpoPipeline, ExactResumeAfterSigkillTwoRanks) {
   };
   const auto ra = records(tmp_.path("a/dpo/metrics.jsonl"));
   EXPECT_EQ(strip(ra), strip(records(tmp_.path("b/dpo/metrics.jsonl"))));
-  for (const char* key : {"loss", "accuracy", "chosen_reward", "rejected_reward", "margin", "grad_norm"})
+  for (const char* key : {"loss", "accuracy", "chosen_reward", "rejected_reward", "margin", "chosen_nll", "grad_norm"})
     EXPECT_TRUE(ra.front().contains(key)) << key;
 }
 

@@ -548,6 +548,7 @@ TEST(ConfigDpo, KeysAndDefaults) {
   EXPECT_EQ(c.stages[1].dpo.beta, 0.1);
   EXPECT_EQ(c.stages[1].dpo.loss, "sigmoid");
   EXPECT_EQ(c.stages[1].dpo.label_smoothing, 0.0);
+  EXPECT_EQ(c.stages[1].dpo.rpo_alpha, 0.0);
   c = load_pipeline(with_dpo(dir, "    loss: cdpo\n    label_smoothing: 0.2\n    beta: 0.5\n"), {}, 1);
   EXPECT_EQ(c.stages[1].dpo.beta, 0.5);
   EXPECT_EQ(c.stages[1].dpo.loss, "cdpo");
@@ -556,7 +557,8 @@ TEST(ConfigDpo, KeysAndDefaults) {
 
 TEST(ConfigDpo, MistakesAreLocated) {
   ConfigDir dir;
-  auto problems = problems_of(with_dpo(dir, "    beta: 0\n    loss: kto\n    train: full\n"));
+  auto problems = problems_of(with_dpo(dir, "    beta: 0\n    loss: kto\n    train: full\n    rpo_alpha: -1\n"));
+  expect_problem(problems, "stages[1].rpo_alpha", 21, 16, "= -1 (must be >= 0");
   expect_problem(problems, "stages[1].beta", 18, 11, "= 0 (must be > 0)");
   expect_problem(problems, "stages[1].loss", 19, 11, "= kto (expected sigmoid, ipo or cdpo)");
   expect_problem(problems, "stages[1].train", 20, 12, "dpo stages train a LoRA adapter");

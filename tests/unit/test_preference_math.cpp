@@ -64,6 +64,19 @@ TEST(PreferenceMath, UnknownLossIsAnError) {
   EXPECT_THROW(rl::dpo_loss(p.pi_c, p.pi_r, p.ref_c, p.ref_r, 0.1, "hinge2", 0.0), std::exception);
 }
 
+TEST(PreferenceMath, ChosenNllIsPerTokenAndCarriesTheGradient) {
+  // Summed log-probs -6 over 3 tokens and -3 over 1 token -> NLL per token 2 and 3; d/d pi_c = -1/tokens.
+  auto pi_c = t({-6, -3}).requires_grad_(true);
+  auto nll = rl::chosen_nll(pi_c, torch::tensor({3, 1}, torch::kInt64));
+  EXPECT_NEAR(nll[0].item<double>(), 2.0, 1e-12);
+  EXPECT_NEAR(nll[1].item<double>(), 3.0, 1e-12);
+  nll.sum().backward();
+  EXPECT_NEAR(pi_c.grad()[0].item<double>(), -1.0 / 3.0, 1e-12);
+  EXPECT_NEAR(pi_c.grad()[1].item<double>(), -1.0, 1e-12);
+  // A row without tokens divides by one.
+  EXPECT_NEAR(rl::chosen_nll(t({-2}), torch::tensor({0}, torch::kInt64))[0].item<double>(), 2.0, 1e-12);
+}
+
 TEST(PreferenceMath, GroupAdvantagesPerGroup) {
   // Group 1: 1, 2, 3: mean 2, unbiased std 1 -> -1, 0, 1 (over 1 + eps). Group 2: all 5 -> 0, 0, 0.
   // Group 3: 0, 4, 8: mean 4, std 4 -> -1, 0, 1.
