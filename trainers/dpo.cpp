@@ -113,14 +113,7 @@ void run_dpo(StageContext& ctx) {
   // ---- setup: model + adapter, data, optimizer -----------------------------------------------------
   Policy policy = load_policy(ctx);
   auto& m = policy.model;
-  data::SftDataOptions opt;
-  opt.chat_template = st.chat_template;
-  opt.max_seq_len = st.max_seq_len > 0 ? st.max_seq_len : m->config().max_seq_len;
-  opt.truncate = st.truncate;
-  opt.skip_bad_rows = st.skip_bad_rows;
-  const auto train_data = data::load_preference_jsonl(st.data, *policy.tok, opt);
-  std::optional<data::PreferenceDataset> eval_data;
-  if (!st.eval_data.empty()) eval_data = data::load_preference_jsonl(st.eval_data, *policy.tok, opt);
+  const auto [train_data, eval_data] = load_preference_splits(st, policy);
   const int64_t pad_id = std::max<int64_t>(policy.tok->eos_id(), 0);
   const int64_t steps = total_steps(st, int64_t(train_data.pairs.size()));
 

@@ -89,13 +89,7 @@ void run_grpo(StageContext& ctx) {
   auto reward_source = reward::make_reward_source(st.reward, reward_ctx, "stages." + st.name + ".reward");
   reward::RewardNormalizer normalizer(st.reward.clip);
 
-  data::SftDataOptions opt;
-  opt.chat_template = st.chat_template;
-  opt.max_seq_len = st.max_seq_len > 0 ? st.max_seq_len : m->config().max_seq_len - o.max_new_tokens;
-  opt.skip_bad_rows = st.skip_bad_rows;
-  if (opt.max_seq_len <= 0)
-    fail("stage '", st.name, "': max_new_tokens = ", o.max_new_tokens, " leaves no room for a prompt in the model's ",
-         m->config().max_seq_len, "-token context");
+  const auto opt = prompt_data_options(st, m->config().max_seq_len);
   const auto prompts = data::load_prompt_jsonl(st.data, *policy.tok, opt);
   std::optional<data::PromptDataset> eval_prompts;
   if (!st.eval_data.empty()) eval_prompts = data::load_prompt_jsonl(st.eval_data, *policy.tok, opt);

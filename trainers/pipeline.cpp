@@ -133,11 +133,7 @@ void validate_stage_inputs(const config::PipelineConfig& cfg) {
       continue;
     }
     if (st.type != "sft" && st.type != "reward_model" && st.type != "dpo") continue;
-    data::SftDataOptions opt;
-    opt.chat_template = st.chat_template;
-    opt.max_seq_len = st.max_seq_len > 0 ? st.max_seq_len : model_cfg.max_seq_len;
-    opt.truncate = st.truncate;
-    opt.skip_bad_rows = st.skip_bad_rows;
+    const auto opt = row_data_options(st, model_cfg.max_seq_len);
     const std::string key = "stages[" + std::to_string(i) + "].";
     if (st.max_seq_len > model_cfg.max_seq_len)
       problems.push_back({0, 0, key + "max_seq_len", std::to_string(st.max_seq_len) + " exceeds the model's context of " +

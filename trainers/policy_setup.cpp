@@ -66,6 +66,34 @@ Trainable setup_trainable(const StageContext& ctx, model::CausalLM& m) {
   return t;
 }
 
+data::SftDataOptions row_data_options(const config::StageConfig& st, int64_t context) {
+  data::SftDataOptions opt;
+  opt.chat_template = st.chat_template;
+  opt.max_seq_len = st.max_seq_len > 0 ? st.max_seq_len : context;
+  opt.truncate = st.truncate;
+  opt.skip_bad_rows = st.skip_bad_rows;
+  return opt;
+}
+
+data::SftDataOptions prompt_data_options(const config::StageConfig& st, int64_t context) {
+  const int64_t new_tokens = st.ppo.max_new_tokens;
+  data::SftDataOptions opt;
+  opt.chat_template = st.chat_template;
+  opt.max_seq_len = st.max_seq_len > 0 ? st.max_seq_len : context - new_tokens;
+  opt.skip_bad_rows = st.skip_bad_rows;
+  if (opt.max_seq_len <= 0)
+    fail("stage '", st.name, "': max_new_tokens = ", new_tokens, " leaves no room for a prompt in the model's ",
+         context, "-token context");
+  return opt;
+}
+
+PreferenceSplits load_preference_splits(const config::StageConfig& st, const Policy& policy) {
+  const auto opt = row_data_options(st, policy.model->config().max_seq_len);
+  PreferenceSplits out{data::load_preference_jsonl(st.data, *policy.tok, opt), std::nullopt};
+  if (!st.eval_data.empty()) out.eval = data::load_preference_jsonl(st.eval_data, *policy.tok, opt);
+  return out;
+}
+
 train::AdamWConfig adamw_config(const config::StageConfig& st) {
   train::AdamWConfig ac;
   ac.beta1 = st.adam_beta1;

@@ -72,11 +72,7 @@ void run_sft(StageContext& ctx) {
   const int64_t context = m->config().max_seq_len;
   if (st.max_seq_len > context)
     fail("stage '", st.name, "': max_seq_len = ", st.max_seq_len, " exceeds the model's context of ", context);
-  data::SftDataOptions opt;
-  opt.chat_template = st.chat_template;
-  opt.max_seq_len = st.max_seq_len > 0 ? st.max_seq_len : context;
-  opt.truncate = st.truncate;
-  opt.skip_bad_rows = st.skip_bad_rows;
+  const auto opt = row_data_options(st, context);
   const auto train_data = data::load_sft_jsonl(st.data, *policy.tok, opt);
   std::optional<data::SftDataset> eval_data;
   if (!st.eval_data.empty()) eval_data = data::load_sft_jsonl(st.eval_data, *policy.tok, opt);
