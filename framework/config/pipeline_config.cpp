@@ -75,6 +75,8 @@ using namespace detail;
 // Converts one YAML tree into a PipelineConfig, collecting problems.
 class Loader : public YamlReader {
  public:
+  bool check_data_files = true;  // stages' data / eval_data must exist (not for export, eval)
+
   // Applies "a.b.c=value" to the tree. A list element is addressed by index or by its `name`.
   void apply_override(YAML::Node& root, const std::string& text) {
     const size_t eq = text.find('=');
@@ -576,10 +578,10 @@ class Loader : public YamlReader {
     }
     if (s.data.empty()) {
       if (!bad_.count(k("data"))) add(k("data"), mark_of(k("data")), "required (the training JSONL)");
-    } else {
+    } else if (check_data_files) {
       check_exists(k("data"), s.data);
     }
-    check_exists(k("eval_data"), s.eval_data);
+    if (check_data_files) check_exists(k("eval_data"), s.eval_data);
     check_choice(k("train"), s.train, {"lora", "full", "full_freeze_lower"});
     check(k("freeze_layers"), s.freeze_layers >= 0, s.freeze_layers, "must be >= 0");
     check(k("freeze_layers"), s.freeze_layers <= 0 || s.train == "full_freeze_lower", s.freeze_layers,
@@ -657,7 +659,8 @@ class Loader : public YamlReader {
 
 }  // namespace
 
-PipelineConfig load_pipeline(const std::string& path, const std::vector<std::string>& overrides, int world_size) {
+PipelineConfig load_pipeline(const std::string& path, const std::vector<std::string>& overrides, int world_size,
+                             DataFiles data_files) {
   YAML::Node root = load_yaml_file(path);
   if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);  // an empty file: report what is missing
   if (!root.IsMap()) {
@@ -667,6 +670,7 @@ PipelineConfig load_pipeline(const std::string& path, const std::vector<std::str
   }
 
   Loader loader;
+  loader.check_data_files = data_files == DataFiles::must_exist;
   for (const std::string& o : overrides) loader.apply_override(root, o);
   PipelineConfig config = loader.convert(root, world_size);
   config.source = path;

@@ -164,7 +164,11 @@ class ConfigError;
 // not divisible by world_size x grad_accum, init_from naming a later or unknown stage, duplicate stage
 // names, an unknown stage type, a run_dir that cannot be created or written. Relative paths in the file
 // are taken relative to the current directory. Throws ConfigError listing all problems.
-PipelineConfig load_pipeline(const std::string& path, const std::vector<std::string>& overrides, int world_size);
+// Commands that only read a finished run (export, eval) pass DataFiles::may_be_missing: the stages' data and
+// eval_data files need not exist any more (the model must).
+enum class DataFiles { must_exist, may_be_missing };
+PipelineConfig load_pipeline(const std::string& path, const std::vector<std::string>& overrides, int world_size,
+                             DataFiles data_files = DataFiles::must_exist);
 
 // The resolved config (defaults filled in, overrides applied) as YAML, for run_dir/config.yaml.
 std::string to_yaml(const PipelineConfig& config);

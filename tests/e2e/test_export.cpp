@@ -7,6 +7,8 @@
 //   mistakes: one line on stderr naming the problem, exit 1, nothing written.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -178,6 +180,19 @@ TEST_F(Export, HfOfAFullyTrainedStageAndInBfloat16) {
     const auto mid = w_base.at(name).to(torch::kFloat64) * 0.5 + t.to(torch::kFloat64) * 0.5;
     EXPECT_TRUE(torch::equal(half.at(name), mid.to(torch::kBFloat16))) << name;
   }
+}
+
+// A finished run is exported (and evaluated) where its training data no longer is.
+TEST_F(Export, NeedsTheModelButNotTheTrainingData) {
+  const std::string data = tmp_->path("sft.jsonl"), moved = tmp_->path("sft.jsonl.moved");
+  ASSERT_EQ(std::rename(data.c_str(), moved.c_str()), 0);
+  auto r = export_(run_dir() + " --stage sft --format peft --out " + out("peft-no-data"));
+  auto e = test::run_reglage("eval --config " + run_dir() + "/config.yaml --stage sft --prompts " +
+                             tmp_->path("prompts.jsonl") + " --max-new-tokens 4");
+  ASSERT_EQ(std::rename(moved.c_str(), data.c_str()), 0);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(core::file_exists(out("peft-no-data/adapter_model.safetensors")));
+  EXPECT_EQ(e.exit_code, 0) << e.err;
 }
 
 TEST_F(Export, PeftLoadsBackAsTheStagesOwnAdapter) {

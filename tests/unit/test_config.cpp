@@ -288,6 +288,24 @@ TEST(ConfigProblems, MissingDataAndEvalFiles) {
   expect_problem(problems, "stages[0].eval_data", 12, 16, missing + " (no such file or directory)");
 }
 
+TEST(ConfigLoad, AFinishedRunsConfigLoadsWithoutItsDataFiles) {
+  ConfigDir dir;
+  const std::string missing = dir.tmp.path("missing.jsonl");
+  const std::string path = dir.minimal("    eval_data: " + missing + "\n");
+  write_text(path, replace_all(core::read_file(path), "data: " + dir.data, "data: " + missing));
+  const auto c = load_pipeline(path, {}, 1, DataFiles::may_be_missing);  // as export and eval read a run
+  EXPECT_EQ(c.stages[0].data, missing);
+  // The model must still be there.
+  write_text(path, replace_all(core::read_file(path), test::model_260k(), "nope.bin"));
+  bool model_missing = false;
+  try {
+    load_pipeline(path, {}, 1, DataFiles::may_be_missing);
+  } catch (const ConfigError& e) {
+    for (const ConfigProblem& p : e.problems()) model_missing |= p.key == "model.path";
+  }
+  EXPECT_TRUE(model_missing);
+}
+
 TEST(ConfigProblems, MissingModel) {
   ConfigDir dir;
   const std::string path = dir.minimal();
