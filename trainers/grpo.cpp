@@ -52,11 +52,6 @@ struct IterationSums {
   double operator[](Stat i) const { return v[i]; }
 };
 
-// Stops the run on a NaN or inf, naming the iteration and the quantity.
-void check_finite(const config::StageConfig& st, int64_t iteration, const std::string& what, double x) {
-  if (!std::isfinite(x))
-    fail("stage '", st.name, "' iteration ", iteration, ": ", what, " = ", x, " (not finite); the run stops here");
-}
 
 // Groups (consecutive runs of group_size rewards) whose rewards are all equal: they get advantage 0 and
 // teach nothing.
@@ -146,26 +141,7 @@ void run_grpo(StageContext& ctx) {
 
     // 2. scores (raw, then normalised/clipped) and group advantages
     const auto t_score = Clock::now();
-    std::vector<double> raw = reward_source->score(ro.reward_inputs);
-    if (raw.size() != ro.reward_inputs.size())
-      fail("stage '", st.name, "' iteration ", done, ": the reward returned ", raw.size(), " scores for ",
-           ro.reward_inputs.size(), " responses");
-    double raw_sum = 0, raw_sq = 0;
-    for (double r : raw) {
-      check_finite(st, done, "reward", r);
-      raw_sum += r, raw_sq += r * r;
-    }
-    std::vector<double> shaped = raw;
-    if (st.reward.normalize) {
-      // Global moments of this batch, merged into the running statistics identically on every rank.
-      auto t = torch::tensor({double(raw.size()), raw_sum, raw_sq}, torch::kFloat64);
-      ctx.comm.all_reduce_sum(t, "allreduce reward moments");
-      const double n = t[0].item<double>(), mean = t[1].item<double>() / n;
-      normalizer.merge(int64_t(n), mean, std::max(0.0, t[2].item<double>() - n * mean * mean));
-      shaped = normalizer.apply(raw);
-    } else {
-      shaped = reward::clip_rewards(raw, st.reward.clip);
-    }
+    const auto [raw, shaped, raw_sum, raw_sq] = score_rollout(ctx, *reward_source, normalizer, ro, done);
     // Groups are whole on this rank, so advantages need no communication.
     auto advantages = rl::group_advantages(torch::tensor(shaped, torch::kFloat64), g.group_size, kAdvantageEps)
                           .to(torch::kFloat32);  // (n)

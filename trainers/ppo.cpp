@@ -57,11 +57,6 @@ enum Stat : size_t {
   kApproxKl, kMinibatches, kExplainedVar, kPromptTokens
 };
 
-// Stops the run on a NaN or inf, naming the iteration and the quantity.
-void check_finite(const config::StageConfig& st, int64_t iteration, const std::string& what, double x) {
-  if (!std::isfinite(x))
-    fail("stage '", st.name, "' iteration ", iteration, ": ", what, " = ", x, " (not finite); the run stops here");
-}
 
 lora::LoraConfig lora_config(const config::PipelineConfig& cfg) {
   lora::LoraConfig lc;
@@ -183,26 +178,7 @@ void run_ppo(StageContext& ctx) {
 
     // 2. scores (raw, then normalised/clipped), reference log-probs, values
     const auto t_score = Clock::now();
-    std::vector<double> raw = reward_source->score(ro.reward_inputs);
-    if (raw.size() != ro.reward_inputs.size())
-      fail("stage '", st.name, "' iteration ", done, ": the reward returned ", raw.size(), " scores for ",
-           ro.reward_inputs.size(), " responses");
-    double raw_sum = 0, raw_sq = 0;
-    for (double r : raw) {
-      check_finite(st, done, "reward", r);
-      raw_sum += r, raw_sq += r * r;
-    }
-    std::vector<double> shaped = raw;
-    if (st.reward.normalize) {
-      // Global moments of this batch, merged into the running statistics identically on every rank.
-      auto t = torch::tensor({double(raw.size()), raw_sum, raw_sq}, torch::kFloat64);
-      ctx.comm.all_reduce_sum(t, "allreduce reward moments");
-      const double n = t[0].item<double>(), mean = t[1].item<double>() / n;
-      normalizer.merge(int64_t(n), mean, std::max(0.0, t[2].item<double>() - n * mean * mean));
-      shaped = normalizer.apply(raw);
-    } else {
-      shaped = reward::clip_rewards(raw, st.reward.clip);
-    }
+    const auto [raw, shaped, raw_sum, raw_sq] = score_rollout(ctx, *reward_source, normalizer, ro, done);
     const double score_s = seconds_since(t_score);
     const auto t_ref = Clock::now();
     evaluate_rollout(m, value_head, ro, spec);  // old_logp, ref_logp, values (no grad)

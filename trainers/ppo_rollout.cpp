@@ -1,6 +1,7 @@
 #include "trainers/ppo_rollout.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "framework/core/error.h"
 #include "framework/core/progress.h"
@@ -130,6 +131,36 @@ MinibatchOutput forward_minibatch(model::CausalLM& m, model::ScalarHead& value_h
   auto index = ro.index.index_select(0, idx);
   auto hidden = m->hidden({ids, {}, valid, nullptr, spec.critic});  // (b, L, D)
   out.values = value_head(hidden).gather(1, index).to(torch::kFloat32);
+  return out;
+}
+
+void check_finite(const config::StageConfig& st, int64_t iteration, const std::string& what, double x) {
+  if (!std::isfinite(x))
+    fail("stage '", st.name, "' iteration ", iteration, ": ", what, " = ", x, " (not finite); the run stops here");
+}
+
+ScoredRollout score_rollout(StageContext& ctx, reward::RewardSource& reward, reward::RewardNormalizer& normalizer,
+                            const Rollout& ro, int64_t iteration) {
+  const auto& st = ctx.stage;
+  ScoredRollout out;
+  out.raw = reward.score(ro.reward_inputs);
+  if (out.raw.size() != ro.reward_inputs.size())
+    fail("stage '", st.name, "' iteration ", iteration, ": the reward returned ", out.raw.size(), " scores for ",
+         ro.reward_inputs.size(), " responses");
+  for (double r : out.raw) {
+    check_finite(st, iteration, "reward", r);
+    out.raw_sum += r, out.raw_sq += r * r;
+  }
+  if (st.reward.normalize) {
+    // Global moments of this batch, merged into the running statistics identically on every rank.
+    auto t = torch::tensor({double(out.raw.size()), out.raw_sum, out.raw_sq}, torch::kFloat64);
+    ctx.comm.all_reduce_sum(t, "allreduce reward moments");
+    const double n = t[0].item<double>(), mean = t[1].item<double>() / n;
+    normalizer.merge(int64_t(n), mean, std::max(0.0, t[2].item<double>() - n * mean * mean));
+    out.shaped = normalizer.apply(out.raw);
+  } else {
+    out.shaped = reward::clip_rewards(out.raw, st.reward.clip);
+  }
   return out;
 }
 

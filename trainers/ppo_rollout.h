@@ -12,6 +12,7 @@
 #include "framework/model/heads.h"
 #include "framework/model/llama.h"
 #include "framework/tokenizer/tokenizer.h"
+#include "reward/combine.h"
 #include "reward/reward_source.h"
 #include "trainers/stage.h"
 
@@ -65,6 +66,21 @@ struct MinibatchOutput {
 // The rows `idx` (b) of the rollout through the actor (forward_policy) and the critic, with gradients.
 MinibatchOutput forward_minibatch(model::CausalLM& m, model::ScalarHead& value_head, const Rollout& ro,
                                   const torch::Tensor& idx, const RolloutSpec& spec);
+
+// Stops the run on a NaN or inf, naming the stage, the iteration and the quantity.
+void check_finite(const config::StageConfig& st, int64_t iteration, const std::string& what, double x);
+
+// A rollout's rewards: raw from the stage's reward source, and shaped as the stage's `reward:` says
+// (normalised with running statistics merged over all ranks' batches, or clipped).
+struct ScoredRollout {
+  std::vector<double> raw;     // (n) one per response
+  std::vector<double> shaped;  // (n)
+  double raw_sum = 0, raw_sq = 0;  // this rank's sums of raw and raw^2
+};
+// Scores `ro` (every rank calls it: normalisation all-reduces the batch moments). Fails on a wrong count of
+// scores or a NaN/inf reward, naming iteration `iteration`.
+ScoredRollout score_rollout(StageContext& ctx, reward::RewardSource& reward, reward::RewardNormalizer& normalizer,
+                            const Rollout& ro, int64_t iteration);
 
 // Greedy responses of the actor to every prompt (sharded over ranks), scored by `reward`: the global mean.
 double evaluate_prompts(StageContext& ctx, model::CausalLM& m, const data::PromptDataset& prompts,
