@@ -46,7 +46,8 @@ std::vector<std::string> read_prompts_jsonl(const std::string& path) {
 }  // namespace
 
 void set_threads(long long threads) {
-  if (threads < 0) fail("--threads = ", threads, " (must be >= 0; 0 = all cores)");
+  // The same bound as the pipeline's `threads:` key: 100000 would hang creating the pool.
+  if (threads < 0 || threads > 1024) fail("--threads = ", threads, " (must be in [0, 1024]; 0 = all cores)");
   const int n = threads > 0 ? int(threads) : std::max(1u, std::thread::hardware_concurrency());
   torch::set_num_threads(n);
 }

@@ -9,6 +9,7 @@
 #include "framework/dist/communicator.h"
 #include "framework/net/heartbeat.h"
 #include "launch/commands.h"
+#include "launch/error_line.h"
 #include "trainers/pipeline.h"
 
 namespace reglage::launch {
@@ -42,8 +43,9 @@ int cmd_run(int argc, char** argv) {
     if (rank == 0) std::fprintf(stderr, "%s\n", e.what());
     dist::finalize();
     return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "reglage run: rank %d: error: %s\n", rank, e.what());
+  } catch (...) {
+    // One line (error_line.h): a LibTorch error's backtrace or a bad_alloc would otherwise reach the user raw.
+    std::fprintf(stderr, "reglage run: rank %d: error: %s\n", rank, current_error_line().c_str());
     std::fflush(stderr);
     if (world > 1) dist::abort_all(1);  // peers may be waiting in a collective
     dist::finalize();

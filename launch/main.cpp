@@ -6,7 +6,7 @@
 //   reglage generate --model PATH --prompt TEXT [...]   sample continuations (see cmd_generate.cpp)
 //   reglage logits --model PATH --ids "1 403 407" --out FILE   write raw logits for checking a model
 //   reglage convert --model PATH --out DIR   save as a Hugging Face model directory
-// Parse the subcommand, run it; any reglage::Error becomes one line on stderr and exit code 1.
+// Parse the subcommand, run it; any exception becomes one line on stderr and exit code 1.
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -14,6 +14,7 @@
 #include "framework/core/blas_setup.h"
 #include "framework/core/error.h"
 #include "launch/commands.h"
+#include "launch/error_line.h"
 
 namespace {
 
@@ -34,6 +35,25 @@ void print_usage() {
                "run 'reglage <command> --help' for a command's options\n";
 }
 
+// The command's own work; every exception goes up to main's one handler.
+int dispatch(const std::string& command, int argc, char** argv) {
+  if (command == "run") return reglage::launch::cmd_run(argc - 2, argv + 2);
+  if (command == "launch") return reglage::launch::cmd_launch(argc - 2, argv + 2);
+  if (command == "status") {
+    if (argc != 3 || argv[2][0] == '-') reglage::fail("usage: reglage status RUN_DIR");
+    return reglage::launch::cmd_status(argv[2]);
+  }
+  if (command == "report") return reglage::launch::cmd_report(argc - 2, argv + 2);
+  if (command == "export") return reglage::launch::cmd_export(argc - 2, argv + 2);
+  reglage::launch::Args args(argc - 2, argv + 2, command);
+  if (command == "generate") return reglage::launch::cmd_generate(args);
+  if (command == "logits") return reglage::launch::cmd_logits(args);
+  if (command == "convert") return reglage::launch::cmd_convert(args);
+  if (command == "eval") return reglage::launch::cmd_eval(args);
+  if (command == "serve-reward") return reglage::launch::cmd_serve_reward(args);
+  reglage::fail("unknown command '", command, "' (expected run, launch, status, report, export, eval, serve-reward, generate, logits or convert)");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -43,63 +63,12 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string command = argv[1];
-  if (command == "run") {
-    try {
-      return reglage::launch::cmd_run(argc - 2, argv + 2);
-    } catch (const reglage::Error& e) {  // bad arguments, before MPI starts
-      std::fprintf(stderr, "reglage run: error: %s\n", e.what());
-      return 1;
-    }
-  }
-  if (command == "launch") {
-    try {
-      return reglage::launch::cmd_launch(argc - 2, argv + 2);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "reglage launch: error: %s\n", e.what());
-      return 1;
-    }
-  }
-  if (command == "status") {
-    try {
-      if (argc != 3 || argv[2][0] == '-') reglage::fail("usage: reglage status RUN_DIR");
-      return reglage::launch::cmd_status(argv[2]);
-    } catch (const reglage::Error& e) {
-      std::fprintf(stderr, "reglage status: error: %s\n", e.what());
-      return 1;
-    }
-  }
-  if (command == "report") {
-    try {
-      return reglage::launch::cmd_report(argc - 2, argv + 2);
-    } catch (const reglage::Error& e) {
-      std::fprintf(stderr, "reglage report: error: %s\n", e.what());
-      return 1;
-    }
-  }
-  if (command == "export") {
-    try {
-      return reglage::launch::cmd_export(argc - 2, argv + 2);
-    } catch (const reglage::Error& e) {
-      std::fprintf(stderr, "reglage export: error: %s\n", e.what());
-      return 1;
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "reglage export: internal error: %s\n", e.what());
-      return 1;
-    }
-  }
   try {
-    reglage::launch::Args args(argc - 2, argv + 2, command);
-    if (command == "generate") return reglage::launch::cmd_generate(args);
-    if (command == "logits") return reglage::launch::cmd_logits(args);
-    if (command == "convert") return reglage::launch::cmd_convert(args);
-    if (command == "eval") return reglage::launch::cmd_eval(args);
-    if (command == "serve-reward") return reglage::launch::cmd_serve_reward(args);
-    reglage::fail("unknown command '", command, "' (expected run, launch, status, report, export, eval, serve-reward, generate, logits or convert)");
-  } catch (const reglage::Error& e) {
-    std::fprintf(stderr, "reglage %s: error: %s\n", command.c_str(), e.what());
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "reglage %s: internal error: %s\n", command.c_str(), e.what());
+    return dispatch(command, argc, argv);
+  } catch (...) {
+    // One line whatever escaped: a reglage error as written, LibTorch's without its backtrace, bad_alloc
+    // as a sentence (error_line.h). `run` reports errors after MPI starts itself, with the rank.
+    std::fprintf(stderr, "reglage %s: error: %s\n", command.c_str(), reglage::launch::current_error_line().c_str());
     return 1;
   }
 }

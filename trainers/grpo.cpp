@@ -86,6 +86,8 @@ void run_grpo(StageContext& ctx) {
 
   const auto opt = prompt_data_options(st, m->config().max_seq_len);
   const auto prompts = data::load_prompt_jsonl(st.data, *policy.tok, opt);
+  check_step_memory(ctx, m->config(), std::max<int64_t>(1, st.ppo.minibatch_size / world),
+                    longest_sequence(prompts) + st.ppo.max_new_tokens);
   std::optional<data::PromptDataset> eval_prompts;
   if (!st.eval_data.empty()) eval_prompts = data::load_prompt_jsonl(st.eval_data, *policy.tok, opt);
 

@@ -1,5 +1,6 @@
 #include "trainers/policy_setup.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -7,6 +8,7 @@
 
 #include "framework/core/error.h"
 #include "framework/core/file_util.h"
+#include "framework/core/memory.h"
 #include "framework/io/model_io.h"
 #include "framework/lora/adapter.h"
 #include "framework/model/config.h"
@@ -104,7 +106,48 @@ train::AdamWConfig adamw_config(const config::StageConfig& st) {
 }
 
 int64_t total_steps(const config::StageConfig& st, int64_t rows) {
-  return st.max_steps > 0 ? st.max_steps : (rows * st.epochs + st.batch_size - 1) / st.batch_size;
+  if (st.max_steps > 0) return st.max_steps;
+  // rows x epochs overflowed once into "training -249 steps" (and a stage marked done): checked.
+  int64_t samples = 0;
+  if (!core::checked_mul(rows, st.epochs, samples) || samples > INT64_MAX - st.batch_size)
+    fail("stage '", st.name, "': epochs = ", st.epochs, " x ", rows, " rows overflows the step count; lower epochs");
+  const int64_t steps = (samples + st.batch_size - 1) / st.batch_size;
+  if (steps <= 0) fail("stage '", st.name, "': epochs = ", st.epochs, " over ", rows, " rows gives no steps");
+  return steps;
+}
+
+void check_step_memory(const StageContext& ctx, const model::ModelConfig& mc, int64_t sequences, int64_t tokens) {
+  // Per token: logits, their softmax and gradient (3 V floats), and what each layer keeps for backward
+  // (norm inputs, q/k/v/o, MLP activations: ~8 D + 4 F) plus the attention scores and probabilities
+  // (2 H T). In double: an absurd batch_size must not overflow the estimate itself.
+  const double T = double(tokens), L = double(mc.n_layers);
+  const double per_token = 3.0 * double(mc.vocab_size) +
+                           L * (8.0 * double(mc.dim) + 4.0 * double(mc.hidden_dim) + 2.0 * double(mc.n_heads) * T);
+  const double bytes = 4.0 * double(sequences) * T * per_token;
+  core::check_fits_in_memory(
+      bytes,
+      "stage '" + ctx.stage.name + "': one micro-step (" + std::to_string(sequences) + " sequences of up to " +
+          std::to_string(tokens) + " tokens on each rank, vocabulary " + std::to_string(mc.vocab_size) + ", " +
+          std::to_string(mc.n_layers) + " layers)",
+      "lower batch_size (or rollout_batch_size / minibatch_size), raise grad_accum, or lower max_seq_len");
+}
+
+int64_t longest_sequence(const data::SftDataset& data) {
+  size_t n = 0;
+  for (const auto& row : data.rows) n = std::max(n, row.ids.size());
+  return int64_t(n);
+}
+
+int64_t longest_sequence(const data::PreferenceDataset& data) {
+  size_t n = 0;
+  for (const auto& pair : data.pairs) n = std::max({n, pair.chosen.size(), pair.rejected.size()});
+  return int64_t(n);
+}
+
+int64_t longest_sequence(const data::PromptDataset& data) {
+  size_t n = 0;
+  for (const auto& row : data.rows) n = std::max(n, row.ids.size());
+  return int64_t(n);
 }
 
 void publish_final(StageContext& ctx, const Lineage& lineage, const std::function<void(const std::string&)>& write) {

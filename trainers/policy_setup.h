@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "framework/data/preference_data.h"
+#include "framework/data/prompt_data.h"
 #include "framework/data/sft_data.h"
 #include "framework/io/lineage.h"
 #include "framework/model/llama.h"
@@ -57,6 +58,15 @@ PreferenceSplits load_preference_splits(const config::StageConfig& st, const Pol
 train::AdamWConfig adamw_config(const config::StageConfig& st);
 // max_steps, or ceil(rows * epochs / batch_size)
 int64_t total_steps(const config::StageConfig& st, int64_t rows);
+
+// Refuses, before the first batch, a micro-step whose activations cannot fit in this machine's memory:
+// `sequences` rows per rank of up to `tokens` tokens through model `mc` (logits over the vocabulary and
+// what each layer keeps for backward). Throws naming the stage, the estimate and the memory.
+void check_step_memory(const StageContext& ctx, const model::ModelConfig& mc, int64_t sequences, int64_t tokens);
+// The longest row of a data set in tokens (a preference pair: its longer side), for check_step_memory.
+int64_t longest_sequence(const data::SftDataset& data);
+int64_t longest_sequence(const data::PreferenceDataset& data);
+int64_t longest_sequence(const data::PromptDataset& data);
 
 // Rank 0 writes the stage output into final.tmp through `write`, adds reglage_lineage.json, and renames it to
 // final/; all ranks wait.

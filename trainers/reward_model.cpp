@@ -99,6 +99,7 @@ void run_reward_model(StageContext& ctx) {
   const auto [train_data, eval_data] = load_preference_splits(st, policy);
   const int64_t pad_id = std::max<int64_t>(policy.tok->eos_id(), 0);
   const int64_t steps = total_steps(st, int64_t(train_data.pairs.size()));
+  check_step_memory(ctx, m->config(), 2 * (st.batch_size / world / st.grad_accum), longest_sequence(train_data));
 
   Trainable trainable = setup_trainable(ctx, m);
   model::ScalarHead head(m->config().dim, cfg.seed + 17);

@@ -82,6 +82,7 @@ void run_sft(StageContext& ctx) {
   const int64_t pad_id = std::max<int64_t>(policy.tok->eos_id(), 0);
 
   const int64_t steps = total_steps(st, int64_t(train_data.rows.size()));
+  check_step_memory(ctx, m->config(), st.batch_size / world / st.grad_accum, longest_sequence(train_data));
   Trainable trainable = setup_trainable(ctx, m);
   auto& params = trainable.params;
   auto& names = trainable.names;

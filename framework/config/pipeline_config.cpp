@@ -72,6 +72,28 @@ const std::vector<std::string> kLoraTargets = {"q_proj",    "k_proj",  "v_proj",
                                                "gate_proj", "up_proj", "down_proj", "all-linear"};
 using namespace detail;
 
+// Upper bounds of the numeric keys (the README's table). Generous for real runs, small enough that a typo
+// (an extra zero or ten) is refused here instead of overflowing a step count or exhausting memory later.
+constexpr int64_t kMaxThreads = 1024;           // intra-op threads per rank
+constexpr int64_t kMaxLoraRank = 65536;         // also <= min(in, out) of the adapted layers (checked on load)
+constexpr double kMaxLoraAlpha = 1e6;
+constexpr int64_t kMaxSteps = 1000000000;       // max_steps, warmup_steps, max_iterations, *_every
+constexpr int64_t kMaxEpochs = 1000000;
+constexpr int64_t kMaxBatch = 1000000;          // batch_size, grad_accum, rollout_batch_size, minibatch_size
+constexpr int64_t kMaxSeqLen = 1 << 20;         // max_seq_len, max_new_tokens (tokens)
+constexpr int64_t kMaxSamples = 1024;           // samples_per_prompt, group_size
+constexpr int64_t kMaxPpoEpochs = 1000;
+constexpr int64_t kMaxKeepCheckpoints = 1000;
+constexpr int64_t kMaxLayers = 1 << 24;         // freeze_layers (the model's own count is checked on load)
+constexpr double kMaxCoef = 1000;               // loss weights and coefficients (kl_coef, vf_coef, beta, ...)
+constexpr double kMaxGradNorm = 1e6;
+constexpr double kMaxTemperature = 100;
+constexpr double kMaxKlHorizon = 1e12;
+constexpr double kMaxClip = 1e6;                // clip_range, value_clip_range, kl_target
+constexpr int64_t kMaxProcesses = 65536;        // launch.np, launch.hosts[].slots
+constexpr int64_t kMaxRestarts = 1000;
+constexpr double kMaxSeconds = 7 * 24 * 3600;   // launch durations: a week
+
 // Converts one YAML tree into a PipelineConfig, collecting problems.
 class Loader : public YamlReader {
  public:
@@ -199,6 +221,7 @@ class Loader : public YamlReader {
     if (check_section(launch, "launch", kLaunchKeys)) {
       c.has_launch = true;
       read_launch(launch, c.launch);
+      check_launch_bounds(c.launch);
     }
 
     const YAML::Node stages = lookup(root, "stages");
@@ -376,6 +399,16 @@ class Loader : public YamlReader {
     check("launch.status_port", l.status_port >= 0 && l.status_port <= 65535, l.status_port, "must be in [0, 65535]; 0 = off");
   }
 
+  // Upper bounds of the launch keys (their lower bounds are checked by read_launch).
+  void check_launch_bounds(const LaunchSection& l) {
+    for (size_t i = 0; i < l.hosts.size(); ++i)
+      check_max("launch.hosts[" + std::to_string(i) + "].slots", l.hosts[i].slots, kMaxProcesses);
+    check_max("launch.np", l.np, kMaxProcesses);
+    check_max("launch.max_restarts", l.max_restarts, kMaxRestarts);
+    check_max("launch.heartbeat_interval_s", l.heartbeat_interval_s, kMaxSeconds);
+    check_max("launch.heartbeat_timeout_s", l.heartbeat_timeout_s, kMaxSeconds);
+  }
+
   // Keys of another stage type: ppo keys in an sft stage, max_steps in a ppo stage, kl_coef in a grpo stage.
   void check_stage_type_keys(const YAML::Node& node, const std::string& p, const std::string& type) {
     const std::string this_stage = " (this stage is " + (type.empty() ? std::string("untyped") : type) + ")";
@@ -456,6 +489,7 @@ class Loader : public YamlReader {
     check(k("critic_lr"), o.critic_lr > 0, o.critic_lr, "must be > 0");
     check(k("warn_kl"), o.warn_kl >= 0, o.warn_kl, "must be >= 0; 0 = off");
     check(k("warn_response_length"), o.warn_response_length >= 0, o.warn_response_length, "must be >= 0; 0 = off");
+    check_rollout_bounds(s, p);
     const int64_t responses = o.rollout_batch_size * o.samples_per_prompt;
     if (o.rollout_batch_size > 0 && o.samples_per_prompt > 0 && world_size > 0)
       check(k("rollout_batch_size"), responses % world_size == 0, o.rollout_batch_size,
@@ -472,6 +506,35 @@ class Loader : public YamlReader {
   }
 
 
+
+  // The upper bounds of the ppo keys (those grpo shares and ppo's own) and of grpo's; lower bounds are
+  // checked by validate_ppo / validate_grpo with their own messages.
+  void check_rollout_bounds(const StageConfig& s, const std::string& p) {
+    auto k = [&](const char* field) { return p + "." + field; };
+    const PpoSettings& o = s.ppo;
+    check_max(k("rollout_batch_size"), o.rollout_batch_size, kMaxBatch);
+    check_max(k("minibatch_size"), o.minibatch_size, kMaxBatch);
+    check_max(k("ppo_epochs"), o.ppo_epochs, kMaxPpoEpochs);
+    check_max(k("max_iterations"), o.max_iterations, kMaxSteps);
+    check_max(k("max_new_tokens"), o.max_new_tokens, kMaxSeqLen);
+    check_max(k("temperature"), o.temperature, kMaxTemperature);
+    check_max(k("clip_range"), o.clip_range, kMaxClip);
+    check_max(k("entropy_coef"), o.entropy_coef, kMaxCoef);
+    check_max(k("actor_lr"), o.actor_lr, 1.0, " (a peak learning rate)");
+    check_max(k("warn_response_length"), o.warn_response_length, kMaxSeqLen);
+    if (s.type == "grpo") {
+      check_max(k("group_size"), s.grpo.group_size, kMaxSamples);
+      check_max(k("beta"), s.grpo.beta, kMaxCoef);
+      return;
+    }
+    check_max(k("samples_per_prompt"), o.samples_per_prompt, kMaxSamples);
+    check_max(k("kl_coef"), o.kl_coef, kMaxCoef);
+    check_max(k("kl_target"), o.kl_target, kMaxClip);
+    check_max(k("kl_horizon"), o.kl_horizon, kMaxKlHorizon);
+    check_max(k("value_clip_range"), o.value_clip_range, kMaxClip);
+    check_max(k("vf_coef"), o.vf_coef, kMaxCoef);
+    check_max(k("critic_lr"), o.critic_lr, 1.0, " (a peak learning rate)");
+  }
 
   // grpo: its own keys, the ppo keys it shares (same checks and messages as ppo), groups whole on each rank.
   void validate_grpo(const StageConfig& s, const std::string& p, int world_size) {
@@ -496,6 +559,7 @@ class Loader : public YamlReader {
     check(k("actor_lr"), o.actor_lr > 0, o.actor_lr, "must be > 0");
     check(k("warn_kl"), o.warn_kl >= 0, o.warn_kl, "must be >= 0; 0 = off");
     check(k("warn_response_length"), o.warn_response_length >= 0, o.warn_response_length, "must be >= 0; 0 = off");
+    check_rollout_bounds(s, p);
     check(k("train"), s.train == "lora", s.train,
           "grpo stages train a LoRA adapter: the reference policy is the model with the adapter off");
     if (o.rollout_batch_size > 0 && world_size > 0)
@@ -517,6 +581,8 @@ class Loader : public YamlReader {
     auto k = [&](const char* field) { return p + "." + field; };
     const DpoSettings& o = s.dpo;
     check(k("beta"), o.beta > 0, o.beta, "must be > 0");
+    check_max(k("beta"), o.beta, kMaxCoef);
+    check_max(k("rpo_alpha"), o.rpo_alpha, kMaxCoef);
     check_choice(k("loss"), o.loss, {"sigmoid", "ipo", "cdpo"});
     check(k("rpo_alpha"), o.rpo_alpha >= 0, o.rpo_alpha, "must be >= 0 (0 = no NLL term)");
     if (o.loss == "cdpo")
@@ -531,11 +597,14 @@ class Loader : public YamlReader {
 
   void validate(const PipelineConfig& c, int world_size) {
     check("threads", c.threads >= 0, c.threads, "must be >= 0");
+    check_max("threads", c.threads, kMaxThreads, " (0 = cores / ranks on this host)");
     check_exists("model.path", c.model.path);
     check_exists("model.tokenizer", c.model.tokenizer);
     check_choice("model.dtype", c.model.dtype, {"float32", "bfloat16"});
     check("lora.rank", c.lora.rank > 0, c.lora.rank, "must be > 0");
+    check_max("lora.rank", c.lora.rank, kMaxLoraRank);
     check("lora.alpha", c.lora.alpha > 0, c.lora.alpha, "must be > 0");
+    check_max("lora.alpha", c.lora.alpha, kMaxLoraAlpha);
     check("lora.dropout", c.lora.dropout >= 0 && c.lora.dropout < 1, c.lora.dropout, "must be in [0, 1)");
 
     std::map<std::string, size_t> first_index;  // stage name -> the first stage with it
@@ -584,11 +653,14 @@ class Loader : public YamlReader {
     if (check_data_files) check_exists(k("eval_data"), s.eval_data);
     check_choice(k("train"), s.train, {"lora", "full", "full_freeze_lower"});
     check(k("freeze_layers"), s.freeze_layers >= 0, s.freeze_layers, "must be >= 0");
+    check_max(k("freeze_layers"), s.freeze_layers, kMaxLayers);
     check(k("freeze_layers"), s.freeze_layers <= 0 || s.train == "full_freeze_lower", s.freeze_layers,
           "only with train: full_freeze_lower");
     if (s.type != "ppo" && s.type != "grpo") {  // these count iterations and rollouts instead (validate_ppo/grpo)
       check(k("max_steps"), s.max_steps >= 0, s.max_steps, "must be >= 0");
       check(k("epochs"), s.epochs >= 0, s.epochs, "must be >= 0");
+      check_max(k("max_steps"), s.max_steps, kMaxSteps);
+      check_max(k("epochs"), s.epochs, kMaxEpochs, " (steps = rows x epochs / batch_size must fit)");
       if (s.max_steps >= 0 && s.epochs >= 0 && !bad_.count(k("max_steps")) && !bad_.count(k("epochs"))) {
         if (s.max_steps > 0 && s.epochs > 0)
           check(k("epochs"), false, s.epochs, "set only one of max_steps and epochs; max_steps is " +
@@ -598,6 +670,8 @@ class Loader : public YamlReader {
       }
       check(k("batch_size"), s.batch_size > 0, s.batch_size, "must be > 0");
       check(k("grad_accum"), s.grad_accum > 0, s.grad_accum, "must be > 0");
+      check_max(k("batch_size"), s.batch_size, kMaxBatch);
+      check_max(k("grad_accum"), s.grad_accum, kMaxBatch);
       if (s.batch_size > 0 && s.grad_accum > 0 && world_size > 0 && !bad_.count(k("grad_accum"))) {
         const int64_t per_step = int64_t(world_size) * s.grad_accum;
         check(k("batch_size"), s.batch_size % per_step == 0, s.batch_size,
@@ -605,19 +679,28 @@ class Loader : public YamlReader {
                   std::to_string(s.grad_accum) + " = " + std::to_string(per_step));
       }
       check(k("lr"), s.lr > 0, s.lr, "must be > 0");
+      check_max(k("lr"), s.lr, 1.0, " (a peak learning rate)");
     }
     check(k("weight_decay"), s.weight_decay >= 0, s.weight_decay, "must be >= 0");
+    check_max(k("weight_decay"), s.weight_decay, 1.0, " (decoupled decay shrinks weights by lr x weight_decay per step)");
     check(k("adam_beta1"), s.adam_beta1 >= 0 && s.adam_beta1 < 1, s.adam_beta1, "must be in [0, 1)");
     check(k("adam_beta2"), s.adam_beta2 >= 0 && s.adam_beta2 < 1, s.adam_beta2, "must be in [0, 1)");
     check(k("adam_eps"), s.adam_eps > 0, s.adam_eps, "must be > 0");
+    check(k("adam_eps"), s.adam_eps < 1, s.adam_eps, "must be < 1 (it guards a division; typical 1e-8)");
     check(k("warmup_steps"), s.warmup_steps >= 0, s.warmup_steps, "must be >= 0");
+    check_max(k("warmup_steps"), s.warmup_steps, kMaxSteps);
     check_choice(k("schedule"), s.schedule, {"cosine", "linear", "constant"});
     check(k("min_lr_ratio"), s.min_lr_ratio >= 0 && s.min_lr_ratio <= 1, s.min_lr_ratio, "must be in [0, 1]");
     check(k("max_grad_norm"), s.max_grad_norm >= 0, s.max_grad_norm, "must be >= 0; 0 = off");
+    check_max(k("max_grad_norm"), s.max_grad_norm, kMaxGradNorm);
     check(k("checkpoint_every"), s.checkpoint_every >= 0, s.checkpoint_every, "must be >= 0");
+    check_max(k("checkpoint_every"), s.checkpoint_every, kMaxSteps);
     check(k("keep_checkpoints"), s.keep_checkpoints >= 1, s.keep_checkpoints, "must be >= 1");
+    check_max(k("keep_checkpoints"), s.keep_checkpoints, kMaxKeepCheckpoints);
     check(k("eval_every"), s.eval_every >= 0, s.eval_every, "must be >= 0");
+    check_max(k("eval_every"), s.eval_every, kMaxSteps);
     check(k("log_every"), s.log_every >= 1, s.log_every, "must be >= 1");
+    check_max(k("log_every"), s.log_every, kMaxSteps);
     if (!s.init_from.empty()) {
       auto it = first_index.find(s.init_from);
       if (it == first_index.end()) {
@@ -632,6 +715,7 @@ class Loader : public YamlReader {
     }
     check_choice(k("chat_template"), s.chat_template, {"plain", "chatml", "llama2"});
     check(k("max_seq_len"), s.max_seq_len >= 0, s.max_seq_len, "must be >= 0; 0 = the model's context");
+    check_max(k("max_seq_len"), s.max_seq_len, kMaxSeqLen);
   }
 
   // Creates run_dir and proves it writable with a probe file that is removed again.

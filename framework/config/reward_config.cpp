@@ -7,12 +7,20 @@
 
 #include "framework/config/config_error.h"
 #include "framework/config/yaml_reader.h"
+#include "framework/core/file_util.h"
 
 namespace reglage::config {
 
 namespace detail {
 
 namespace {
+
+// Upper bounds (the README's table): a reward batch, an http request's patience, a length rule's reach.
+constexpr int64_t kMaxRewardBatch = 65536;
+constexpr double kMaxTimeoutS = 24 * 3600;
+constexpr int64_t kMaxRetries = 100;
+constexpr double kMaxBackoffS = 3600;
+constexpr int64_t kMaxChars = 1000000000;
 
 const std::vector<std::string> kRewardTypes = {"model", "rules", "http", "sum"};
 const std::vector<std::string> kRuleKinds = {"regex", "not_regex", "contains", "excludes", "exact_reference", "length"};
@@ -112,6 +120,8 @@ RuleConfig read_rule(YamlReader& r, const YAML::Node& node, const std::string& p
   if (rule.kind == "length") {
     r.check(k("min_chars"), rule.min_chars >= 0, rule.min_chars, "must be >= 0; 0 = no bound");
     r.check(k("max_chars"), rule.max_chars >= 0, rule.max_chars, "must be >= 0; 0 = no bound");
+    r.check_max(k("min_chars"), rule.min_chars, kMaxChars);
+    r.check_max(k("max_chars"), rule.max_chars, kMaxChars);
     if (rule.min_chars == 0 && rule.max_chars == 0)
       r.add(k("max_chars"), r.mark_of(k("max_chars")), "a length rule needs min_chars or max_chars > 0");
     if (rule.min_chars > 0 && rule.max_chars > 0)
@@ -153,6 +163,7 @@ void read_reward(YamlReader& r, const YAML::Node& node, const std::string& p, Re
             "a model reward names exactly one of stage (a reward_model stage) and path (its output directory)");
     r.check_exists(k("path"), out.path);
     r.check(k("batch_size"), out.batch_size > 0, out.batch_size, "must be > 0");
+    r.check_max(k("batch_size"), out.batch_size, kMaxRewardBatch);
   } else if (out.type == "rules") {
     const YAML::Node rules = lookup(node, "rules");
     if (!rules.IsDefined() || rules.IsNull()) {
@@ -184,6 +195,11 @@ void read_reward(YamlReader& r, const YAML::Node& node, const std::string& p, Re
     r.check(k("retries"), h.retries >= 0, h.retries, "must be >= 0");
     r.check(k("backoff_s"), h.backoff_s >= 0, h.backoff_s, "must be >= 0");
     r.check(k("batch_size"), h.batch_size > 0, h.batch_size, "must be > 0");
+    r.check_max(k("timeout_s"), h.timeout_s, kMaxTimeoutS);
+    r.check_max(k("connect_timeout_s"), h.connect_timeout_s, kMaxTimeoutS);
+    r.check_max(k("retries"), h.retries, kMaxRetries);
+    r.check_max(k("backoff_s"), h.backoff_s, kMaxBackoffS);
+    r.check_max(k("batch_size"), h.batch_size, kMaxRewardBatch);
     if (!h.token.empty() && !out.token_env.empty())
       r.add(k("token_env"), r.mark_of(k("token_env")), "set only one of token and token_env");
   } else if (out.type == "sum") {
@@ -233,13 +249,35 @@ void validate_reward_stages(YamlReader& r, const RewardSpec& spec, const std::st
 }
 
 YAML::Node load_yaml_file(const std::string& path) {
+  // Read the bytes ourselves: YAML::LoadFile opens a directory and then throws the stream's own
+  // "basic_filebuf::underflow" error, without the path.
+  std::string text, reason;
+  if (!core::try_read_file(path, text, reason))
+    throw ConfigError(path, {ConfigProblem{0, 0, "", reason}});
+  std::vector<YAML::Node> documents;
   try {
-    return YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    throw ConfigError(path, {ConfigProblem{0, 0, "", std::string("cannot open the file: ") + std::strerror(errno)}});
+    documents = YAML::LoadAll(text);
   } catch (const YAML::ParserException& e) {
     throw ConfigError(path, {ConfigProblem{e.mark.line + 1, e.mark.column + 1, "", "YAML syntax error: " + e.msg}});
   }
+  if (documents.empty()) return YAML::Node(YAML::NodeType::Null);
+  if (documents.size() > 1) {
+    // Everything after a second '---' would be ignored; say where it starts. An empty document has no
+    // mark of its own: then the last '---' line is the one.
+    int line = documents[1].Mark().line + 1;
+    if (line <= 0) {
+      int n = 0;
+      for (size_t at = 0; at < text.size(); at = text.find('\n', at) + 1) {
+        ++n;
+        if (text.compare(at, 3, "---") == 0) line = n;
+        if (text.find('\n', at) == std::string::npos) break;
+      }
+    }
+    throw ConfigError(path, {ConfigProblem{std::max(line, 1), 1, "",
+                                           "a second YAML document (after '---'); the file must hold one document, "
+                                           "the rest would be ignored"}});
+  }
+  return documents[0];
 }
 
 }  // namespace detail

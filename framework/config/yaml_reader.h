@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -236,6 +237,11 @@ class YamlReader {
       type_problem(child_key(prefix, name), text, "a number");
       return false;
     }
+    // 1e400 parses as inf and .nan as NaN: both pass "> 0" checks and poison training, so no key takes them.
+    if (!std::isfinite(v)) {
+      type_problem(child_key(prefix, name), text, "a finite number");
+      return false;
+    }
     out = v;
     return true;
   }
@@ -266,6 +272,17 @@ class YamlReader {
       text = out.str();
     }
     add(key, mark_of(key), "= " + text + " (" + requirement + ")");
+  }
+
+  // Upper bounds, stated per key; the lower bound keeps its own check (and message). Within these bounds
+  // the products the trainers form (batch x seq x vocab, rollouts x samples, ...) fit in int64.
+  void check_max(const std::string& key, int64_t value, int64_t max, const std::string& why = "") {
+    check(key, value <= max, value, "must be <= " + std::to_string(max) + why);
+  }
+  void check_max(const std::string& key, double value, double max, const std::string& why = "") {
+    std::ostringstream bound;
+    bound << max;
+    check(key, value <= max, value, "must be <= " + bound.str() + why);
   }
 
   void check_exists(const std::string& key, const std::string& path) {

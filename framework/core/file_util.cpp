@@ -1,5 +1,7 @@
 #include "framework/core/file_util.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -13,14 +15,47 @@
 
 namespace reglage::core {
 
+bool try_read_file(const std::string& path, std::string& out, std::string& reason) {
+  // POSIX calls, not an ifstream: an ifstream opens a directory and then fails inside operator<< with
+  // "basic_filebuf::underflow ... Is a directory" (or silently returns what it read before an I/O error).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    reason = std::string("cannot open the file: ") + std::strerror(errno);
+    return false;
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    reason = std::string("cannot read the file: ") + std::strerror(errno);
+    ::close(fd);
+    return false;
+  }
+  if (S_ISDIR(st.st_mode)) {
+    reason = "is a directory, expected a file";
+    ::close(fd);
+    return false;
+  }
+  out.clear();
+  if (S_ISREG(st.st_mode) && st.st_size > 0) out.reserve(size_t(st.st_size));
+  char buf[1 << 16];
+  while (true) {
+    const ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      reason = std::string("cannot read the file: ") + std::strerror(errno);
+      ::close(fd);
+      return false;
+    }
+    out.append(buf, size_t(n));
+  }
+  ::close(fd);
+  return true;
+}
+
 std::string read_file(const std::string& path) {
-  if (is_directory(path)) fail(path, ": is a directory, expected a file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, ": cannot open (", std::strerror(errno), ")");
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  if (in.bad()) fail(path, ": read error");
-  return buf.str();
+  std::string bytes, reason;
+  if (!try_read_file(path, bytes, reason)) fail(path, ": ", reason);
+  return bytes;
 }
 
 void write_file_atomic(const std::string& path, const std::string& bytes) {

@@ -6,8 +6,12 @@
 
 namespace reglage::core {
 
-// Whole file as bytes; throws naming the path when it is missing or unreadable.
+// Whole file as bytes; throws "PATH: reason" when it is missing, a directory or unreadable.
 std::string read_file(const std::string& path);
+
+// The same without throwing: false with `reason` ("is a directory, expected a file", "cannot open the file:
+// No such file or directory", "cannot read the file: Input/output error") for callers that word their own error.
+bool try_read_file(const std::string& path, std::string& out, std::string& reason);
 
 // Writes to "path.tmp.<pid>" then renames over path: readers never see a half-written file.
 void write_file_atomic(const std::string& path, const std::string& bytes);

@@ -1,9 +1,11 @@
 #include "framework/data/preference_data.h"
 
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "framework/core/error.h"
+#include "framework/core/file_util.h"
 
 namespace reglage::data {
 
@@ -81,6 +83,9 @@ PreferencePair parse_pair(const json& row, const tokenizer::Tokenizer& tok, cons
   if (row.contains("margin")) {
     if (!row["margin"].is_number()) throw BadPair{"\"margin\" must be a number"};
     p.margin = row["margin"].get<double>();
+    // The loss sees the margin as float32 (collate_pairs): 1e39 is finite as a double but inf there.
+    if (!std::isfinite(float(p.margin)))
+      throw BadPair{"\"margin\" = " + row["margin"].dump() + " (must be a finite number within float32 range)"};
   }
   return p;
 }
@@ -90,6 +95,7 @@ PreferencePair parse_pair(const json& row, const tokenizer::Tokenizer& tok, cons
 PreferenceDataset load_preference_jsonl(const std::string& path, const tokenizer::Tokenizer& tok,
                                         const SftDataOptions& opt) {
   if (opt.max_seq_len <= 0) fail("preference data ", path, ": max_seq_len = ", opt.max_seq_len, " (must be > 0)");
+  if (core::is_directory(path)) fail("preference data ", path, ": is a directory, expected a JSONL file");
   std::ifstream in(path);
   if (!in) fail(path, ": cannot open the preference data file");
   PreferenceDataset data;

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "framework/core/error.h"
+#include "framework/core/file_util.h"
 
 namespace reglage::data {
 
@@ -76,6 +77,7 @@ PromptExample parse_row(const nlohmann::json& row, const tokenizer::Tokenizer& t
 }  // namespace
 
 PromptDataset load_prompt_jsonl(const std::string& path, const tokenizer::Tokenizer& tok, const SftDataOptions& opt) {
+  if (core::is_directory(path)) fail("prompt data ", path, ": is a directory, expected a JSONL file");
   std::ifstream in(path);
   if (!in) fail("prompt data ", path, ": cannot open the file");
   PromptDataset data;
@@ -89,7 +91,7 @@ PromptDataset load_prompt_jsonl(const std::string& path, const tokenizer::Tokeni
       nlohmann::json row;
       try {
         row = nlohmann::json::parse(line);
-      } catch (const nlohmann::json::parse_error& e) {
+      } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e400
         throw BadPrompt{std::string("invalid JSON (") + e.what() + ")"};
       }
       PromptExample ex = parse_row(row, tok, opt);

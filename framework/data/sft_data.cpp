@@ -101,6 +101,7 @@ SftDataset load_sft_jsonl(const std::string& path, const tokenizer::Tokenizer& t
   // Options first: a wrong template or length should not wait for the whole file.
   if (opt.max_seq_len <= 0) fail("sft data ", path, ": max_seq_len = ", opt.max_seq_len, " (must be > 0)");
   render_chat(opt.chat_template, {});  // throws on an unknown template name
+  if (core::is_directory(path)) fail("sft data ", path, ": is a directory, expected a JSONL file");
   std::ifstream in(path);
   if (!in) fail("sft data ", path, ": cannot open the file");
 
@@ -115,7 +116,7 @@ SftDataset load_sft_jsonl(const std::string& path, const tokenizer::Tokenizer& t
       nlohmann::json row;
       try {
         row = nlohmann::json::parse(line);
-      } catch (const nlohmann::json::parse_error& e) {
+      } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e400
         throw BadRow{std::string("invalid JSON (") + e.what() + ")"};
       }
       SftExample ex = tokenize_row(row, tok, opt);

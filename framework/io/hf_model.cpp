@@ -1,5 +1,6 @@
 // Hugging Face model directories: config.json + model.safetensors (or a sharded index), read and written.
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -49,6 +50,36 @@ std::string model_type_of(const std::string& arch) {
   if (arch == "MistralForCausalLM") return "mistral";
   if (arch == "Qwen2ForCausalLM") return "qwen2";
   return "llama";
+}
+
+bool is_rotary_table(const std::string& name) {
+  return name.size() >= 19 && name.compare(name.size() - 19, 19, "rotary_emb.inv_freq") == 0;
+}
+
+// The weight files' headers against the shapes config.json implies, before the model is allocated: a
+// config.json that describes a model its weights are not (hidden_size 1e9 beside a 1 MB file) fails here,
+// naming the file and tensor, instead of in the allocator.
+void check_weights_match(const std::string& dir, const model::ModelConfig& cfg, const std::vector<std::string>& files) {
+  std::map<std::string, std::vector<int64_t>> expected;
+  for (auto& [name, shape] : cfg.parameter_shapes()) expected.emplace(name, std::move(shape));
+  std::set<std::string> seen;
+  for (const auto& file : files) {
+    for (const auto& entry : read_safetensors_header(file)) {
+      if (is_rotary_table(entry.name)) continue;
+      auto it = expected.find(entry.name);
+      if (it == expected.end()) {
+        if (entry.name == "lm_head.weight" && cfg.tie_embeddings) continue;  // a tied model may store it
+        fail(file, ": unexpected tensor '", shown(entry.name), "' for ", cfg.architecture);
+      }
+      if (entry.shape != it->second)
+        fail(file, ": tensor '", entry.name, "' has shape ", c10::IntArrayRef(entry.shape), ", config.json implies ",
+             c10::IntArrayRef(it->second));
+      if (!c10::isFloatingType(entry.dtype)) fail(file, ": tensor '", entry.name, "' is not floating point");
+      seen.insert(entry.name);
+    }
+  }
+  for (const auto& [name, shape] : expected)
+    if (!seen.count(name)) fail(dir, ": weights have no tensor '", name, "'");
 }
 
 }  // namespace
@@ -145,6 +176,7 @@ model::CausalLM load_hf(const std::string& dir, torch::Dtype dtype) {
     fail(dir, ": no model.safetensors or model.safetensors.index.json");
   }
 
+  check_weights_match(dir, cfg, files);
   model::CausalLM m(cfg);
   m->to(dtype);
   auto params = m->named_parameters(/*recurse=*/true);
@@ -152,12 +184,12 @@ model::CausalLM load_hf(const std::string& dir, torch::Dtype dtype) {
   torch::NoGradGuard no_grad;
   for (const auto& file : files) {
     for (auto& [name, tensor] : read_safetensors(file)) {
-      if (name.size() >= 21 && name.compare(name.size() - 21, 21, "rotary_emb.inv_freq") == 0) continue;
+      if (is_rotary_table(name)) continue;
       auto* p = params.find(name);
       if (p == nullptr) {
         // A tied model may still store lm_head.weight; it must then equal the embedding (checked loosely by shape).
         if (name == "lm_head.weight" && cfg.tie_embeddings) continue;
-        fail(file, ": unexpected tensor '", name, "' for ", cfg.architecture);
+        fail(file, ": unexpected tensor '", shown(name), "' for ", cfg.architecture);
       }
       if (tensor.sizes() != p->sizes())
         fail(file, ": tensor '", name, "' has shape ", tensor.sizes(), ", the config implies ", p->sizes());

@@ -6,6 +6,7 @@
 //   version 1: u32 magic "ak42", int32 version, the 7 ints, u8 shared_classifier, zero padding to 256 bytes;
 //              float32 rms_att (L, D), rms_ffn (L, D), rms_final (D), token_embedding, wq, wk, wv, wo, w1,
 //              w2, w3, [wcls when not shared]
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 
@@ -105,11 +106,15 @@ model::CausalLM load_llama2c(const std::string& path, torch::Dtype dtype) {
   const int64_t D = cfg.dim, F = cfg.hidden_dim, L = cfg.n_layers, V = cfg.vocab_size;
   const int64_t Dh = cfg.head_size(), q_rows = cfg.n_heads * Dh, kv_rows = cfg.n_kv_heads * Dh;
   // Exact file size first: a truncated or padded file is rejected before any weight is read.
-  int64_t floats = V * D + 2 * L * D + D + L * (q_rows * D + 2 * kv_rows * D + D * q_rows + 3 * F * D);
-  if (!v1) floats += cfg.max_seq_len * Dh;  // freq_cis_real + freq_cis_imag
-  if (!cfg.tie_embeddings) floats += V * D;
-  const int64_t expected = int64_t(data_at) + floats * 4;
-  if (int64_t(bytes.size()) != expected)
+  // In 128 bits: validate bounds each dim by 2^24, so no product of three overflows.
+  using Wide = __int128;
+  Wide floats = Wide(V) * D + Wide(2) * L * D + D +
+                Wide(L) * (Wide(q_rows) * D + Wide(2) * kv_rows * D + Wide(D) * q_rows + Wide(3) * F * D);
+  if (!v1) floats += Wide(cfg.max_seq_len) * Dh;  // freq_cis_real + freq_cis_imag
+  if (!cfg.tie_embeddings) floats += Wide(V) * D;
+  const Wide expected_wide = Wide(data_at) + floats * 4;
+  const int64_t expected = expected_wide > Wide(INT64_MAX) ? INT64_MAX : int64_t(expected_wide);
+  if (Wide(bytes.size()) != expected_wide)
     fail(path, ": ", bytes.size(), " bytes, but the header (dim ", D, ", hidden ", F, ", layers ", L, ", heads ",
          cfg.n_heads, "/", cfg.n_kv_heads, ", vocab ", V, ", seq_len ", cfg.max_seq_len, ") implies ", expected,
          bytes.size() < size_t(expected) ? " (file truncated)" : " (trailing bytes)");

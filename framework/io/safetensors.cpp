@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -23,6 +24,8 @@ using Json = nlohmann::ordered_json;  // ordered: the writer keeps the caller's 
 // A header longer than this is not a header we wrote or could sensibly use: refuse before allocating.
 constexpr uint64_t kMaxHeaderBytes = 100ull * 1000 * 1000;
 constexpr const char* kMetadataKey = "__metadata__";
+// More dimensions than any model tensor has (LibTorch's own limit is 64): a longer shape is corruption.
+constexpr size_t kMaxDims = 16;
 
 struct DtypeInfo {
   const char* name;  // as spelled in the header
@@ -64,6 +67,12 @@ struct Header {
   std::vector<Entry> entries;  // in header order
   std::map<std::string, std::string> metadata;
 };
+
+// A JSON value in a one-line message, cut short: a corrupt header can hold megabytes in one field.
+std::string brief(const Json& v) {
+  std::string text = v.dump();
+  return text.size() > 200 ? text.substr(0, 200) + "..." : text;
+}
 
 // ---- reading the raw header ---------------------------------------------------------------------
 
@@ -110,7 +119,7 @@ Json parse_header_json(const std::string& path, const std::string& text) {
     fail(path, ": header is not valid JSON (", e.what(), ")");
   }
   if (!json.is_object()) fail(path, ": header is not a JSON object (got ", json.type_name(), ")");
-  if (!duplicate.empty()) fail(path, ": tensor '", duplicate, "': appears twice in the header");
+  if (!duplicate.empty()) fail(path, ": tensor '", shown(duplicate), "': appears twice in the header");
   return json;
 }
 
@@ -121,7 +130,7 @@ std::map<std::string, std::string> parse_metadata(const std::string& path, const
   std::map<std::string, std::string> metadata;
   for (const auto& [key, v] : value.items()) {
     if (!v.is_string())
-      fail(path, ": ", kMetadataKey, " key '", key, "' is not a string (got ", v.type_name(), ")");
+      fail(path, ": ", kMetadataKey, " key '", shown(key), "' is not a string (got ", v.type_name(), ")");
     metadata[key] = v.get<std::string>();
   }
   return metadata;
@@ -132,51 +141,53 @@ uint64_t as_count(const std::string& path, const std::string& name, const char* 
   if (v.is_number_unsigned()) {
     const uint64_t u = v.get<uint64_t>();
     if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
-      fail(path, ": tensor '", name, "': ", field, " value ", u, " is too large");
+      fail(path, ": tensor '", shown(name), "': ", field, " value ", u, " is too large");
     return u;
   }
-  if (v.is_number_integer()) fail(path, ": tensor '", name, "': ", field, " value ", v.dump(), " is negative");
-  fail(path, ": tensor '", name, "': ", field, " holds ", v.dump(), " (expected a non-negative integer)");
+  if (v.is_number_integer()) fail(path, ": tensor '", shown(name), "': ", field, " value ", brief(v), " is negative");
+  fail(path, ": tensor '", shown(name), "': ", field, " holds ", brief(v), " (expected a non-negative integer)");
 }
 
 Entry parse_entry(const std::string& path, const std::string& name, const Json& value, uint64_t buffer_size) {
-  if (!value.is_object()) fail(path, ": tensor '", name, "': entry is not an object (got ", value.type_name(), ")");
+  if (!value.is_object()) fail(path, ": tensor '", shown(name), "': entry is not an object (got ", value.type_name(), ")");
   for (const char* field : {"dtype", "shape", "data_offsets"})
-    if (!value.contains(field)) fail(path, ": tensor '", name, "': missing ", field);
+    if (!value.contains(field)) fail(path, ": tensor '", shown(name), "': missing ", field);
 
   Entry entry{name, nullptr, {}, 0, 0};
   const Json& dtype = value["dtype"];
-  if (!dtype.is_string()) fail(path, ": tensor '", name, "': dtype is not a string (got ", dtype.dump(), ")");
+  if (!dtype.is_string()) fail(path, ": tensor '", shown(name), "': dtype is not a string (got ", brief(dtype), ")");
   entry.dtype = dtype_by_name(dtype.get<std::string>());
   if (!entry.dtype)
-    fail(path, ": tensor '", name, "': unknown dtype '", dtype.get<std::string>(),
+    fail(path, ": tensor '", shown(name), "': unknown dtype '", shown(dtype.get<std::string>()),
          "' (expected F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)");
 
   // Byte count = element size * product of dims, checked for overflow at every step.
   const Json& shape = value["shape"];
-  if (!shape.is_array()) fail(path, ": tensor '", name, "': shape is not an array (got ", shape.dump(), ")");
+  if (!shape.is_array()) fail(path, ": tensor '", shown(name), "': shape is not an array (got ", brief(shape), ")");
+  if (shape.size() > kMaxDims)
+    fail(path, ": tensor '", shown(name), "': shape has ", shape.size(), " dimensions (at most ", kMaxDims, ")");
   uint64_t nbytes = entry.dtype->element_size;
   for (const auto& dim_json : shape) {
     const uint64_t dim = as_count(path, name, "shape", dim_json);
     entry.shape.push_back(static_cast<int64_t>(dim));
     if (dim != 0 && nbytes > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / dim)
-      fail(path, ": tensor '", name, "': shape ", shape.dump(), " overflows the element count");
+      fail(path, ": tensor '", shown(name), "': shape ", brief(shape), " overflows the element count");
     nbytes *= dim;
   }
 
   const Json& offsets = value["data_offsets"];
   if (!offsets.is_array() || offsets.size() != 2)
-    fail(path, ": tensor '", name, "': data_offsets ", offsets.dump(), " is not [begin, end]");
+    fail(path, ": tensor '", shown(name), "': data_offsets ", brief(offsets), " is not [begin, end]");
   entry.begin = as_count(path, name, "data_offsets", offsets[0]);
   entry.end = as_count(path, name, "data_offsets", offsets[1]);
   if (entry.end < entry.begin)
-    fail(path, ": tensor '", name, "': data_offsets [", entry.begin, ", ", entry.end, "] end before begin");
+    fail(path, ": tensor '", shown(name), "': data_offsets [", entry.begin, ", ", entry.end, "] end before begin");
   if (entry.end > buffer_size)
-    fail(path, ": tensor '", name, "': data_offsets [", entry.begin, ", ", entry.end,
+    fail(path, ": tensor '", shown(name), "': data_offsets [", entry.begin, ", ", entry.end,
          "] past the end of the data buffer (", buffer_size, " bytes; file truncated?)");
   if (entry.end - entry.begin != nbytes)
-    fail(path, ": tensor '", name, "': data_offsets span ", entry.end - entry.begin, " bytes but dtype ",
-         entry.dtype->name, " shape ", shape.dump(), " needs ", nbytes);
+    fail(path, ": tensor '", shown(name), "': data_offsets span ", entry.end - entry.begin, " bytes but dtype ",
+         entry.dtype->name, " shape ", brief(shape), " needs ", nbytes);
   return entry;
 }
 
@@ -189,8 +200,8 @@ void check_no_overlap(const std::string& path, std::vector<Entry> entries) {
   for (const auto& entry : entries) {
     if (entry.begin == entry.end) continue;
     if (previous && entry.begin < previous->end)
-      fail(path, ": tensor '", entry.name, "': data_offsets [", entry.begin, ", ", entry.end,
-           "] overlap tensor '", previous->name, "' [", previous->begin, ", ", previous->end, "]");
+      fail(path, ": tensor '", shown(entry.name), "': data_offsets [", entry.begin, ", ", entry.end,
+           "] overlap tensor '", shown(previous->name), "' [", previous->begin, ", ", previous->end, "]");
     previous = &entry;
   }
 }
@@ -233,7 +244,7 @@ void check_bool_bytes(const std::string& path, const Entry& entry, const torch::
   const auto* bytes = static_cast<const unsigned char*>(t.data_ptr());
   for (int64_t i = 0; i < t.numel(); ++i)
     if (bytes[i] > 1)
-      fail(path, ": tensor '", entry.name, "': BOOL element ", i, " has byte value ", int(bytes[i]),
+      fail(path, ": tensor '", shown(entry.name), "': BOOL element ", i, " has byte value ", int(bytes[i]),
            " (expected 0 or 1)");
 }
 
@@ -253,6 +264,23 @@ std::string encode_u64_le(uint64_t v) {
 }
 
 }  // namespace
+
+// A name from the file as it may appear in a one-line message: control bytes (a "\n" in a JSON key) are
+// shown as \xNN, and a very long name is cut.
+std::string shown(const std::string& name) {
+  std::string out;
+  for (unsigned char c : name) {
+    if (out.size() >= 200) return out + "...";
+    if (c < 0x20 || c == 0x7f) {
+      char hex[8];
+      std::snprintf(hex, sizeof(hex), "\\x%02x", c);
+      out += hex;
+    } else {
+      out += char(c);
+    }
+  }
+  return out;
+}
 
 std::map<std::string, torch::Tensor> read_safetensors(const std::string& path,
                                                       std::map<std::string, std::string>* metadata) {
@@ -285,11 +313,11 @@ std::string encode_safetensors(const std::vector<std::pair<std::string, torch::T
   std::set<std::string> names;
   std::vector<torch::Tensor> cpu;
   for (const auto& [name, tensor] : tensors) {
-    if (name == kMetadataKey) fail(path, ": tensor '", name, "': name is reserved for metadata");
-    if (!names.insert(name).second) fail(path, ": tensor '", name, "': name given twice");
-    if (!tensor.defined()) fail(path, ": tensor '", name, "': undefined tensor");
+    if (name == kMetadataKey) fail(path, ": tensor '", shown(name), "': name is reserved for metadata");
+    if (!names.insert(name).second) fail(path, ": tensor '", shown(name), "': name given twice");
+    if (!tensor.defined()) fail(path, ": tensor '", shown(name), "': undefined tensor");
     if (!dtype_by_torch(tensor.scalar_type()))
-      fail(path, ": tensor '", name, "': unsupported dtype ", tensor.scalar_type(),
+      fail(path, ": tensor '", shown(name), "': unsupported dtype ", tensor.scalar_type(),
            " (expected F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)");
     cpu.push_back(tensor.detach().to(torch::kCPU).contiguous());
   }

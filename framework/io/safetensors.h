@@ -27,6 +27,9 @@ std::map<std::string, torch::Tensor> read_safetensors(const std::string& path,
 // The header only (names, dtypes, shapes), validated like read_safetensors.
 std::vector<SafetensorsEntry> read_safetensors_header(const std::string& path);
 
+// A tensor name from a file as it may appear in a one-line error: control bytes shown as \xNN, cut at 200.
+std::string shown(const std::string& name);
+
 // Writes tensors (any device, contiguous or not) in the given order; atomic (temp file + rename).
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata = {});

@@ -2,6 +2,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -46,10 +47,19 @@ void add_adapter(model::CausalLM& m, const std::string& name, const LoraConfig& 
   if (name.empty()) fail("adapter name must not be empty");
   if (has_adapter(m, name)) fail("adapter '", name, "' already exists");
   if (cfg.rank <= 0) fail("lora rank = ", cfg.rank, " (must be > 0)");
-  if (!(cfg.alpha > 0)) fail("lora alpha = ", cfg.alpha, " (must be > 0)");
+  if (!(cfg.alpha > 0) || !std::isfinite(cfg.alpha)) fail("lora alpha = ", cfg.alpha, " (must be a finite number > 0)");
   if (!(cfg.dropout >= 0 && cfg.dropout < 1)) fail("lora dropout = ", cfg.dropout, " (must be in [0, 1))");
   const auto targets = target_set(cfg.targets);
   if (targets.empty()) fail("lora targets are empty");
+  // A rank above min(in, out) adds nothing a full update would not, and lora.rank: 10000000 would try to
+  // allocate rank x in floats per layer: check every targeted layer before adding to any.
+  for (auto& [path, layer] : m->linear_layers()) {
+    if (!targets.count(short_name(path))) continue;
+    const int64_t limit = std::min(layer->in_features(), layer->out_features());
+    if (cfg.rank > limit)
+      fail("lora.rank = ", cfg.rank, " is larger than layer ", path, " (", layer->in_features(), " in, ",
+           layer->out_features(), " out); it must be <= min(in, out) = ", limit);
+  }
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   for (auto& [path, layer] : m->linear_layers()) {
     if (!targets.count(short_name(path))) continue;
@@ -170,6 +180,11 @@ LoraConfig load_peft(model::CausalLM& m, const std::string& name, const std::str
   cfg.rank = c["r"].get<int64_t>();
   cfg.alpha = c["lora_alpha"].get<double>();
   cfg.dropout = c.contains("lora_dropout") && c["lora_dropout"].is_number() ? c["lora_dropout"].get<double>() : 0.0;
+  // Finite and in range, as the pipeline's lora section: a huge alpha turns every output into inf/NaN.
+  if (!(cfg.alpha > 0) || !(cfg.alpha <= 1e6))
+    fail(config_path, ": lora_alpha = ", c["lora_alpha"].dump(), " (must be in (0, 1e6])");
+  if (!(cfg.dropout >= 0 && cfg.dropout < 1))
+    fail(config_path, ": lora_dropout = ", c["lora_dropout"].dump(), " (must be in [0, 1))");
   cfg.use_rslora = c.value("use_rslora", false);
   const double scale = cfg.use_rslora ? cfg.alpha / std::sqrt(double(cfg.rank)) : cfg.alpha / double(cfg.rank);
 

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace reglage::model {
@@ -26,8 +27,15 @@ struct ModelConfig {
   std::vector<int64_t> eos_ids = {2};
 
   int64_t head_size() const { return head_dim > 0 ? head_dim : dim / n_heads; }
-  // Throws reglage::Error naming `source` when a field is out of range or inconsistent.
+  // Throws reglage::Error naming `source` when a field is out of range or inconsistent (dims, heads, token
+  // ids < vocab_size), or when the weights would not fit in this machine's memory. Nothing is allocated.
   void validate(const std::string& source) const;
+
+  // Every parameter CausalLM(*this) holds, by its Hugging Face name, with its shape; lets a loader check
+  // weight files against the config before allocating the model.
+  std::vector<std::pair<std::string, std::vector<int64_t>>> parameter_shapes() const;
+  // Number of weights; call after validate (which proves it fits in int64).
+  int64_t parameter_count() const;
 };
 
 // "float32" | "bfloat16" | "float16" -> dtype; throws naming the value otherwise.
