@@ -9,7 +9,7 @@
 #include "framework/dist/communicator.h"
 #include "framework/net/heartbeat.h"
 #include "launch/commands.h"
-#include "launch/error_line.h"
+#include "framework/core/error_line.h"
 #include "trainers/pipeline.h"
 
 namespace reglage::launch {
@@ -45,7 +45,7 @@ int cmd_run(int argc, char** argv) {
     return 1;
   } catch (...) {
     // One line (error_line.h): a LibTorch error's backtrace or a bad_alloc would otherwise reach the user raw.
-    std::fprintf(stderr, "reglage run: rank %d: error: %s\n", rank, current_error_line().c_str());
+    std::fprintf(stderr, "reglage run: rank %d: error: %s\n", rank, core::current_error_line().c_str());
     std::fflush(stderr);
     if (world > 1) dist::abort_all(1);  // peers may be waiting in a collective
     dist::finalize();

@@ -14,7 +14,7 @@
 #include "framework/core/blas_setup.h"
 #include "framework/core/error.h"
 #include "launch/commands.h"
-#include "launch/error_line.h"
+#include "framework/core/error_line.h"
 
 namespace {
 
@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
   } catch (...) {
     // One line whatever escaped: a reglage error as written, LibTorch's without its backtrace, bad_alloc
     // as a sentence (error_line.h). `run` reports errors after MPI starts itself, with the rank.
-    std::fprintf(stderr, "reglage %s: error: %s\n", command.c_str(), reglage::launch::current_error_line().c_str());
+    std::fprintf(stderr, "reglage %s: error: %s\n", command.c_str(), reglage::core::current_error_line().c_str());
     return 1;
   }
 }

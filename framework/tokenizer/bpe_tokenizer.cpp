@@ -164,13 +164,19 @@ class Pcre2Regex {
   pcre2_code* code_ = nullptr;
 };
 
+// The largest vocabulary a model may have (ModelConfig::validate): token ids are below it.
+constexpr int64_t kMaxTokenId = int64_t(1) << 24;
+
 BpeTokenizer::BpeTokenizer() = default;
 BpeTokenizer::~BpeTokenizer() = default;
 
 void BpeTokenizer::set_vocab(const std::string& source, std::vector<std::pair<std::string, int64_t>> vocab) {
   source_ = source;
   for (auto& [token, id] : vocab) {
-    if (id < 0 || id > INT32_MAX) fail(source, ": token \"", token, "\" has id ", id, " outside [0, 2^31)");
+    // id_to_token_ grows to the largest id: 2^31-1 once asked for a 64 GB vector. Models index their
+    // embedding with these ids and ModelConfig bounds vocab_size by 2^24, so no usable id is larger.
+    if (id < 0 || id >= kMaxTokenId)
+      fail(source, ": token \"", token, "\" has id ", id, " outside [0, ", kMaxTokenId, ")");
     if (!token_to_id_.emplace(token, id).second) fail(source, ": token \"", token, "\" appears twice");
     if (static_cast<size_t>(id) >= id_to_token_.size()) id_to_token_.resize(static_cast<size_t>(id) + 1);
     if (!id_to_token_[id].empty())
@@ -204,7 +210,8 @@ void BpeTokenizer::add_merge(const std::string& source, const std::string& left,
 
 void BpeTokenizer::add_token(const std::string& content, int64_t id, bool special) {
   if (content.empty()) fail(source_, ": added token ", id, " is empty");
-  if (id < 0 || id > INT32_MAX) fail(source_, ": added token \"", content, "\" has id ", id, " outside [0, 2^31)");
+  if (id < 0 || id >= kMaxTokenId)
+    fail(source_, ": added token \"", content, "\" has id ", id, " outside [0, ", kMaxTokenId, ")");
   for (AddedToken& t : added_) {
     if (t.content == content) {  // listed twice (tokenizer.json and tokenizer_config.json): keep one
       if (t.id != id) fail(source_, ": added token \"", content, "\" has ids ", t.id, " and ", id);

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "framework/core/error_line.h"
 #include "framework/io/model_io.h"
 #include "framework/lora/adapter.h"
 #include "test_util.h"
@@ -127,6 +128,56 @@ TEST(Cli, HostileSafetensors) {
   core::write_file_atomic(tmp.path("m/model.safetensors"), file + header + std::string(100, '\0'));
   expect_one_line_error(run_reglage("logits --model " + tmp.path("m") + " --ids 1 --out " + tmp.path("o")),
                         {"model.safetensors", "model.embed_tokens.weight"});
+}
+
+// ---- one line for every escaping error (issue 14, items 15 and 16) --------------------------------
+
+// c10::Error::what() carries "Exception raised from ..." and a 20-odd line backtrace; main prints the
+// first line of what_without_backtrace(). bad_alloc becomes a sentence.
+TEST(ErrorLine, TorchErrorsLoseTheirBacktraceAndBadAllocIsASentence) {
+  try {
+    torch::ones({2, 3}).matmul(torch::ones({2, 3}));
+    ADD_FAILURE() << "no error";
+  } catch (const c10::Error& e) {
+    const std::string line = core::error_line(e);
+    EXPECT_EQ(line.find('\n'), std::string::npos) << line;
+    EXPECT_NE(line.find("cannot be multiplied"), std::string::npos) << line;
+    EXPECT_EQ(line.find("Exception raised from"), std::string::npos) << line;
+  }
+  const std::string oom = core::error_line(std::bad_alloc());
+  EXPECT_NE(oom.find("out of memory"), std::string::npos) << oom;
+  EXPECT_EQ(core::error_line(std::runtime_error("first\nsecond")), "first");
+  EXPECT_EQ(core::error_line(Error("a reglage error")), "a reglage error");
+}
+
+// `reglage run DIR` said "basic_filebuf::underflow error reading the file: Is a directory", without the path.
+TEST(Cli, RunOnADirectoryNamesIt) {
+  test::TempDir tmp;
+  expect_one_line_error(run_reglage("run " + tmp.path()), {tmp.path(), "is a directory"});
+  core::write_file_atomic(tmp.path("locked.yaml"), "run_dir: x\n");
+  std::filesystem::permissions(tmp.path("locked.yaml"), std::filesystem::perms::none);
+  if (::geteuid() != 0)  // root reads any file
+    expect_one_line_error(run_reglage("run " + tmp.path("locked.yaml")), {tmp.path("locked.yaml"), "Permission denied"});
+}
+
+// batch_size 1000000 ended in std::bad_alloc (or the OOM killer) at the first forward; now the micro-step's
+// activations are estimated against the machine's memory before training, and the stage is named.
+TEST(Cli, BatchThatCannotFitInMemoryIsRefusedBeforeTraining) {
+  test::TempDir tmp;
+  core::write_file_atomic(tmp.path("train.jsonl"), "{\"prompt\": \"Once upon\", \"completion\": \" a time\"}\n");
+  core::write_file_atomic(tmp.path("p.yaml"), "run_dir: " + tmp.path("run") + "\n"
+                                              "model: {path: " + test::model_260k() + "}\n"
+                                              "stages:\n"
+                                              "  - {name: sft, type: sft, data: " + tmp.path("train.jsonl") +
+                                              ", max_steps: 1, batch_size: 1000000}\n");
+  const auto r = run_reglage("run " + tmp.path("p.yaml"));
+  expect_one_line_error(r, {"stage 'sft'", "1000000 sequences", "more than this machine's", "lower batch_size"});
+}
+
+// --threads 100000 hung creating the pool; bounded like the pipeline's threads key.
+TEST(Cli, AbsurdThreadCountIsRefused) {
+  expect_one_line_error(run_reglage("generate --model " + quoted(test::model_260k()) + " --prompt hi --threads 100000"),
+                        {"--threads = 100000", "[0, 1024]"});
 }
 
 TEST(Cli, UnknownArchitecture) {

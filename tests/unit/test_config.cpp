@@ -591,5 +591,101 @@ TEST(ConfigDpo, MistakesAreLocated) {
   expect_problem(problems, "stages[0].loss", 12, 5, "only dpo stages have this key (this stage is sft)");
 }
 
+// Issue 14 item 14: 1e400 is inf to strtod, .nan and inf are not numbers a key can take; each is refused
+// where it is written, like any other value problem.
+TEST(ConfigNumbers, NonFiniteValuesAreRefusedWhereTheyAreWritten) {
+  ConfigDir dir;
+  const std::string path = dir.minimal("    adam_eps: 1e400\n    weight_decay: -1e400\n    adam_beta1: .nan\n");
+  const std::string text = core::read_file(path) + "lora:\n  alpha: 1e400\n  rank: 4\n";  // lines 15-17
+  const auto problems = problems_of(write_text(path, text));
+  ASSERT_EQ(problems.size(), 4u) << dump(problems);
+  expect_problem(problems, "stages[0].adam_eps", 12, 15, "= 1e400 (expected a finite number)");
+  expect_problem(problems, "stages[0].weight_decay", 13, 19, "= -1e400 (expected a finite number)");
+  expect_problem(problems, "stages[0].adam_beta1", 14, 17, "= .nan (expected");
+  expect_problem(problems, "lora.alpha", 16, 10, "= 1e400 (expected a finite number)");
+  // The same through an override.
+  const auto from_override = problems_of(dir.minimal(), {"stages.sft.lr=1e400"});
+  ASSERT_EQ(from_override.size(), 1u) << dump(from_override);
+  EXPECT_NE(from_override[0].message.find("expected a finite number"), std::string::npos) << dump(from_override);
+}
+
+// Items 11 and 15: every numeric key has a stated upper bound; epochs: 2^63-1 once overflowed into
+// "training -249 steps", threads: 100000 hung creating the pool, lora.rank and batch_size exhausted memory.
+TEST(ConfigNumbers, UpperBoundsAreStatedAndLocated) {
+  ConfigDir dir;
+  std::string text = core::read_file(dir.minimal("    adam_eps: 1\n    weight_decay: 5\n    max_seq_len: 9999999\n"));
+  text = replace_all(text, "max_steps: 10", "epochs: 9223372036854775807");
+  text = replace_all(text, "batch_size: 16", "batch_size: 2000000");
+  text = replace_all(text, "lr: 0.001", "lr: 2");
+  text = replace_all(text, "seed: 7", "threads: 100000");
+  text += "lora:\n  rank: 10000000\n";  // lines 15-16
+  const auto problems = problems_of(write_text(dir.tmp.path("big.yaml"), text));
+  ASSERT_EQ(problems.size(), 8u) << dump(problems);
+  expect_problem(problems, "threads", 2, 10, "= 100000 (must be <= 1024");
+  expect_problem(problems, "stages[0].epochs", 9, 13, "= 9223372036854775807 (must be <= 1000000");
+  expect_problem(problems, "stages[0].batch_size", 10, 17, "= 2000000 (must be <= 1000000)");
+  expect_problem(problems, "stages[0].lr", 11, 9, "= 2 (must be <= 1");
+  expect_problem(problems, "stages[0].adam_eps", 12, 15, "= 1 (must be < 1");
+  expect_problem(problems, "stages[0].weight_decay", 13, 19, "= 5 (must be <= 1");
+  expect_problem(problems, "stages[0].max_seq_len", 14, 18, "= 9999999 (must be <= 1048576)");
+  expect_problem(problems, "lora.rank", 16, 9, "= 10000000 (must be <= 65536)");
+  // At the bounds: accepted.
+  ConfigDir ok;
+  std::string edge = core::read_file(ok.minimal("    weight_decay: 1\n    max_seq_len: 1048576\n"));
+  edge = replace_all(edge, "lr: 0.001", "lr: 1");
+  edge = replace_all(edge, "seed: 7", "threads: 1024");
+  EXPECT_NO_THROW(load_pipeline(write_text(ok.tmp.path("edge.yaml"), edge), {}, 1));
+}
+
+TEST(ConfigNumbers, PpoGrpoAndRewardBounds) {
+  ConfigDir dir;
+  const std::string text = "run_dir: " + dir.tmp.path("run") + "\n"               // 1
+                           "model: {path: " + test::model_260k() + "}\n"          // 2
+                           "stages:\n"                                            // 3
+                           "  - name: g\n"                                        // 4
+                           "    type: grpo\n"                                     // 5
+                           "    data: " + dir.data + "\n"                         // 6
+                           "    max_iterations: 2\n"                              // 7
+                           "    group_size: 5000\n"                               // 8
+                           "    temperature: 1e300\n"                             // 9
+                           "    rollout_batch_size: 8\n"                          // 10
+                           "    minibatch_size: 8\n"                              // 11
+                           "    reward:\n"                                        // 12
+                           "      type: http\n"                                   // 13
+                           "      url: http://127.0.0.1:1/score\n"                // 14
+                           "      timeout_s: 1e400\n"                             // 15
+                           "      retries: 1000000\n";                            // 16
+  const auto problems = problems_of(write_text(dir.tmp.path("g.yaml"), text));
+  ASSERT_EQ(problems.size(), 4u) << dump(problems);
+  expect_problem(problems, "stages[0].group_size", 8, 17, "= 5000 (must be <= 1024)");
+  expect_problem(problems, "stages[0].temperature", 9, 18, "= 1e300 (must be <= 100)");
+  expect_problem(problems, "stages[0].reward.timeout_s", 15, 18, "= 1e400 (expected a finite number)");
+  expect_problem(problems, "stages[0].reward.retries", 16, 16, "= 1000000 (must be <= 100)");
+}
+
+// Item 16: a second document after '---' was dropped without a word.
+TEST(ConfigProblems, SecondYamlDocumentIsNamed) {
+  ConfigDir dir;
+  const std::string path = dir.minimal();
+  write_text(path, core::read_file(path) + "---\nstages: []\n");  // '---' on line 12
+  const auto problems = problems_of(path);
+  ASSERT_EQ(problems.size(), 1u) << dump(problems);
+  EXPECT_EQ(problems[0].line, 13) << dump(problems);
+  EXPECT_NE(problems[0].message.find("a second YAML document"), std::string::npos) << dump(problems);
+  // An empty second document too; a leading '---' is one document and fine.
+  write_text(path, core::read_file(dir.minimal()) + "---\n");
+  EXPECT_EQ(problems_of(path).size(), 1u);
+  const std::string leading = dir.tmp.path("leading.yaml");
+  write_text(leading, "---\n" + core::read_file(dir.minimal()));
+  EXPECT_NO_THROW(load_pipeline(leading, {}, 1));
+}
+
+// Item 16: a directory given as the pipeline file said "basic_filebuf::underflow ... Is a directory".
+TEST(ConfigProblems, DirectoryIsNamedWithItsPath) {
+  ConfigDir dir;
+  test::expect_error([&] { load_pipeline(dir.tmp.path(), {}, 1); },
+                     {"config error: " + dir.tmp.path() + ": is a directory, expected a file"});
+}
+
 }  // namespace
 }  // namespace reglage::config

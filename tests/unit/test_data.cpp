@@ -3,10 +3,13 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <fstream>
 #include <set>
 
 #include "framework/data/demo_task.h"
+#include "framework/data/preference_data.h"
+#include "framework/data/prompt_data.h"
 #include "framework/data/sft_data.h"
 #include "test_util.h"
 
@@ -66,6 +69,59 @@ void append(const tokenizer::Tokenizer& tok, std::vector<int64_t>& ids, std::vec
     ids.push_back(tok.eos_id());
     loss.push_back(1);
   }
+}
+
+// ---- numbers in rows (issue 14, item 14) ------------------------------------------------------------
+
+// 1e400 overflows a double: nlohmann throws out_of_range, not parse_error, and that once escaped without
+// path:line and past skip_bad_rows. Every loader now treats it as a bad row.
+TEST(DataNumbers, OverflowingNumberIsABadRowInEveryLoader) {
+  TempDir dir;
+  ByteTokenizer tok;
+  const std::string sft_good = "{\"prompt\": \"a\", \"completion\": \"b\"}\n";
+  const auto sft = write_jsonl(dir, sft_good + "{\"prompt\": \"a\", \"completion\": \"b\", \"w\": 1e400}\n");
+  expect_error([&] { load_sft_jsonl(sft, tok, options()); }, {sft + ":2: ", "invalid JSON", "1e400"});
+  auto skip = options();
+  skip.skip_bad_rows = true;
+  const auto sft_data = load_sft_jsonl(sft, tok, skip);
+  EXPECT_EQ(sft_data.rows.size(), 1u);
+  EXPECT_EQ(sft_data.skipped, 1);
+
+  const std::string prompts_path = dir.path("prompts.jsonl");
+  std::ofstream(prompts_path) << "{\"prompt\": \"a\", \"n\": -1e400}\n{\"prompt\": \"b\"}\n";
+  expect_error([&] { load_prompt_jsonl(prompts_path, tok, options()); }, {prompts_path + ":1: ", "invalid JSON"});
+  const auto prompts = load_prompt_jsonl(prompts_path, tok, skip);
+  EXPECT_EQ(prompts.rows.size(), 1u);
+  EXPECT_EQ(prompts.skipped, 1);
+}
+
+// margin: 1e39 is a finite double but inf as the float32 the loss uses; it stopped the stage at step 1.
+TEST(DataNumbers, PreferenceMarginMustBeFiniteAsFloat32) {
+  TempDir dir;
+  ByteTokenizer tok;
+  const std::string good = "{\"prompt\": \"p\", \"chosen\": \"a\", \"rejected\": \"b\", \"margin\": 3e38}\n";
+  for (const std::string margin : {"1e39", "-1e39", "1e400"}) {
+    const std::string path = dir.path("pairs.jsonl");
+    std::ofstream(path) << good << "{\"prompt\": \"p\", \"chosen\": \"a\", \"rejected\": \"b\", \"margin\": " << margin
+                        << "}\n";
+    expect_error([&] { load_preference_jsonl(path, tok, options()); },
+                 {path + ":2: ", margin == "1e400" ? "1e400" : "\"margin\" = " + margin});
+    auto skip = options();
+    skip.skip_bad_rows = true;
+    const auto data = load_preference_jsonl(path, tok, skip);
+    ASSERT_EQ(data.pairs.size(), 1u) << margin;
+    EXPECT_EQ(data.skipped, 1) << margin;
+    EXPECT_TRUE(std::isfinite(collate_pairs(data, {0}, 0).margin[0].item<float>()));
+  }
+}
+
+// A directory given as data once read as an empty file ("no rows"); now it is named as a directory.
+TEST(DataNumbers, DirectoryAsDataIsNamed) {
+  TempDir dir;
+  ByteTokenizer tok;
+  expect_error([&] { load_sft_jsonl(dir.path(), tok, options()); }, {dir.path(), "is a directory"});
+  expect_error([&] { load_prompt_jsonl(dir.path(), tok, options()); }, {dir.path(), "is a directory"});
+  expect_error([&] { load_preference_jsonl(dir.path(), tok, options()); }, {dir.path(), "is a directory"});
 }
 
 // ---- tokenization and loss masks ----------------------------------------------------------------

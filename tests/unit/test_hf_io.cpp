@@ -3,9 +3,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <map>
+
 #include "framework/core/error.h"
 #include "framework/io/model_io.h"
 #include "framework/io/safetensors.h"
+#include "framework/tokenizer/tokenizer.h"
 #include "test_util.h"
 
 namespace reglage {
@@ -117,6 +120,71 @@ TEST(HfIo, MissingTensorIsNamed) {
   auto dir = edited_fixture(tmp, [](nlohmann::json& j) { j["num_hidden_layers"] = 4; });
   const std::string msg = error_of([&] { io::load_model(dir); });
   EXPECT_NE(msg.find("model.layers.3."), std::string::npos) << msg;
+}
+
+// ModelConfig::parameter_shapes is what the loader checks weight files against before it allocates: it
+// must list exactly the parameters the model has, for every architecture of the fixtures (tied or not,
+// with Qwen2's biases).
+TEST(HfIo, ParameterShapesListTheModelsParameters) {
+  model::ModelConfig tied = io::read_model_config(test::model_260k());
+  for (const std::string fixture : {"llama_f32", "mistral_f16", "qwen2_f32"}) {
+    const auto cfg = io::read_model_config(test::source_path("tests/data/hf/" + fixture));
+    for (const auto& c : {cfg, tied}) {
+      model::CausalLM m(c);
+      std::map<std::string, std::vector<int64_t>> actual, listed;
+      for (const auto& item : m->named_parameters()) actual[item.key()] = item.value().sizes().vec();
+      for (const auto& [name, shape] : c.parameter_shapes()) listed[name] = shape;
+      EXPECT_EQ(actual, listed) << fixture;
+      EXPECT_EQ(c.parameter_count(), int64_t(torch::nn::utils::parameters_to_vector(m->parameters()).numel()));
+    }
+  }
+}
+
+// Issue 14, item 15: a config.json describing a model far larger than its weights (hidden_size 2^20) was
+// allocated first and died in the allocator; now its size is checked before any allocation.
+TEST(HfIo, AbsurdDimensionsFailBeforeAllocating) {
+  test::TempDir tmp;
+  auto dir = edited_fixture(tmp, [](nlohmann::json& j) {
+    j["hidden_size"] = 1 << 20;
+    j["intermediate_size"] = 1 << 20;
+    j.erase("head_dim");
+  });
+  const std::string msg = error_of([&] { io::load_model(dir); });
+  EXPECT_NE(msg.find(dir + "/config.json"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("more than this machine's"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  // Dimensions that fit in memory but disagree with the weights: named by the header check.
+  test::TempDir tmp2;
+  dir = edited_fixture(tmp2, [](nlohmann::json& j) { j["hidden_size"] = 4096; j.erase("head_dim"); });
+  const std::string shape = error_of([&] { io::load_model(dir); });
+  EXPECT_NE(shape.find("config.json implies"), std::string::npos) << shape;
+}
+
+// Token ids from config.json index the embedding: 2^31-1 is refused when the config is read.
+TEST(HfIo, TokenIdsOutsideTheVocabularyAreNamed) {
+  test::TempDir tmp;
+  auto dir = edited_fixture(tmp, [](nlohmann::json& j) { j["bos_token_id"] = 2147483647; });
+  std::string msg = error_of([&] { io::load_model(dir); });
+  EXPECT_NE(msg.find("bos_token_id = 2147483647 (must be in [0, 96)"), std::string::npos) << msg;
+  test::TempDir tmp2;
+  dir = edited_fixture(tmp2, [](nlohmann::json& j) { j["eos_token_id"] = {2, 96}; });
+  msg = error_of([&] { io::load_model(dir); });
+  EXPECT_NE(msg.find("eos_token_id = 96"), std::string::npos) << msg;
+}
+
+// A tokenizer file's token id of 2^31-1 once resized the id table to 2^31 strings (std::bad_alloc).
+TEST(HfIo, TokenizerIdPastAnyVocabularyIsNamed) {
+  test::TempDir tmp;
+  auto j = nlohmann::json::parse(core::read_file(test::source_path("tests/data/tokenizer/bpe_small_qwen/tokenizer.json")));
+  j["added_tokens"][0]["id"] = 2147483647;
+  core::write_file_atomic(tmp.path("tokenizer.json"), j.dump());
+  std::string msg = error_of([&] { tokenizer::load_tokenizer(tmp.path("tokenizer.json"), 0); });
+  EXPECT_NE(msg.find("has id 2147483647 outside [0, 16777216)"), std::string::npos) << msg;
+  j = nlohmann::json::parse(core::read_file(test::source_path("tests/data/tokenizer/bpe_small_qwen/tokenizer.json")));
+  j["model"]["vocab"]["a"] = 2147483647;
+  core::write_file_atomic(tmp.path("tokenizer.json"), j.dump());
+  msg = error_of([&] { tokenizer::load_tokenizer(tmp.path("tokenizer.json"), 0); });
+  EXPECT_NE(msg.find("2147483647"), std::string::npos) << msg;
 }
 
 TEST(HfIo, MissingWeightsAndDirectory) {

@@ -60,6 +60,19 @@ TEST(Llama2cIo, CorruptHeaderIsRejected) {
   EXPECT_NE(error_loading(write_variant(tmp, "heads.bin", bytes)).find("n_heads"), std::string::npos);
 }
 
+// Issue 14, item 15: dims each under the 2^24 bound whose products overflow int64 (dim 2^24 x 4096 layers x
+// dim): the expected file size once overflowed; now the size is checked in 128 bits and against memory.
+TEST(Llama2cIo, DimsWhoseProductOverflowsAreRejected) {
+  test::TempDir tmp;
+  std::string bytes = core::read_file(test::model_260k());
+  const int32_t header[7] = {1 << 24, 1 << 24, 4096, 1 << 12, 1 << 12, 512, 512};
+  std::memcpy(&bytes[0], header, sizeof(header));
+  const std::string path = write_variant(tmp, "big.bin", bytes);
+  const std::string msg = error_loading(path);
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  EXPECT_NE(msg.find("more than this machine's"), std::string::npos) << msg;
+}
+
 TEST(Llama2cIo, UnsupportedVersionIsNamed) {
   test::TempDir tmp;
   std::string bytes = core::read_file(test::model_260k_v1());

@@ -345,3 +345,28 @@ TEST_F(SafetensorsTest, ZeroSizedAndEmptyHeader) {
   EXPECT_TRUE(read_safetensors(write_file("none", "{}", "")).empty());
   EXPECT_TRUE(read_safetensors(write_file("none_padded", "{}      ", "")).empty());
 }
+
+// Issue 14, acceptance 2 (hand-written cases beside the mutation test): a name holding a newline stays one
+// line in the message; a shape of 17 zero dims is refused before torch sees it; a header of 20,000
+// zero-sized tensors (an absurd tensor count) loads within the header's own size.
+TEST_F(SafetensorsTest, HostileNamesRanksAndCounts) {
+  const std::string bad_name = R"({"a\nb":{"dtype":"X","shape":[2],"data_offsets":[0,8]}})";
+  const std::string file = write_file("name", bad_name, kEightBytes);
+  try {
+    read_safetensors(file);
+    FAIL() << "no error";
+  } catch (const reglage::Error& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(what.find('\n'), std::string::npos) << what;
+    EXPECT_NE(what.find("a\\x0ab"), std::string::npos) << what;
+  }
+  std::string dims = "[0";
+  for (int i = 0; i < 16; ++i) dims += ",0";
+  expect_read_error(write_file("rank", R"({"w":{"dtype":"F32","shape":)" + dims + R"(],"data_offsets":[0,0]}})", ""),
+                    {"'w'", "17 dimensions"});
+  std::string many = "{";
+  for (int i = 0; i < 20000; ++i)
+    many += (i ? "," : "") + std::string("\"t") + std::to_string(i) + R"(":{"dtype":"U8","shape":[0],"data_offsets":[0,0]})";
+  many += "}";
+  EXPECT_EQ(read_safetensors(write_file("many", many, "")).size(), 20000u);
+}

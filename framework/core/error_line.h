@@ -4,7 +4,7 @@
 #include <exception>
 #include <string>
 
-namespace reglage::launch {
+namespace reglage::core {
 
 // The message of `e` on one line (first line only; never empty).
 std::string error_line(const std::exception& e);
@@ -12,4 +12,4 @@ std::string error_line(const std::exception& e);
 // For catch (...): the current exception, described like error_line.
 std::string current_error_line();
 
-}  // namespace reglage::launch
+}  // namespace reglage::core

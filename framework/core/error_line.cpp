@@ -1,4 +1,4 @@
-#include "launch/error_line.h"
+#include "framework/core/error_line.h"
 
 #include <c10/util/Exception.h>
 
@@ -6,7 +6,7 @@
 
 #include "framework/core/error.h"
 
-namespace reglage::launch {
+namespace reglage::core {
 
 namespace {
 
@@ -47,4 +47,4 @@ std::string current_error_line() {
   }
 }
 
-}  // namespace reglage::launch
+}  // namespace reglage::core
