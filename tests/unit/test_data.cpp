@@ -105,7 +105,7 @@ TEST(DataNumbers, PreferenceMarginMustBeFiniteAsFloat32) {
     std::ofstream(path) << good << "{\"prompt\": \"p\", \"chosen\": \"a\", \"rejected\": \"b\", \"margin\": " << margin
                         << "}\n";
     expect_error([&] { load_preference_jsonl(path, tok, options()); },
-                 {path + ":2: ", margin == "1e400" ? "1e400" : "\"margin\" = " + margin});
+                 {path + ":2: ", margin == "1e400" ? "1e400" : "finite number within float32 range"});
     auto skip = options();
     skip.skip_bad_rows = true;
     const auto data = load_preference_jsonl(path, tok, skip);
