@@ -56,7 +56,7 @@ void ModelConfig::validate(const std::string& source) const {
   const double per_layer = 2 * q * D + 2 * kv * D + 3 * F * D + 2 * D + (attention_bias ? q + 2 * kv : 0);
   const double count = V * D * (tie_embeddings ? 1 : 2) + double(n_layers) * per_layer + D;
   if (count > 9.0e18) fail(source, ": the model would have ", count, " weights (more than int64 counts)");
-  core::check_fits_in_memory(count * 4, std::string(source) + ": the model's " + std::to_string(int64_t(count)) +
+  core::check_fits_in_memory(count * 4, std::string(source) + ": loading the model's " + std::to_string(int64_t(count)) +
                                             " float32 weights (" + std::to_string(n_layers) + " layers, dim " +
                                             std::to_string(dim) + ", hidden " + std::to_string(hidden_dim) +
                                             ", vocab " + std::to_string(vocab_size) + ")",
