@@ -2,6 +2,8 @@
 // and unmerge with a weight, PEFT save/load, which parameters train.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include "framework/core/error.h"
 #include "framework/io/model_io.h"
 #include "framework/lora/adapter.h"
@@ -188,6 +190,51 @@ TEST(Lora, BadConfigIsRejected) {
   c = lora::LoraConfig{};
   c.rank = 0;
   EXPECT_THROW(lora::add_adapter(m, "a", c, 1), Error);
+}
+
+// Issue 14, item 15: lora.rank 10000000 once allocated rank x in floats per layer (std::bad_alloc); a rank
+// above min(in, out) of an adapted layer is now refused before any layer changes, naming the layer.
+TEST(Lora, RankAboveTheLayerIsRefusedBeforeAllocating) {
+  auto m = io::load_model(test::model_260k());  // dim 64, hidden 172
+  lora::LoraConfig c;
+  c.targets = {"q_proj", "down_proj"};
+  c.rank = 65;
+  try {
+    lora::add_adapter(m, "big", c, 1);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("lora.rank = 65"), std::string::npos) << what;
+    EXPECT_NE(what.find("min(in, out) = 64"), std::string::npos) << what;
+  }
+  EXPECT_FALSE(lora::has_adapter(m, "big"));
+  c.rank = 10000000;
+  EXPECT_THROW(lora::add_adapter(m, "huge", c, 1), Error);
+  c.rank = 64;  // at the bound: fine
+  EXPECT_NO_THROW(lora::add_adapter(m, "ok", c, 1));
+  c.rank = 4;
+  c.alpha = 1e400;  // inf
+  EXPECT_THROW(lora::add_adapter(m, "inf", c, 1), Error);
+}
+
+// A PEFT adapter_config.json whose lora_alpha is finite but absurd turned every output into inf.
+TEST(Lora, PeftAlphaOutOfRangeIsNamed) {
+  test::TempDir tmp;
+  auto m = io::load_model(test::model_260k());
+  lora::LoraConfig c;
+  c.rank = 2;
+  lora::add_adapter(m, "a", c, 1);
+  lora::save_peft(m, "a", tmp.path("peft"));
+  auto j = nlohmann::json::parse(core::read_file(tmp.path("peft/adapter_config.json")));
+  j["lora_alpha"] = 1e300;
+  core::write_file_atomic(tmp.path("peft/adapter_config.json"), j.dump());
+  auto fresh = io::load_model(test::model_260k());
+  try {
+    lora::load_peft(fresh, "b", tmp.path("peft"));
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("lora_alpha = 1e+300 (must be in (0, 1e6])"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace
