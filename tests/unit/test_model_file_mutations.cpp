@@ -100,7 +100,8 @@ class Mutator {
     const size_t q = pick(quotes.size() - 1);
     const size_t begin = quotes[q] + 1, end = quotes[q + 1];
     static const char* words[] = {"F32", "F16", "BF16", "I64", "BOOL", "U8", "F8_E4M3", "", "shape",
-                                  "dtype", "data_offsets", "__metadata__", "model.norm.weight", "\\u0000"};
+                                  "dtype", "data_offsets", "__metadata__", "model.norm.weight", "\\u0000",
+                                  "line\\nbreak"};  // a JSON-escaped newline in a name must not split the message
     s.replace(begin, end - begin, words[pick(sizeof(words) / sizeof(words[0]))]);
   }
 
