@@ -61,7 +61,7 @@ const char* kUsage =
     "  train:    --shapes stories260K,stories15M --modes full,lora --dtypes float32,bfloat16 --seq T --steps K\n"
     "  generate: --batches 1,8,32 --dtypes float32,bfloat16 --new-tokens N --repeats R --model PATH\n"
     "  ppo:      --iterations N      scale: --steps N\n"
-    "  tokenize: --sizes 100000,1000000 (bytes per row) --repeats R\n";
+    "  tokenize: --sizes 100000,1000000 (bytes per row) --texts prose,word,repeat --repeats R\n";
 
 }  // namespace
 
@@ -94,6 +94,7 @@ int main(int argc, char** argv) {
       else if (flag == "--seq") train.seq = parse_long(flag, v);
       else if (flag == "--steps") train.steps = int(parse_long(flag, v)), pipe.sft_steps = parse_long(flag, v);
       else if (flag == "--iterations") pipe.ppo_iterations = parse_long(flag, v);
+      else if (flag == "--texts") tokenize.texts = split_commas(v);
       else if (flag == "--sizes") {
         tokenize.sizes.clear();
         for (const auto& b : split_commas(v)) tokenize.sizes.push_back(parse_long(flag, b));

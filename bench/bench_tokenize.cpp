@@ -1,5 +1,5 @@
 // Tokenizer throughput: one long row encoded whole, as a data reader or the reward server does.
-//   reglage_bench tokenize [--sizes 100000,1000000] [--repeats R]
+//   reglage_bench tokenize [--sizes 100000,1000000] [--texts prose,word,repeat] [--repeats R]
 // Texts: "prose" (English sentences with punctuation and newlines, deterministic), "word" (one word without
 // spaces: lowercase words run together), "repeat" (one character repeated). The last two are single pieces
 // for both tokenizers (no space to cut at), the worst case for the merge heap. Each row prints its own JSON
@@ -55,13 +55,16 @@ std::vector<Measurement> bench_tokenize(const TokenizeOptions& opt) {
   if (opt.repeats < 1) fail("tokenize: --repeats ", opt.repeats, " (must be >= 1)");
   for (int64_t bytes : opt.sizes)
     if (bytes <= 0) fail("tokenize: --sizes holds ", bytes, " (bytes must be > 0)");
+  for (const std::string& kind : opt.texts)
+    if (kind != "prose" && kind != "word" && kind != "repeat")
+      fail("tokenize: --texts holds \"", kind, "\" (expected prose, word or repeat)");
   std::vector<Measurement> out;
   const tokenizer::Llama2cTokenizer llama2c(opt.llama2c_path);
   const auto gpt2 = tokenizer::BpeTokenizer::from_vocab_merges(opt.gpt2_vocab, opt.gpt2_merges);
   const std::vector<std::pair<std::string, const tokenizer::Tokenizer*>> toks = {{"stories260K", &llama2c},
                                                                                  {"gpt2", gpt2.get()}};
   for (const auto& [tok_name, tok] : toks) {
-    for (const std::string kind : {"prose", "word", "repeat"}) {
+    for (const std::string& kind : opt.texts) {
       for (int64_t bytes : opt.sizes) {
         const std::string text = make_text(kind, size_t(bytes));
         double best = 1e30;

@@ -12,6 +12,7 @@ struct TokenizeOptions {
   std::string gpt2_vocab = "tests/data/gpt2/encoder.json";    // GPT-2's byte-level BPE (with vocab.bpe beside)
   std::string gpt2_merges = "tests/data/gpt2/vocab.bpe";
   std::vector<int64_t> sizes = {100000, 1000000};              // bytes per row
+  std::vector<std::string> texts = {"prose", "word", "repeat"};  // kinds of text (bench_tokenize.cpp)
   int repeats = 3;                                             // best of
 };
 
