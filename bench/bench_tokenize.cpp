@@ -4,7 +4,8 @@
 // spaces: lowercase words run together), "repeat" (one character repeated). The last two are single pieces
 // for both tokenizers (no space to cut at), the worst case for the merge heap. Each row prints its own JSON
 // line (name, tokenizer, text, bytes, tokens, seconds, mb_per_s, best of R) and joins the table (tokens/s,
-// step ms = the whole row).
+// step ms = the whole row). Last, per tokenizer, encode_prefix of a 50 MB prose row to 512 tokens (what the
+// data readers do with max_seq_len 512): its own JSON line "tokenize_prefix".
 #include "bench/bench_tokenize.h"
 
 #include <chrono>
@@ -89,6 +90,15 @@ std::vector<Measurement> bench_tokenize(const TokenizeOptions& opt) {
         out.push_back(m);
       }
     }
+    // What a data reader does with a 50 MB prose row and max_seq_len 512: encode_prefix stops at 513 tokens.
+    const std::string huge = make_text("prose", 50000000);
+    const auto t0 = std::chrono::steady_clock::now();
+    const size_t kept = tok->encode_prefix(huge, 512).size();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    nlohmann::json j{{"name", "tokenize_prefix"}, {"tokenizer", tok_name}, {"text", "prose"},
+                     {"bytes", huge.size()},      {"tokens", kept},        {"seconds", seconds}};
+    std::printf("%s\n", j.dump().c_str());
+    std::fflush(stdout);
   }
   return out;
 }
