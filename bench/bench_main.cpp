@@ -4,6 +4,7 @@
 //   reglage_bench train [...]         sft steps: full and LoRA, fp32 and bf16 (bench_train.cpp)
 //   reglage_bench generate [...]      batched generation tokens/s (bench_generate.cpp)
 //   reglage_bench ppo|scale|memory    through the real pipeline under mpirun (bench_pipeline.cpp)
+//   reglage_bench tokenize [...]      encoding 100 KB and 1 MB rows, both tokenizers (bench_tokenize.cpp)
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -12,6 +13,7 @@
 
 #include "bench/bench_generate.h"
 #include "bench/bench_pipeline.h"
+#include "bench/bench_tokenize.h"
 #include "bench/bench_train.h"
 #include "framework/core/blas_setup.h"
 #include "framework/core/error.h"
@@ -54,11 +56,12 @@ std::vector<Measurement> peak(int threads) {
 }
 
 const char* kUsage =
-    "usage: reglage_bench all|peak|train|generate|ppo|scale|memory [options]\n"
+    "usage: reglage_bench all|peak|train|generate|ppo|scale|memory|tokenize [options]\n"
     "  common:   --threads N (train, generate, peak; default 2)   --cores N (ppo, scale, memory; default 2)\n"
     "  train:    --shapes stories260K,stories15M --modes full,lora --dtypes float32,bfloat16 --seq T --steps K\n"
     "  generate: --batches 1,8,32 --dtypes float32,bfloat16 --new-tokens N --repeats R --model PATH\n"
-    "  ppo:      --iterations N      scale: --steps N\n";
+    "  ppo:      --iterations N      scale: --steps N\n"
+    "  tokenize: --sizes 100000,1000000 (bytes per row) --texts prose,word,repeat --repeats R\n";
 
 }  // namespace
 
@@ -66,7 +69,7 @@ int main(int argc, char** argv) {
   reglage::core::ensure_blas_kernels(argv);
   try {
     const std::string what = argc > 1 ? argv[1] : "";
-    const std::vector<std::string> known = {"all", "peak", "train", "generate", "ppo", "scale", "memory"};
+    const std::vector<std::string> known = {"all", "peak", "train", "generate", "ppo", "scale", "memory", "tokenize"};
     if (std::find(known.begin(), known.end(), what) == known.end()) {
       std::fprintf(stderr, "%s", kUsage);
       return 2;
@@ -74,6 +77,7 @@ int main(int argc, char** argv) {
     GenerateOptions gen;
     TrainOptions train;
     PipelineOptions pipe;
+    TokenizeOptions tokenize;
     int threads = 2;
     for (int i = 2; i < argc; ++i) {
       const std::string flag = argv[i];
@@ -83,14 +87,18 @@ int main(int argc, char** argv) {
       else if (flag == "--cores") pipe.cores = int(parse_long(flag, v));
       else if (flag == "--model") gen.model_path = train.model_path = v;
       else if (flag == "--new-tokens") gen.new_tokens = parse_long(flag, v);
-      else if (flag == "--repeats") gen.repeats = int(parse_long(flag, v));
+      else if (flag == "--repeats") gen.repeats = tokenize.repeats = int(parse_long(flag, v));
       else if (flag == "--dtypes") gen.dtypes = train.dtypes = split_commas(v);
       else if (flag == "--shapes") train.shapes = split_commas(v);
       else if (flag == "--modes") train.modes = split_commas(v);
       else if (flag == "--seq") train.seq = parse_long(flag, v);
       else if (flag == "--steps") train.steps = int(parse_long(flag, v)), pipe.sft_steps = parse_long(flag, v);
       else if (flag == "--iterations") pipe.ppo_iterations = parse_long(flag, v);
-      else if (flag == "--batches") {
+      else if (flag == "--texts") tokenize.texts = split_commas(v);
+      else if (flag == "--sizes") {
+        tokenize.sizes.clear();
+        for (const auto& b : split_commas(v)) tokenize.sizes.push_back(parse_long(flag, b));
+      } else if (flag == "--batches") {
         gen.batches.clear();
         for (const auto& b : split_commas(v)) gen.batches.push_back(parse_long(flag, b));
       } else reglage::fail("unknown option ", flag, "\n", kUsage);
@@ -106,6 +114,7 @@ int main(int argc, char** argv) {
     if (what == "ppo" || what == "all") add(bench_ppo(pipe));
     if (what == "scale" || what == "all") add(bench_scale(pipe));
     if (what == "memory" || what == "all") add(bench_memory(pipe));
+    if (what == "tokenize" || what == "all") add(bench_tokenize(tokenize));
     print_table(all);
     return 0;
   } catch (const std::exception& e) {

@@ -42,20 +42,31 @@ std::vector<std::pair<std::string, bool>> render_with(const std::string& tpl,
   return render_chat(tpl, messages);
 }
 
+// BOS + segments + EOS; encoding stops once the side is longer than max_seq_len (cut set: the ids are then
+// an exact prefix of more than max_seq_len tokens, and prompt_tokens is exact or already over max_seq_len).
 std::vector<int64_t> encode_side(const tokenizer::Tokenizer& tok, const std::vector<std::pair<std::string, bool>>& segs,
-                                 int64_t& prompt_tokens) {
+                                 int64_t max_seq_len, int64_t& prompt_tokens, bool& cut) {
   std::vector<int64_t> ids;
+  cut = false;
+  prompt_tokens = -1;
   if (tok.bos_id() >= 0) ids.push_back(tok.bos_id());
-  for (size_t i = 0; i < segs.size(); ++i) {
+  for (size_t i = 0; i < segs.size() && !cut; ++i) {
     if (i + 1 == segs.size()) prompt_tokens = int64_t(ids.size());
-    auto piece = tok.encode(segs[i].first, false, false);
+    const int64_t room = max_seq_len - int64_t(ids.size());
+    auto piece = tok.encode_prefix(segs[i].first, size_t(std::max<int64_t>(room, 0)));
+    cut = int64_t(piece.size()) > room;
     ids.insert(ids.end(), piece.begin(), piece.end());
+  }
+  if (cut) {  // no EOS: the ids are the side's exact first tokens
+    if (prompt_tokens < 0) prompt_tokens = int64_t(ids.size());  // stopped inside the prompt
+    return ids;
   }
   if (tok.eos_id() >= 0) ids.push_back(tok.eos_id());
   return ids;
 }
 
-PreferencePair parse_pair(const json& row, const tokenizer::Tokenizer& tok, const SftDataOptions& opt) {
+// *cut: a side is longer than max_seq_len and holds only its first tokens.
+PreferencePair parse_pair(const json& row, const tokenizer::Tokenizer& tok, const SftDataOptions& opt, bool* cut) {
   if (!row.is_object()) throw BadPair{"row must be a JSON object"};
   std::vector<std::pair<std::string, bool>> chosen_segs, rejected_segs;
   if (row.contains("messages")) {
@@ -77,9 +88,13 @@ PreferencePair parse_pair(const json& row, const tokenizer::Tokenizer& tok, cons
   }
   PreferencePair p;
   int64_t prompt_tokens_r = 0;
-  p.chosen = encode_side(tok, chosen_segs, p.prompt_tokens);
-  p.rejected = encode_side(tok, rejected_segs, prompt_tokens_r);
-  if (p.chosen == p.rejected) throw BadPair{"\"chosen\" and \"rejected\" are the same"};
+  bool chosen_cut = false, rejected_cut = false;
+  p.chosen = encode_side(tok, chosen_segs, opt.max_seq_len, p.prompt_tokens, chosen_cut);
+  p.rejected = encode_side(tok, rejected_segs, opt.max_seq_len, prompt_tokens_r, rejected_cut);
+  // Two cut sides compare only their prefixes: the same when the texts are; else the cut check decides.
+  const bool same = chosen_cut && rejected_cut ? chosen_segs == rejected_segs : p.chosen == p.rejected;
+  if (same) throw BadPair{"\"chosen\" and \"rejected\" are the same"};
+  *cut = chosen_cut || rejected_cut;
   if (row.contains("margin")) {
     if (!row["margin"].is_number()) throw BadPair{"\"margin\" must be a number"};
     p.margin = row["margin"].get<double>();
@@ -110,13 +125,14 @@ PreferenceDataset load_preference_jsonl(const std::string& path, const tokenizer
       } catch (const json::exception& e) {
         throw BadPair{std::string("invalid JSON (") + e.what() + ")"};
       }
-      PreferencePair p = parse_pair(row, tok, opt);
+      bool cut = false;
+      PreferencePair p = parse_pair(row, tok, opt, &cut);
       p.line = line_no;
       const int64_t longest = int64_t(std::max(p.chosen.size(), p.rejected.size()));
       if (longest > opt.max_seq_len) {
         if (!opt.truncate)
-          fail(path, ":", line_no, ": pair is ", longest, " tokens, longer than max_seq_len = ", opt.max_seq_len,
-               " (set truncate: true to cut it)");
+          fail(path, ":", line_no, ": pair is ", cut ? "at least " : "", longest,
+               " tokens, longer than max_seq_len = ", opt.max_seq_len, " (set truncate: true to cut it)");
         if (p.prompt_tokens >= opt.max_seq_len) throw BadPair{"the prompt alone fills max_seq_len"};
         if (int64_t(p.chosen.size()) > opt.max_seq_len) p.chosen.resize(size_t(opt.max_seq_len));
         if (int64_t(p.rejected.size()) > opt.max_seq_len) p.rejected.resize(size_t(opt.max_seq_len));

@@ -21,10 +21,20 @@ std::string string_field(const nlohmann::json& obj, const char* key) {
   return it->get<std::string>();
 }
 
-void append(PromptExample& ex, const tokenizer::Tokenizer& tok, const std::string& text) {
+// Appends text and its tokens; with max_seq_len > 0 only until the prompt is known to be longer (*cut set),
+// since such a prompt is refused anyway.
+void append(PromptExample& ex, const tokenizer::Tokenizer& tok, const std::string& text, int64_t max_seq_len,
+            bool* cut) {
   ex.text += text;
-  if (text.empty()) return;
-  for (int64_t id : tok.encode(text, /*add_bos=*/false, /*add_eos=*/false)) ex.ids.push_back(id);
+  if (text.empty() || *cut) return;
+  if (max_seq_len <= 0) {
+    for (int64_t id : tok.encode(text, /*add_bos=*/false, /*add_eos=*/false)) ex.ids.push_back(id);
+    return;
+  }
+  const int64_t room = max_seq_len - int64_t(ex.ids.size());
+  const auto ids = room < 0 ? std::vector<int64_t>{} : tok.encode_prefix(text, size_t(room));
+  *cut = room < 0 || int64_t(ids.size()) > room;
+  ex.ids.insert(ex.ids.end(), ids.begin(), ids.end());
 }
 
 PromptExample parse_row(const nlohmann::json& row, const tokenizer::Tokenizer& tok, const SftDataOptions& opt) {
@@ -33,10 +43,11 @@ PromptExample parse_row(const nlohmann::json& row, const tokenizer::Tokenizer& t
   if (has_prompt && has_messages) throw BadPrompt{"row has both \"prompt\" and \"messages\" (give one form)"};
   if (!has_prompt && !has_messages) throw BadPrompt{"row has neither \"prompt\" nor \"messages\""};
   PromptExample ex;
+  bool cut = false;  // encoding stopped past max_seq_len: the count is a lower bound
   if (row.contains("reference")) ex.reference = string_field(row, "reference");
   if (tok.bos_id() >= 0) ex.ids.push_back(tok.bos_id());
   if (has_prompt) {
-    append(ex, tok, string_field(row, "prompt"));
+    append(ex, tok, string_field(row, "prompt"), opt.max_seq_len, &cut);
   } else {
     const auto& msgs = row["messages"];
     if (!msgs.is_array() || msgs.empty())
@@ -63,13 +74,14 @@ PromptExample parse_row(const nlohmann::json& row, const tokenizer::Tokenizer& t
     for (size_t i = 0; i < segments.size(); ++i)
       if (segments[i].second) last_assistant = i;
     for (size_t i = 0; i < last_assistant; ++i) {
-      append(ex, tok, segments[i].first);
+      append(ex, tok, segments[i].first, opt.max_seq_len, &cut);
       if (segments[i].second && tok.eos_id() >= 0) ex.ids.push_back(tok.eos_id());  // as SFT ends each turn
     }
   }
   if (ex.ids.empty()) throw BadPrompt{"the prompt has no tokens"};
   if (opt.max_seq_len > 0 && int64_t(ex.ids.size()) > opt.max_seq_len)
-    throw BadPrompt{"prompt is " + std::to_string(ex.ids.size()) + " tokens, longer than max_seq_len = " +
+    throw BadPrompt{"prompt is " + std::string(cut ? "at least " : "") + std::to_string(ex.ids.size()) +
+                    " tokens, longer than max_seq_len = " +
                     std::to_string(opt.max_seq_len)};
   return ex;
 }

@@ -25,10 +25,19 @@ std::string string_field(const nlohmann::json& obj, const char* key) {
   return it->get<std::string>();
 }
 
-// Appends the tokens of one piece of text with the given loss flag (no BOS/EOS of its own).
-void append_text(SftExample& ex, const tokenizer::Tokenizer& tok, const std::string& text, uint8_t loss) {
-  if (text.empty()) return;
-  for (int64_t id : tok.encode(text, /*add_bos=*/false, /*add_eos=*/false)) {
+// Appends the tokens of one piece of text with the given loss flag (no BOS/EOS of its own). Tokens past
+// max_seq_len + 1 in the row are cut or refused anyway, so the text is encoded only that far (*cut set).
+void append_text(SftExample& ex, const tokenizer::Tokenizer& tok, const std::string& text, uint8_t loss,
+                 int64_t max_seq_len, bool* cut) {
+  if (text.empty() || *cut) return;
+  const int64_t room = max_seq_len - int64_t(ex.ids.size());
+  if (room < 0) {  // an EOS already went past max_seq_len
+    *cut = true;
+    return;
+  }
+  const auto ids = tok.encode_prefix(text, size_t(room));
+  *cut = int64_t(ids.size()) > room;
+  for (int64_t id : ids) {
     ex.ids.push_back(id);
     ex.loss.push_back(loss);
   }
@@ -45,8 +54,10 @@ bool has_loss_tokens(const SftExample& ex) {
   return ex.loss.size() > 1 && std::find(ex.loss.begin() + 1, ex.loss.end(), 1) != ex.loss.end();
 }
 
-// One parsed JSON row -> ids and loss mask. Throws BadRow.
-SftExample tokenize_row(const nlohmann::json& row, const tokenizer::Tokenizer& tok, const SftDataOptions& opt) {
+// One parsed JSON row -> ids and loss mask; *cut: the row has more than max_seq_len tokens and ids holds
+// only its first max_seq_len + 1 or more. Throws BadRow.
+SftExample tokenize_row(const nlohmann::json& row, const tokenizer::Tokenizer& tok, const SftDataOptions& opt,
+                        bool* cut) {
   if (!row.is_object()) throw BadRow{std::string("row must be a JSON object, got ") + row.type_name()};
   const bool has_pc = row.contains("prompt") || row.contains("completion");
   const bool has_messages = row.contains("messages");
@@ -61,9 +72,9 @@ SftExample tokenize_row(const nlohmann::json& row, const tokenizer::Tokenizer& t
   if (has_pc) {
     const std::string prompt = string_field(row, "prompt");
     const std::string completion = string_field(row, "completion");
-    append_text(ex, tok, prompt, 0);
-    append_text(ex, tok, completion, 1);
-    append_eos(ex, tok);
+    append_text(ex, tok, prompt, 0, opt.max_seq_len, cut);
+    append_text(ex, tok, completion, 1, opt.max_seq_len, cut);
+    if (!*cut) append_eos(ex, tok);  // a cut row keeps only its exact first tokens
   } else {
     const auto& msgs = row["messages"];
     if (!msgs.is_array()) throw BadRow{std::string("\"messages\" must be an array, got ") + msgs.type_name()};
@@ -87,11 +98,12 @@ SftExample tokenize_row(const nlohmann::json& row, const tokenizer::Tokenizer& t
     }
     if (!any_assistant) throw BadRow{"\"messages\" has no assistant turn"};
     for (const auto& [text, is_assistant] : render_chat(opt.chat_template, messages)) {
-      append_text(ex, tok, text, is_assistant ? 1 : 0);
-      if (is_assistant) append_eos(ex, tok);
+      append_text(ex, tok, text, is_assistant ? 1 : 0, opt.max_seq_len, cut);
+      if (is_assistant && !*cut) append_eos(ex, tok);
     }
   }
-  if (!has_loss_tokens(ex)) throw BadRow{"row has no completion tokens to learn"};
+  // A cut row is judged by the length check (too long, or what truncation keeps).
+  if (!*cut && !has_loss_tokens(ex)) throw BadRow{"row has no completion tokens to learn"};
   return ex;
 }
 
@@ -119,17 +131,19 @@ SftDataset load_sft_jsonl(const std::string& path, const tokenizer::Tokenizer& t
       } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e400
         throw BadRow{std::string("invalid JSON (") + e.what() + ")"};
       }
-      SftExample ex = tokenize_row(row, tok, opt);
+      bool cut = false;  // encoding stopped past max_seq_len: len is a lower bound
+      SftExample ex = tokenize_row(row, tok, opt, &cut);
       ex.line = line_no;
       const int64_t len = int64_t(ex.ids.size());
+      const std::string len_text = (cut ? "at least " : "") + std::to_string(len);
       if (len > opt.max_seq_len) {
         if (!opt.truncate)
-          fail(path, ":", line_no, ": row is ", len, " tokens, longer than max_seq_len = ", opt.max_seq_len,
+          fail(path, ":", line_no, ": row is ", len_text, " tokens, longer than max_seq_len = ", opt.max_seq_len,
                " (set truncate to cut it)");
         ex.ids.resize(size_t(opt.max_seq_len));
         ex.loss.resize(size_t(opt.max_seq_len));
         if (!has_loss_tokens(ex))
-          throw BadRow{"row is " + std::to_string(len) + " tokens; cut to max_seq_len = " +
+          throw BadRow{"row is " + len_text + " tokens; cut to max_seq_len = " +
                        std::to_string(opt.max_seq_len) + " it keeps no completion tokens"};
         ++data.truncated;
       }

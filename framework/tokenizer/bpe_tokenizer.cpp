@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <array>
 #include <climits>
+#include <functional>
+#include <queue>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -134,30 +136,29 @@ class Pcre2Regex {
   Pcre2Regex(const Pcre2Regex&) = delete;
   Pcre2Regex& operator=(const Pcre2Regex&) = delete;
 
-  // Appends the matches and the gaps between them, in order (Hugging Face Split, behavior "Isolated").
-  void split(const std::string& s, std::vector<std::string>* out) const {
-    pcre2_match_data* md = pcre2_match_data_create_from_pattern(code_, nullptr);
+  // Visits the matches and the gaps between them, in order (Hugging Face Split, behavior "Isolated"), one
+  // at a time so that the caller can stop early: visit returns false to stop, and split then returns false.
+  bool split(const std::string& s, const std::function<bool(const std::string&)>& visit) const {
+    std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> md(
+        pcre2_match_data_create_from_pattern(code_, nullptr), &pcre2_match_data_free);
     size_t pos = 0, last = 0;
     while (pos < s.size()) {
-      const int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), pos, 0, md, nullptr);
+      const int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), pos, 0, md.get(), nullptr);
       if (rc == PCRE2_ERROR_NOMATCH) break;
-      if (rc < 0) {
-        pcre2_match_data_free(md);
-        fail("pre-tokenizer regex: match error ", rc, " at byte ", pos);
-      }
-      const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+      if (rc < 0) fail("pre-tokenizer regex: match error ", rc, " at byte ", pos);
+      const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md.get());
       const size_t begin = ov[0], end = ov[1];
       if (end == begin) {  // empty matches split nothing; step to the next character
         pos = begin + 1;
         while (pos < s.size() && (static_cast<unsigned char>(s[pos]) & 0xC0) == 0x80) ++pos;
         continue;
       }
-      if (begin > last) out->push_back(s.substr(last, begin - last));
-      out->push_back(s.substr(begin, end - begin));
+      if (begin > last && !visit(s.substr(last, begin - last))) return false;
+      if (!visit(s.substr(begin, end - begin))) return false;
       last = pos = end;
     }
-    if (last < s.size()) out->push_back(s.substr(last));
-    pcre2_match_data_free(md);
+    if (last < s.size()) return visit(s.substr(last));
+    return true;
   }
 
  private:
@@ -452,8 +453,16 @@ void BpeTokenizer::load_special_ids(const std::string& dir) try {
   fail(dir, ": unexpected content in tokenizer_config.json / config.json / generation_config.json (", e.what(), ")");
 }
 
+// Merges by rank within one pre-token, as Hugging Face's BPE does: each round merges the adjacent pair with
+// the lowest merge rank, the leftmost if it occurs more than once. The candidate pairs sit in a heap keyed
+// (rank, position) over a linked list of symbols, so a round costs O(log n) rather than a scan of the piece.
+// A popped entry is taken if the pair now at its position has that rank (a rank names one pair of ids, so it
+// is that very pair); otherwise a merge beside it has made it stale and it is skipped.
 void BpeTokenizer::encode_piece(const std::string& piece, std::vector<int64_t>* out) const {
-  {
+  // Short pieces repeat (words); long ones rarely do and would fill memory.
+  constexpr size_t kMaxCachedBytes = 256;
+  const bool cacheable = piece.size() <= kMaxCachedBytes;
+  if (cacheable) {
     std::lock_guard<std::mutex> lock(cache_mutex_);
     auto it = cache_.find(piece);
     if (it != cache_.end()) {
@@ -462,69 +471,99 @@ void BpeTokenizer::encode_piece(const std::string& piece, std::vector<int64_t>* 
     }
   }
   const ByteMap& map = byte_map();
-  std::string mapped;
-  for (unsigned char b : piece) mapped += map.byte_char[b];
-
-  std::vector<int64_t> ids;
-  auto whole = token_to_id_.find(mapped);
-  if (ignore_merges_ && whole != token_to_id_.end()) {
-    ids.push_back(whole->second);
-  } else {
+  std::vector<int64_t> ids;  // (n) symbol ids; -1 once merged into the symbol on its left
+  if (ignore_merges_) {
+    std::string mapped;
+    for (unsigned char b : piece) mapped += map.byte_char[b];
+    auto whole = token_to_id_.find(mapped);
+    if (whole != token_to_id_.end()) ids.push_back(whole->second);
+  }
+  if (ids.empty()) {
     for (unsigned char b : piece) {
       auto it = token_to_id_.find(map.byte_char[b]);
       if (it == token_to_id_.end())
         fail(source_, ": byte 0x", std::hex, static_cast<int>(b), " has no token in the vocabulary");
       ids.push_back(it->second);
     }
-    // Merge the lowest-ranked adjacent pair, leftmost first, until no pair has a merge.
-    while (ids.size() > 1) {
-      int32_t best_rank = INT32_MAX;
-      size_t best_i = 0;
-      int64_t best_id = -1;
-      for (size_t i = 0; i + 1 < ids.size(); ++i) {
-        auto it = merges_.find((static_cast<uint64_t>(ids[i]) << 32) | static_cast<uint64_t>(ids[i + 1]));
-        if (it != merges_.end() && it->second.rank < best_rank) {
-          best_rank = it->second.rank;
-          best_i = i;
-          best_id = it->second.merged_id;
-        }
-      }
-      if (best_id < 0) break;
-      ids[best_i] = best_id;
-      ids.erase(ids.begin() + static_cast<std::ptrdiff_t>(best_i) + 1);
+    if (ids.size() > size_t(INT32_MAX))
+      fail(source_, ": a pre-token of ", ids.size(), " bytes, more than the 2^31 - 1 it handles");
+    const int32_t n = static_cast<int32_t>(ids.size());
+    std::vector<int32_t> prev(static_cast<size_t>(n)), next(static_cast<size_t>(n));  // the list; -1 at the ends
+    for (int32_t i = 0; i < n; ++i) {
+      prev[i] = i - 1;
+      next[i] = i + 1 < n ? i + 1 : -1;
     }
+    auto merge_at = [&](int32_t left) -> const Merge* {  // the merge of the pair starting at left, if any
+      if (left < 0 || ids[left] < 0 || next[left] < 0) return nullptr;
+      auto it = merges_.find((static_cast<uint64_t>(ids[left]) << 32) | static_cast<uint64_t>(ids[next[left]]));
+      return it == merges_.end() ? nullptr : &it->second;
+    };
+    struct Candidate {
+      int32_t rank;
+      int32_t left;  // position of the pair's left symbol
+    };
+    auto after = [](const Candidate& a, const Candidate& b) {  // heap order: lowest rank, then leftmost
+      return a.rank != b.rank ? a.rank > b.rank : a.left > b.left;
+    };
+    std::vector<Candidate> heap;
+    heap.reserve(static_cast<size_t>(n));
+    auto push = [&](int32_t left) {
+      if (const Merge* m = merge_at(left)) {
+        heap.push_back({m->rank, left});
+        std::push_heap(heap.begin(), heap.end(), after);
+      }
+    };
+    for (int32_t i = 0; i + 1 < n; ++i) push(i);
+    while (!heap.empty()) {
+      std::pop_heap(heap.begin(), heap.end(), after);
+      const Candidate c = heap.back();
+      heap.pop_back();
+      const Merge* m = merge_at(c.left);
+      if (m == nullptr || m->rank != c.rank) continue;  // stale
+      const int32_t right = next[c.left];
+      ids[c.left] = m->merged_id;
+      ids[right] = -1;
+      next[c.left] = next[right];
+      if (next[right] >= 0) prev[next[right]] = c.left;
+      push(prev[c.left]);
+      push(c.left);
+    }
+    std::vector<int64_t> merged;
+    for (int32_t i = n > 0 ? 0 : -1; i >= 0; i = next[i]) merged.push_back(ids[i]);  // 0 is never merged away
+    ids.swap(merged);
   }
   out->insert(out->end(), ids.begin(), ids.end());
+  if (!cacheable) return;
   std::lock_guard<std::mutex> lock(cache_mutex_);
   if (cache_.size() > 200000) cache_.clear();  // bounded: long-running servers see unbounded text
   cache_.emplace(piece, std::move(ids));
 }
 
-void BpeTokenizer::encode_text(const std::string& text, std::vector<int64_t>* out) const {
-  if (text.empty()) return;
-  std::vector<std::string> pieces{text};
-  const size_t n_split = split_patterns_.size();
-  for (size_t s = 0; s < n_split; ++s) {
-    std::vector<std::string> next;
-    for (const std::string& p : pieces) splitters_[s]->split(p, &next);
-    pieces.swap(next);
-  }
+// Pre-tokens never merge with each other, so the tokens so far are final and the text can stop once more
+// than max_tokens are out. Returns false when it stopped.
+bool BpeTokenizer::encode_text(const std::string& text, size_t max_tokens, std::vector<int64_t>* out) const {
+  if (text.empty()) return true;
+  const std::function<bool(const std::string&)> encode_one = [&](const std::string& p) {
+    encode_piece(p, out);
+    return out->size() <= max_tokens;
+  };
   // ByteLevel: optional prefix space per piece, then (use_regex) the GPT-2 split.
-  if (add_prefix_space_)
-    for (std::string& p : pieces)
-      if (p[0] != ' ') p.insert(p.begin(), ' ');
-  if (byte_level_regex_) {
-    std::vector<std::string> next;
-    for (const std::string& p : pieces) splitters_.back()->split(p, &next);
-    pieces.swap(next);
-  }
-  for (const std::string& p : pieces) encode_piece(p, out);
+  const std::function<bool(const std::string&)> byte_level = [&](const std::string& piece) {
+    std::string p = piece;
+    if (add_prefix_space_ && p[0] != ' ') p.insert(p.begin(), ' ');
+    return byte_level_regex_ ? splitters_.back()->split(p, encode_one) : encode_one(p);
+  };
+  // The Split steps in order, each applied to every piece of the one before, depth first so it can stop.
+  const size_t n_split = split_patterns_.size();
+  std::function<bool(size_t, const std::string&)> split_from = [&](size_t step, const std::string& piece) {
+    if (step == n_split) return byte_level(piece);
+    return splitters_[step]->split(piece, [&](const std::string& p) { return split_from(step + 1, p); });
+  };
+  return split_from(0, text);
 }
 
-std::vector<int64_t> BpeTokenizer::encode(const std::string& text, bool add_bos, bool add_eos) const {
-  std::vector<int64_t> ids;
-  if (add_bos && bos_id_ >= 0) ids.push_back(bos_id_);
-  // Added tokens are matched whole first (leftmost, longest), the text between them is BPE-encoded.
+// Added tokens are matched whole first (leftmost, longest), the text between them is BPE-encoded.
+void BpeTokenizer::encode_into(const std::string& text, size_t max_tokens, std::vector<int64_t>* out) const {
   size_t start = 0;
   for (size_t pos = 0; pos < text.size();) {
     const AddedToken* hit = nullptr;
@@ -542,13 +581,27 @@ std::vector<int64_t> BpeTokenizer::encode(const std::string& text, bool add_bos,
       ++pos;
       continue;
     }
-    encode_text(text.substr(start, pos - start), &ids);
-    ids.push_back(hit->id);
+    if (!encode_text(text.substr(start, pos - start), max_tokens, out)) return;
+    out->push_back(hit->id);
+    if (out->size() > max_tokens) return;
     pos += hit->content.size();
     start = pos;
   }
-  encode_text(text.substr(start), &ids);
+  encode_text(text.substr(start), max_tokens, out);
+}
+
+std::vector<int64_t> BpeTokenizer::encode(const std::string& text, bool add_bos, bool add_eos) const {
+  std::vector<int64_t> ids;
+  if (add_bos && bos_id_ >= 0) ids.push_back(bos_id_);
+  encode_into(text, SIZE_MAX, &ids);
   if (add_eos && eos_id_ >= 0) ids.push_back(eos_id_);
+  return ids;
+}
+
+std::vector<int64_t> BpeTokenizer::encode_prefix(const std::string& text, size_t max_tokens) const {
+  std::vector<int64_t> ids;
+  encode_into(text, max_tokens, &ids);
+  if (ids.size() > max_tokens) ids.resize(max_tokens + 1);
   return ids;
 }
 

@@ -1,5 +1,6 @@
 // Hugging Face byte-level BPE (GPT-2 family, Qwen2, Llama 3): bytes map to printable code points, a regex
-// pre-tokenizer splits the text, and merges apply by rank within each piece.
+// pre-tokenizer splits the text, and merges apply by rank within each piece (a heap of candidate pairs,
+// O(n log n) per piece; pieces are encoded one at a time, so encode_prefix stops as soon as it has enough).
 // Loads vocab.json + merges.txt, or a tokenizer.json whose model is BPE with a ByteLevel pre-tokenizer.
 #pragma once
 #include <array>
@@ -29,6 +30,7 @@ class BpeTokenizer : public Tokenizer {
   void load_special_ids(const std::string& dir);
 
   std::vector<int64_t> encode(const std::string& text, bool add_bos, bool add_eos) const override;
+  std::vector<int64_t> encode_prefix(const std::string& text, size_t max_tokens) const override;
   std::string decode_piece(int64_t prev_token, int64_t token) const override;
   std::string decode(const std::vector<int64_t>& ids) const override;
   int64_t vocab_size() const override { return static_cast<int64_t>(id_to_token_.size()); }
@@ -54,8 +56,11 @@ class BpeTokenizer : public Tokenizer {
   void add_token(const std::string& content, int64_t id, bool special);
   void default_specials();
   int64_t token_id(const std::string& token) const;                              // vocab or added token, -1 when absent
-  void encode_piece(const std::string& piece, std::vector<int64_t>* out) const;  // one pre-token
-  void encode_text(const std::string& text, std::vector<int64_t>* out) const;    // no added tokens inside
+  void encode_piece(const std::string& piece, std::vector<int64_t>* out) const;  // one pre-token, merged by rank
+  // Text without added tokens: pre-tokenized and encoded piece by piece until out holds more than max_tokens
+  // (then false).
+  bool encode_text(const std::string& text, size_t max_tokens, std::vector<int64_t>* out) const;
+  void encode_into(const std::string& text, size_t max_tokens, std::vector<int64_t>* out) const;  // with added
 
   std::string source_;                                           // file it came from, for messages
   std::vector<std::string> id_to_token_;                         // (vocab_size) byte-mapped token strings

@@ -2,6 +2,7 @@
 //   llama2.c tokenizer files (tok512.bin): SentencePiece-style BPE with scores, BOS, dummy prefix, byte fallback.
 //   Hugging Face byte-level BPE (GPT-2 family, Qwen2): vocab.json + merges.txt, or tokenizer.json.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -15,6 +16,16 @@ class Tokenizer {
 
   // Text to ids; BOS/EOS prepended/appended when asked and when the tokenizer has them.
   virtual std::vector<int64_t> encode(const std::string& text, bool add_bos, bool add_eos) const = 0;
+
+  // The first min(n, max_tokens + 1) tokens of encode(text, false, false), where n is its length: all of them
+  // when they fit, else an exact prefix one token longer than max_tokens, so the caller knows the text did not
+  // fit. Both tokenizers stop early (at a boundary no token can cross), so a huge text costs about what is
+  // kept; data readers pass what max_seq_len leaves. This default encodes everything and cuts.
+  virtual std::vector<int64_t> encode_prefix(const std::string& text, size_t max_tokens) const {
+    std::vector<int64_t> ids = encode(text, false, false);
+    if (ids.size() > max_tokens) ids.resize(max_tokens + 1);
+    return ids;
+  }
 
   // Bytes of one token given the token before it (llama2.c drops a piece's leading space right after BOS).
   virtual std::string decode_piece(int64_t prev_token, int64_t token) const = 0;

@@ -2,9 +2,12 @@
 // regex, add_prefix_space, ignore_merges, added tokens), save_hf round trips, special ids, bad files.
 #include <gtest/gtest.h>
 
+#include <climits>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <sstream>
 
 #include "framework/core/error.h"
@@ -231,5 +234,110 @@ TEST(TokenizerBpeErrors, BadFilesThrow) {
   write_file_atomic(json, R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "c": 2}, "merges": []},
                              "pre_tokenizer": {"type": "ByteLevel"}})");
   expect_error([&] { load_tokenizer(json, 2); }, {json, "has 3 tokens, model expects 2"});
+  fs::remove_all(dir);
+}
+
+namespace {
+
+// GPT-2's bytes_to_unicode, written out again for the reference.
+std::vector<std::string> gpt2_byte_chars() {
+  std::vector<std::string> out(256);
+  uint32_t next = 256;
+  for (uint32_t b = 0; b < 256; ++b) {
+    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+    const uint32_t cp = printable ? b : next++;
+    std::string s;
+    if (cp < 0x80) {
+      s += char(cp);
+    } else {
+      s += char(0xC0 | (cp >> 6));
+      s += char(0x80 | (cp & 0x3F));
+    }
+    out[b] = s;
+  }
+  return out;
+}
+
+// Yesterday's per-piece merge loop, kept as the reference: every round a scan of all adjacent pairs for the
+// lowest rank (leftmost on ties), then an erase. Quadratic, and exact.
+struct ReferenceBpe {
+  std::map<std::string, int64_t> vocab;
+  std::map<std::pair<int64_t, int64_t>, std::pair<int64_t, int64_t>> merges;  // (l, r) -> (rank, merged)
+  std::vector<std::string> byte_chars = gpt2_byte_chars();
+
+  std::vector<int64_t> encode(const std::string& piece) const {
+    std::vector<int64_t> ids;
+    for (unsigned char b : piece) ids.push_back(vocab.at(byte_chars[b]));
+    while (ids.size() > 1) {
+      int64_t best_rank = INT64_MAX, best_id = -1;
+      size_t best_i = 0;
+      for (size_t i = 0; i + 1 < ids.size(); ++i) {
+        auto it = merges.find({ids[i], ids[i + 1]});
+        if (it != merges.end() && it->second.first < best_rank) {
+          best_rank = it->second.first;
+          best_i = i;
+          best_id = it->second.second;
+        }
+      }
+      if (best_id < 0) break;
+      ids[best_i] = best_id;
+      ids.erase(ids.begin() + static_cast<std::ptrdiff_t>(best_i) + 1);
+    }
+    return ids;
+  }
+};
+
+std::string random_bpe_text(std::mt19937& rng) {
+  static const std::vector<std::string> kBits = {
+      "the", "ing", " the", "hello", "world", "aaaa", "ababab", "Once", "upon", "12345", " ",  "  ", "\n", "\t",
+      ".",   ",",   "!?",   "'s",    "é",     "中文", "😀",     "\xff", "\x80", "\xe4\xb8", std::string(1, '\0')};
+  std::string s;
+  const int n = int(rng() % 20);
+  for (int i = 0; i < n; ++i) s += kBits[rng() % kBits.size()];
+  return s;
+}
+
+}  // namespace
+
+// The heap against the quadratic reference: GPT-2's vocab and merges with ByteLevel's regex off, so that the
+// whole random text is one piece (no <|endoftext|> in the texts). Then encode_prefix on the regex tokenizer.
+TEST_F(TokenizerBpeGpt2, HeapMatchesQuadraticReference) {
+  const auto vocab = nlohmann::json::parse(read_file(kGpt2Vocab));
+  ReferenceBpe ref;
+  nlohmann::json merges = nlohmann::json::array();
+  std::istringstream lines(read_file(kGpt2Merges));
+  std::string line;
+  for (int64_t rank = 0; std::getline(lines, line);) {
+    if (line.empty() || line.rfind("#version", 0) == 0) continue;
+    const size_t space = line.find(' ');
+    const std::string l = line.substr(0, space), r = line.substr(space + 1);
+    ref.merges.emplace(std::make_pair(vocab.at(l).get<int64_t>(), vocab.at(r).get<int64_t>()),
+                       std::make_pair(rank, vocab.at(l + r).get<int64_t>()));
+    merges.push_back(line);
+    ++rank;
+  }
+  for (auto it = vocab.begin(); it != vocab.end(); ++it) ref.vocab[it.key()] = it.value().get<int64_t>();
+  nlohmann::json j;
+  j["model"] = {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}};
+  j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}};
+  const fs::path dir = temp_dir("bpe_property");
+  write_file_atomic((dir / "tokenizer.json").string(), j.dump());
+  auto whole = load_tokenizer((dir / "tokenizer.json").string());
+
+  std::mt19937 rng(4321);
+  for (int i = 0; i < 2000; ++i) {
+    const std::string text = random_bpe_text(rng);
+    ASSERT_EQ(whole->encode(text, false, false), ref.encode(text)) << "input \"" << text << "\"";
+    const auto ids = gpt2_->encode(text, false, false);
+    EXPECT_EQ(gpt2_->decode(ids), text);
+    const size_t k = rng() % (ids.size() + 2);
+    auto expected = ids;
+    if (expected.size() > k) expected.resize(k + 1);
+    ASSERT_EQ(gpt2_->encode_prefix(text, k), expected) << "k " << k << " input \"" << text << "\"";
+  }
+  // One long piece (about 2 KB), where the heap's order matters most.
+  std::string word;
+  for (int i = 0; i < 400; ++i) word += random_bpe_text(rng).substr(0, 5);
+  EXPECT_EQ(whole->encode(word, false, false), ref.encode(word));
   fs::remove_all(dir);
 }

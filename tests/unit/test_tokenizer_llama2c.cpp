@@ -2,9 +2,13 @@
 // corrupt files, load_tokenizer dispatch and checks, and the Hugging Face export.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <sstream>
 
 #include "framework/core/error.h"
@@ -88,9 +92,15 @@ TEST(TokenizerLlama2c, DecodePieceRules) {
   EXPECT_THROW(tok.decode_piece(1, -1), reglage::Error);
 }
 
-TEST(TokenizerLlama2c, EmbeddedNulEndsTextLikeRunC) {
+// A NUL byte is an ordinary byte (<0x00>, id 3, as SentencePiece's byte fallback has it): the text after it
+// is tokenized and everything round-trips (run.c stopped at the NUL, which silently dropped the rest).
+TEST(TokenizerLlama2c, NulIsAnOrdinaryByte) {
   Llama2cTokenizer tok(kTok512);
-  EXPECT_EQ(tok.encode(std::string("Once\0 upon", 10), true, false), tok.encode("Once", true, false));
+  const std::string text("Once\0 upon a time\0", 18);
+  const auto ids = tok.encode(text, true, false);
+  EXPECT_EQ(ids, (std::vector<int64_t>{1, 403, 3, 407, 261, 378, 3}));
+  EXPECT_EQ(tok.decode(ids), text);
+  EXPECT_EQ(tok.decode(tok.encode(std::string(3, '\0'), true, true)), std::string(3, '\0'));
 }
 
 TEST(TokenizerLlama2c, CorruptFilesThrow) {
@@ -161,5 +171,185 @@ TEST(TokenizerLlama2c, SaveHfWritesFilesAndReloads) {
   auto back = load_tokenizer(dir.string(), 512);
   ASSERT_NE(dynamic_cast<Llama2cTokenizer*>(back.get()), nullptr);
   EXPECT_EQ(back->encode("Hello, World! 中文 😀", true, true), tok.encode("Hello, World! 中文 😀", true, true));
+  fs::remove_all(dir);
+}
+
+namespace {
+
+// A copy of the shipped file with token `index`'s score or length field replaced (max_token_length stays).
+std::string mutated_tok512(size_t index, const float* score, const int32_t* len) {
+  std::string b = reglage::core::read_file(kTok512);
+  size_t at = 4;
+  for (size_t i = 0; i < index; ++i) {
+    int32_t n;
+    std::memcpy(&n, &b[at + 4], 4);
+    at += 8 + size_t(n);
+  }
+  if (score) std::memcpy(&b[at], score, 4);
+  if (len) std::memcpy(&b[at + 4], len, 4);
+  return b;
+}
+
+// A llama2.c tokenizer file from (piece, score) pairs; max_token_length is the longest piece.
+std::string tok_file(const std::vector<std::pair<std::string, float>>& pieces) {
+  int32_t max_len = 1;
+  for (const auto& p : pieces) max_len = std::max<int32_t>(max_len, int32_t(p.first.size()));
+  std::string b(reinterpret_cast<const char*>(&max_len), 4);
+  for (const auto& [piece, score] : pieces) {
+    const int32_t len = int32_t(piece.size());
+    b.append(reinterpret_cast<const char*>(&score), 4);
+    b.append(reinterpret_cast<const char*>(&len), 4);
+    b += piece;
+  }
+  return b;
+}
+
+// Yesterday's encode, kept as the reference: run.c's loop, every round a scan of all pairs for the best score
+// (strict '>' from -1e10: leftmost on ties) and a string lookup of each concatenation. Quadratic, and exact.
+std::vector<int64_t> reference_encode(const Llama2cTokenizer& tok, const std::string& text) {
+  std::map<std::string, int64_t> ids;  // first id wins, as run.c's sorted lookup finds it
+  for (int64_t i = tok.vocab_size() - 1; i >= 0; --i) ids[tok.piece(i)] = i;
+  auto lookup = [&](const std::string& s) {
+    auto it = ids.find(s);
+    return it == ids.end() ? int64_t(-1) : it->second;
+  };
+  std::vector<int64_t> tokens;
+  if (!text.empty()) tokens.push_back(lookup(" "));
+  std::string buf;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if ((c & 0xC0) != 0x80) buf.clear();
+    buf.push_back(static_cast<char>(c));
+    const unsigned char next = i + 1 < text.size() ? static_cast<unsigned char>(text[i + 1]) : 0;
+    if ((next & 0xC0) == 0x80 && buf.size() < 4) continue;
+    const int64_t id = lookup(buf);
+    if (id >= 0) {
+      tokens.push_back(id);
+    } else {
+      for (unsigned char byte : buf) tokens.push_back(byte + 3);
+    }
+    buf.clear();
+  }
+  while (true) {
+    float best_score = -1e10f;
+    int64_t best_id = -1;
+    size_t best_idx = 0;
+    for (size_t i = 0; i + 1 < tokens.size(); ++i) {
+      const int64_t id = lookup(tok.piece(tokens[i]) + tok.piece(tokens[i + 1]));
+      if (id != -1 && tok.score(id) > best_score) {
+        best_score = tok.score(id);
+        best_id = id;
+        best_idx = i;
+      }
+    }
+    if (best_id == -1) break;
+    tokens[best_idx] = best_id;
+    tokens.erase(tokens.begin() + static_cast<std::ptrdiff_t>(best_idx) + 1);
+  }
+  return tokens;
+}
+
+// Random text: ASCII words, spaces and newlines, punctuation, digits, multi-byte UTF-8, invalid bytes, NUL.
+std::string random_text(std::mt19937& rng, const std::vector<std::string>& words) {
+  static const std::vector<std::string> kBits = {" ",  "  ", "\n", ".",  ",", "!", "'s", "0", "42", "é", "中文",
+                                                 "😀", "\xff", "\x80", "\xe4\xb8", "\t", std::string(1, '\0')};
+  std::string s;
+  const int n = int(rng() % 24);
+  for (int i = 0; i < n; ++i) s += rng() % 2 ? words[rng() % words.size()] : kBits[rng() % kBits.size()];
+  return s;
+}
+
+}  // namespace
+
+TEST(TokenizerLlama2c, BadScoresAndLengthsNameTheToken) {
+  const fs::path dir = temp_dir("llama2c_mutated");
+  auto write = [&](const std::string& name, const std::string& bytes) {
+    const std::string path = (dir / name).string();
+    reglage::core::write_file_atomic(path, bytes);
+    return path;
+  };
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const float minus_inf = -inf;
+  const std::string nan_path = write("nan.bin", mutated_tok512(300, &nan, nullptr));
+  expect_error([&] { Llama2cTokenizer t(nan_path); }, {nan_path, "token 300", "score nan", "finite"});
+  const std::string inf_path = write("inf.bin", mutated_tok512(7, &inf, nullptr));
+  expect_error([&] { Llama2cTokenizer t(inf_path); }, {inf_path, "token 7", "score inf", "finite"});
+  const std::string minf_path = write("minus_inf.bin", mutated_tok512(511, &minus_inf, nullptr));
+  expect_error([&] { load_tokenizer(minf_path, 512); }, {minf_path, "token 511", "score -inf", "finite"});
+  // Longer than the header's max_token_length (7), though the bytes are there: run.c's buffer would overflow.
+  std::string longer = mutated_tok512(0, nullptr, nullptr);
+  const int32_t eight = 8;
+  std::memcpy(&longer[8], &eight, 4);  // token 0, "<unk>" (5 bytes) now claims 8: "<unk>" + next score's bytes
+  const std::string long_path = write("long.bin", longer);
+  expect_error([&] { Llama2cTokenizer t(long_path); }, {long_path, "token 0", "length 8", "max_token_length 7"});
+  const int32_t minus_one = -1;
+  const std::string neg_path = write("negative.bin", mutated_tok512(42, nullptr, &minus_one));
+  expect_error([&] { Llama2cTokenizer t(neg_path); }, {neg_path, "token 42", "negative length -1"});
+  std::string bad_header = reglage::core::read_file(kTok512);
+  const int32_t zero = 0;
+  std::memcpy(&bad_header[0], &zero, 4);
+  const std::string header_path = write("header0.bin", bad_header);
+  expect_error([&] { Llama2cTokenizer t(header_path); }, {header_path, "max_token_length is 0", "> 0"});
+  // One token more than the model's embedding has rows.
+  const std::string extra = write("extra.bin", reglage::core::read_file(kTok512) + tok_file({{"zz", -1.0f}}).substr(4));
+  expect_error([&] { load_tokenizer(extra, 512); }, {extra, "has 513 tokens, model expects 512"});
+  fs::remove_all(dir);
+}
+
+// The heap (and the cuts between segments) against the quadratic reference on random text, on the shipped
+// tokenizer and on small vocabularies built to stress ties, spaces inside pieces and pieces that are never cut.
+TEST(TokenizerLlama2c, HeapMatchesQuadraticReference) {
+  const fs::path dir = temp_dir("llama2c_property");
+  auto write_tok = [&](const std::string& name, const std::vector<std::pair<std::string, float>>& pieces) {
+    const std::string path = (dir / name).string();
+    reglage::core::write_file_atomic(path, tok_file(pieces));
+    return path;
+  };
+  struct Case {
+    std::string path;
+    std::vector<std::string> words;
+  };
+  std::vector<Case> cases;
+  cases.push_back({kTok512, {"Once", "upon", "a", "time", "the", "little", "dog", "Timmy", "said", "aaaa", "ttt"}});
+  // Equal scores everywhere: only the leftmost rule orders merges. Spaces inside and at the end of pieces.
+  std::vector<std::pair<std::string, float>> ties = {{"<unk>", 0}, {"<s>", 0}, {"</s>", 0}};
+  for (int b = 0; b < 256; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof(name), "<0x%02X>", b);
+    ties.emplace_back(name, 0.0f);
+  }
+  for (const char* p : {" ", "a", "b", "aa", "ab", "ba", "bb", "aaa", "aab", "a a", "b ", " a", " b", "ab ", "aa a"})
+    ties.emplace_back(p, 1.0f);
+  ties.emplace_back("bab", -1e10f);  // never merged: at or below run.c's threshold
+  cases.push_back({write_tok("ties.bin", ties), {"a", "b", "aa", "ab", "ba", "aab", "bab", "abba"}});
+  // Distinct scores, a merge across "\n", and pieces of byte-fallback strings (run.c merges those too).
+  std::vector<std::pair<std::string, float>> mixed = ties;
+  for (size_t i = 3; i < mixed.size(); ++i) mixed[i].second = -float(i % 7);
+  mixed.emplace_back("a\n", 2.0f);
+  mixed.emplace_back("<0xFF><0x80>", 3.0f);
+  cases.push_back({write_tok("mixed.bin", mixed), {"a", "b", "aa", "ab", "ba", "aab", "bab", "\na"}});
+  // An empty piece (a NUL first byte ends it, as in run.c) as z's byte fallback: z then merges into its left
+  // neighbour, and no cut is safe any more.
+  std::vector<std::pair<std::string, float>> empty = mixed;
+  empty[3 + 'z'].first = std::string("\0z", 2);
+  cases.push_back({write_tok("empty.bin", empty), {"a", "b", "zaz", "ab", "z", "bab z"}});
+
+  std::mt19937 rng(1234);
+  int compared = 0;
+  for (const Case& c : cases) {
+    Llama2cTokenizer tok(c.path);
+    for (int i = 0; i < 1500; ++i) {
+      const std::string text = random_text(rng, c.words);
+      const auto ids = tok.encode(text, false, false);
+      ASSERT_EQ(ids, reference_encode(tok, text)) << c.path << ": input \"" << text << "\"";
+      // encode_prefix: the exact first tokens, one more than asked when there are more.
+      const size_t k = rng() % (ids.size() + 2);
+      auto expected = ids;
+      if (expected.size() > k) expected.resize(k + 1);
+      ASSERT_EQ(tok.encode_prefix(text, k), expected) << c.path << ": k " << k << " input \"" << text << "\"";
+      ++compared;
+    }
+  }
+  EXPECT_EQ(compared, 6000);
   fs::remove_all(dir);
 }
