@@ -58,8 +58,9 @@ train::AdamWConfig adamw_config(const config::StageConfig& st);
 // max_steps, or ceil(rows * epochs / batch_size)
 int64_t total_steps(const config::StageConfig& st, int64_t rows);
 
-// Rank 0 writes the stage output into final.tmp through `write`, adds reglage_lineage.json, and renames it to
-// final/; all ranks wait.
+// Rank 0 writes the stage output into final.tmp through `write`, adds reglage_lineage.json and, last,
+// reglage_manifest.json (every file's size and checksum, checked by every reader), and renames it to final/;
+// all ranks wait.
 void publish_final(StageContext& ctx, const Lineage& lineage, const std::function<void(const std::string&)>& write);
 
 // Threads per rank: the config's value, or cores / ranks on this host when it is 0.
