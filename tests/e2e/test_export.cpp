@@ -309,6 +309,19 @@ void flip_byte(const std::string& path, size_t from_end) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
 }
 
+// `reglage args` under timeout(1): a serve-reward that accepted a damaged output would serve until stopped.
+test::CommandResult run_bounded(const std::string& args) {
+  test::TempDir tmp;
+  const std::string cmd = "timeout 300 " + std::string(REGLAGE_BINARY) + " " + args + " > " + tmp.path("out") +
+                          " 2> " + tmp.path("err");
+  const int status = std::system(cmd.c_str());
+  test::CommandResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = core::read_file(tmp.path("out"));
+  r.err = core::read_file(tmp.path("err"));
+  return r;
+}
+
 TEST_F(Export, EveryStageOutputCarriesAManifest) {
   for (const std::string stage : {"sft", "sft2", "full", "rm"}) {
     const std::string dir = run_dir() + "/" + stage + "/final";
@@ -343,7 +356,7 @@ TEST_F(Export, AFlippedByteInAStageOutputIsRefusedByEveryReader) {
        run + "/rm/final: reward_head.safetensors fails its checksum ("},
   };
   for (const auto& c : cases) {
-    auto r = test::run_reglage(c.command);
+    auto r = run_bounded(c.command);
     EXPECT_EQ(r.exit_code, 1) << c.what << ": " << r.err;
     EXPECT_NE(r.err.find(c.expect), std::string::npos) << c.what << ": " << r.err;
     EXPECT_NE(r.err.find("re-run stage '"), std::string::npos) << c.what << ": " << r.err;
