@@ -45,7 +45,9 @@ void write_output_manifest(const std::string& dir);
 
 // Checks a stage output directory against its reglage_manifest.json; throws one line naming the directory,
 // the file and what mismatched. A directory without a manifest (a final/ of a reglage from before
-// manifests) is accepted unchecked: `warn` hears about it once per directory in this process.
+// manifests) is accepted unchecked: `warn` hears about it once per directory in this process. A directory
+// that verified is not read again in this process while its manifest and its files' sizes and modification
+// times are unchanged (a lineage names the same output to several loaders).
 using Warn = std::function<void(const std::string&)>;
 void verify_output(const std::string& dir, const Warn& warn);
 void verify_output(const std::string& dir);  // warnings go to stderr
