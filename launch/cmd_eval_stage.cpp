@@ -76,11 +76,11 @@ StagePolicy load_stage_policy(const config::PipelineConfig& cfg, const std::stri
     fail("--stage ", stage, ": a reward_model stage is not a policy (expected base or an sft, dpo, ppo or grpo stage)");
   const std::string dir = cfg.run_dir + "/" + stage + "/final";
   if (!core::is_directory(dir)) fail("--stage ", stage, ": no output in ", dir, " (has the stage run?)");
-  p.lineage = io::read_lineage(dir);
-  if (p.lineage.base_model.empty()) p.lineage.base_model = cfg.model.path;
+  const io::StageOutput out = io::read_stage_output(dir, cfg.model.path);  // checks it against its manifest
+  p.lineage = out.lineage;
   p.has_reference = true;
   if (merge_weight != 1.0) {
-    p.model = io::load_interpolated(io::read_stage_output(dir, cfg.model.path), merge_weight, dtype);
+    p.model = io::load_interpolated(out, merge_weight, dtype);
     p.reference = io::load_lineage(p.lineage, dtype);
   } else if (core::file_exists(dir + "/config.json")) {  // a fully trained stage
     p.model = io::load_model(dir);

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "framework/checkpoint/run_lock.h"
 #include "framework/config/config_error.h"
 #include "framework/core/error.h"
 #include "framework/dist/communicator.h"
@@ -41,6 +42,11 @@ int cmd_run(int argc, char** argv) {
   } catch (const config::ConfigError& e) {
     // Every rank validates the same files; rank 0 speaks for all.
     if (rank == 0) std::fprintf(stderr, "%s\n", e.what());
+    dist::finalize();
+    return 1;
+  } catch (const checkpoint::RunRefused& e) {
+    // Thrown on every rank after the same broadcast: one line, no abort.
+    if (rank == 0) std::fprintf(stderr, "reglage run: error: %s\n", e.what());
     dist::finalize();
     return 1;
   } catch (...) {

@@ -1,5 +1,6 @@
 #include "reward/model_source.h"
 
+#include "framework/checkpoint/manifest.h"
 #include "framework/core/error.h"
 #include "framework/core/file_util.h"
 #include "framework/io/lineage.h"
@@ -19,6 +20,7 @@ class ModelSource : public RewardSource {
               const io::Lineage* shared_lineage)
       : dir_(dir), batch_size_(batch_size) {
     if (!core::is_directory(dir)) fail("reward model ", dir, ": directory not found");
+    checkpoint::verify_output(dir);  // its files as the reward_model stage wrote them
     if (!core::file_exists(dir + "/reward_head.safetensors"))
       fail("reward model ", dir, ": no reward_head.safetensors (expected the final/ of a reward_model stage)");
     io::Lineage lineage = io::read_lineage(dir);

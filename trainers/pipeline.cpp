@@ -3,11 +3,13 @@
 #include "framework/data/prompt_data.h"
 #include "reward/rules.h"
 
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "framework/checkpoint/checkpoint.h"
+#include "framework/checkpoint/run_lock.h"
 #include "framework/config/config_error.h"
 #include "framework/config/pipeline_config.h"
 #include "framework/data/preference_data.h"
@@ -151,12 +153,36 @@ void validate_stage_inputs(const config::PipelineConfig& cfg) {
   if (!problems.empty()) throw config::ConfigError(cfg.source, problems);
 }
 
+// Under `reglage launch`, attempts after the first are restarts: the previous attempt's rank 0 may still be
+// exiting (on another host, say), so its lock is waited out for a while instead of refused at once.
+constexpr double kRestartLockWaitS = 60.0;
+bool launcher_restart() {
+  const char* attempt = std::getenv("REGLAGE_ATTEMPT");
+  return attempt != nullptr && std::atoi(attempt) > 0;
+}
+
 }  // namespace
 
 void run_pipeline(const RunOptions& opt, dist::Communicator& comm) {
   const auto cfg = config::load_pipeline(opt.config_path, opt.overrides, comm.size());
   torch::set_num_threads(threads_per_rank(cfg.threads));
   const bool root = comm.rank() == 0;
+
+  // One run per run_dir (a second one would double the metrics and, with --restart-from, leave config.yaml
+  // disagreeing with the weights). Rank 0 takes the lock and holds it until this function ends; every rank
+  // learns the outcome from it, so a refused run stops on all ranks at once. Other ranks never touch the
+  // lock: on other hosts sharing run_dir they would contend with their own rank 0.
+  checkpoint::RunLock run_lock;
+  std::string refused;
+  if (root) {
+    try {
+      refused = run_lock.try_acquire(cfg.run_dir, launcher_restart() ? kRestartLockWaitS : 0.0);
+    } catch (const Error& e) {
+      refused = e.what();
+    }
+  }
+  refused = dist::broadcast_string(comm, refused, 0, "broadcast run_dir lock");
+  if (!refused.empty()) throw checkpoint::RunRefused(refused);
 
   if (!opt.restart_from.empty() && cfg.find_stage(opt.restart_from) == nullptr)
     throw config::ConfigError(opt.config_path, {{0, 0, "--restart-from", opt.restart_from + ": no stage of that name"}});

@@ -15,7 +15,9 @@ struct RunOptions {
   std::string restart_from;             // --restart-from STAGE: that stage and later ones start over
 };
 
-// Collective over comm. Throws reglage::Error (config::ConfigError for config problems).
+// Collective over comm. Holds run_dir's lock (checkpoint/run_lock.h) on rank 0 while it runs. Throws
+// reglage::Error; config::ConfigError for config problems and checkpoint::RunRefused when another run holds
+// run_dir, both on every rank alike.
 void run_pipeline(const RunOptions& opt, dist::Communicator& comm);
 
 // Prints the state of every stage of run_dir (for `reglage status`).

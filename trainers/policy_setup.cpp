@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "framework/checkpoint/manifest.h"
 #include "framework/core/error.h"
 #include "framework/core/file_util.h"
 #include "framework/core/memory.h"
@@ -24,6 +25,8 @@ Policy load_policy(const StageContext& ctx) {
   p.lineage.base_model = cfg.model.path;
   if (!ctx.stage.init_from.empty()) {
     const std::string from = cfg.run_dir + "/" + ctx.stage.init_from + "/final";
+    // Its files as written (reglage_manifest.json), before any is read; load_lineage checks the earlier ones.
+    if (core::is_directory(from)) checkpoint::verify_output(from, [&](const std::string& w) { ctx.warn(w); });
     if (core::file_exists(from + "/config.json")) {
       p.lineage = {from, {}};  // a fully trained earlier stage: its model directory is the new base
     } else if (core::file_exists(from + "/adapter_config.json")) {
@@ -159,6 +162,7 @@ void publish_final(StageContext& ctx, const Lineage& lineage, const std::functio
     fs::create_directories(tmp, ec);
     write(tmp);
     io::write_lineage(tmp, lineage);
+    checkpoint::write_output_manifest(tmp);  // last: it lists every file above with its size and checksum
     fs::remove_all(ctx.final_dir(), ec);
     fs::rename(tmp, ctx.final_dir(), ec);
     if (ec) fail(ctx.final_dir(), ": cannot move the stage output into place (", ec.message(), ")");

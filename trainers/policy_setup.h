@@ -68,8 +68,9 @@ int64_t longest_sequence(const data::SftDataset& data);
 int64_t longest_sequence(const data::PreferenceDataset& data);
 int64_t longest_sequence(const data::PromptDataset& data);
 
-// Rank 0 writes the stage output into final.tmp through `write`, adds reglage_lineage.json, and renames it to
-// final/; all ranks wait.
+// Rank 0 writes the stage output into final.tmp through `write`, adds reglage_lineage.json and, last,
+// reglage_manifest.json (every file's size and checksum, checked by every reader), and renames it to final/;
+// all ranks wait.
 void publish_final(StageContext& ctx, const Lineage& lineage, const std::function<void(const std::string&)>& write);
 
 // Threads per rank: the config's value, or cores / ranks on this host when it is 0.

@@ -33,6 +33,34 @@ torch::Tensor gather_rng_states(dist::Communicator& comm) {
   return all.to(torch::kUInt8);
 }
 
+// The files load_latest_checkpoint reads back from a checkpoint of this state.
+std::vector<std::string> required_files(const TrainState& state) {
+  std::vector<std::string> names{"trainable.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json"};
+  if (state.second_optimizer) names.push_back("second_optimizer.safetensors");
+  return names;
+}
+
+// state.json of a verified checkpoint: readable, written at the checkpoint's own step, holding every field
+// the restore below reads. Returns the problem or "".
+std::string check_state_json(const checkpoint::Checkpoint& ckpt, const TrainState& state) {
+  json s;
+  try {
+    s = json::parse(checkpoint::read_checkpoint_file(ckpt, "state.json"));
+  } catch (const std::exception& e) {
+    return std::string("state.json unreadable (") + e.what() + ")";
+  }
+  if (!s.is_object() || !s.contains("step") || !s["step"].is_number_integer()) return "state.json records no step";
+  if (s["step"].get<int64_t>() != ckpt.step)
+    return "state.json says step " + std::to_string(s["step"].get<int64_t>()) + ", the directory is step-" +
+           std::to_string(ckpt.step);
+  std::vector<std::string> fields{"sampler_epoch", "sampler_offset", "optimizer_steps"};
+  if (state.second_optimizer) fields.push_back("second_optimizer_steps");
+  for (const auto& f : fields)
+    if (!s.contains(f) || !s[f].is_number_integer()) return "state.json has no integer '" + f + "'";
+  if (state.extra && !s.contains("extra")) return "state.json has no 'extra' state";
+  return "";
+}
+
 }  // namespace
 
 void save_checkpoint(StageContext& ctx, TrainState& state, int64_t step) {
@@ -68,7 +96,10 @@ void save_checkpoint(StageContext& ctx, TrainState& state, int64_t step) {
 }
 
 std::optional<int64_t> load_latest_checkpoint(StageContext& ctx, TrainState& state) {
-  auto ckpt = checkpoint::latest_valid(ctx.checkpoint_dir(), [&](const std::string& w) { ctx.warn(w); });
+  checkpoint::Expectation expect;
+  expect.required = required_files(state);
+  expect.check = [&](const checkpoint::Checkpoint& c) { return check_state_json(c, state); };
+  auto ckpt = checkpoint::latest_valid(ctx.checkpoint_dir(), [&](const std::string& w) { ctx.warn(w); }, expect);
   if (!ckpt) return std::nullopt;
   if (ckpt->meta["config_hash"] != ctx.config_hash)
     fail("checkpoint ", ckpt->path, " was written for a different configuration of stage '", ctx.stage.name,

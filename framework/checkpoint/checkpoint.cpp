@@ -30,17 +30,6 @@ int64_t parse_step(const std::string& name) {
 }
 }  // namespace
 
-std::string checksum(const std::string& bytes) {
-  uint64_t h = 14695981039346656037ULL;  // FNV-1a 64 offset basis
-  for (unsigned char c : bytes) {
-    h ^= c;
-    h *= 1099511628211ULL;
-  }
-  char buf[17];
-  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(h));
-  return buf;
-}
-
 std::string write_checkpoint(const std::string& dir, int64_t step, const std::map<std::string, std::string>& files,
                              const std::map<std::string, std::string>& meta) {
   std::error_code ec;
@@ -53,13 +42,15 @@ std::string write_checkpoint(const std::string& dir, int64_t step, const std::ma
   if (ec) fail(tmp, ": cannot create (", ec.message(), ")");
 
   json manifest;
-  manifest["step"] = step;
-  manifest["meta"] = meta;
-  manifest["files"] = json::object();
+  std::map<std::string, FileRecord> records;
   for (const auto& [name, bytes] : files) {
     core::write_file_atomic(core::path_join(tmp, name), bytes);
-    manifest["files"][name] = {{"size", bytes.size()}, {"checksum", checksum(bytes)}};
+    records[name] = {bytes.size(), checksum(bytes)};
   }
+  manifest["step"] = step;
+  manifest["meta"] = meta;
+  manifest["algorithm"] = kChecksumAlgorithm;
+  manifest["files"] = files_json(records);
   // The manifest last: a directory without one is never taken for a checkpoint.
   core::write_file_atomic(core::path_join(tmp, kManifest), manifest.dump(2) + "\n");
   if (fs::exists(final_path)) fs::remove_all(final_path, ec);
@@ -80,7 +71,7 @@ std::vector<int64_t> list_steps(const std::string& dir) {
   return steps;
 }
 
-std::string verify(const std::string& path) {
+std::string verify(const std::string& path, const std::vector<std::string>& required) {
   const std::string manifest_path = core::path_join(path, kManifest);
   if (!core::file_exists(manifest_path)) return "no manifest.json";
   json m;
@@ -89,35 +80,45 @@ std::string verify(const std::string& path) {
   } catch (const std::exception& e) {
     return std::string("manifest.json unreadable (") + e.what() + ")";
   }
-  if (!m.contains("files") || !m["files"].is_object()) return "manifest.json lists no files";
-  for (const auto& [name, info] : m["files"].items()) {
-    const std::string file = core::path_join(path, name);
-    if (!core::file_exists(file)) return name + " is missing";
-    const std::string bytes = core::read_file(file);
-    if (bytes.size() != info.value("size", uint64_t(0)))
-      return name + " has " + std::to_string(bytes.size()) + " bytes, manifest says " +
-             std::to_string(info.value("size", uint64_t(0)));
-    if (checksum(bytes) != info.value("checksum", std::string())) return name + " fails its checksum";
-  }
-  return "";
+  if (!m.is_object()) return "manifest.json is not a JSON object";
+  // The step it was written at is the step its directory names: a copy of step-4 renamed step-8 would
+  // otherwise resume 4 steps of training as done.
+  const int64_t dir_step = parse_step(fs::path(path).lexically_normal().filename().string());
+  if (!m.contains("step") || !m["step"].is_number_integer()) return "manifest.json records no step";
+  if (m["step"].get<int64_t>() != dir_step)
+    return "manifest.json says step " + std::to_string(m["step"].get<int64_t>()) + ", the directory is step-" +
+           std::to_string(dir_step);
+  if (m.contains("algorithm") && m["algorithm"] != kChecksumAlgorithm)
+    return "manifest.json uses checksum algorithm " + m["algorithm"].dump() + " (expected \"" + kChecksumAlgorithm + "\")";
+  const json files = m.contains("files") ? m["files"] : json();
+  // Files the trainer reads back must be listed: a manifest that dropped one entry along with its file
+  // is otherwise whole.
+  if (files.is_object() && !files.empty())  // (an empty list is reported as such below)
+    for (const auto& name : required)
+      if (!files.contains(name)) return name + " is missing (the trainer needs it; manifest.json does not list it)";
+  return check_files(path, files, kManifest, /*nested=*/false);
 }
 
-std::optional<Checkpoint> latest_valid(const std::string& dir, const std::function<void(const std::string&)>& warn) {
+std::optional<Checkpoint> latest_valid(const std::string& dir, const std::function<void(const std::string&)>& warn,
+                                       const Expectation& expect) {
   auto steps = list_steps(dir);
   for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
     const std::string path = core::path_join(dir, step_name(*it));
-    const std::string problem = verify(path);
+    std::string problem = verify(path, expect.required);
+    Checkpoint c;
+    c.path = path;
+    c.step = *it;
+    if (problem.empty()) {
+      const json m = json::parse(core::read_file(core::path_join(path, kManifest)));
+      if (m.contains("meta") && m["meta"].is_object())
+        for (const auto& [k, v] : m["meta"].items())
+          if (v.is_string()) c.meta[k] = v.get<std::string>();
+      if (expect.check) problem = expect.check(c);
+    }
     if (!problem.empty()) {
       warn("checkpoint " + path + " is incomplete or corrupt (" + problem + "); using an older one");
       continue;
     }
-    Checkpoint c;
-    c.path = path;
-    c.step = *it;
-    const json m = json::parse(core::read_file(core::path_join(path, kManifest)));
-    if (m.contains("meta") && m["meta"].is_object())
-      for (const auto& [k, v] : m["meta"].items())
-        if (v.is_string()) c.meta[k] = v.get<std::string>();
     return c;
   }
   return std::nullopt;

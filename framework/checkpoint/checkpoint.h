@@ -1,7 +1,8 @@
-// Stage checkpoints on disk: run_dir/<stage>/checkpoints/step-N/ holding named files and a manifest with
-// each file's size and checksum. A checkpoint is written into a temporary directory and renamed into place,
-// so a crash never leaves a directory named step-N that looks whole; on resume, one whose files do not
-// match the manifest is reported and skipped.
+// Stage checkpoints on disk: run_dir/<stage>/checkpoints/step-N/ holding named files and manifest.json:
+//   {"step": N, "meta": {"config_hash": ...}, "algorithm": "fnv1a64",
+//    "files": {"trainable.safetensors": {"size": .., "checksum": ..}, ...}}   (manifest.h)
+// A checkpoint is written into a temporary directory and renamed into place, so a crash never leaves a
+// directory named step-N that looks whole; on resume, one that does not verify is reported and skipped.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -10,10 +11,9 @@
 #include <string>
 #include <vector>
 
-namespace reglage::checkpoint {
+#include "framework/checkpoint/manifest.h"
 
-// FNV-1a 64-bit hash of bytes, as 16 hex digits (detects truncation and corruption; not cryptographic).
-std::string checksum(const std::string& bytes);
+namespace reglage::checkpoint {
 
 // Writes `files` (name -> bytes) and manifest.json (step, names, sizes, checksums, `meta`) as
 // <dir>/step-<step>/, atomically. Replaces an existing checkpoint of the same step.
@@ -29,11 +29,21 @@ struct Checkpoint {
 // Steps of the directories named step-N under dir, ascending (valid or not).
 std::vector<int64_t> list_steps(const std::string& dir);
 
-// Checks a checkpoint directory against its manifest; returns the problem, or "" when whole.
-std::string verify(const std::string& path);
+// Checks a checkpoint directory (.../step-N) against its manifest; returns the problem, or "" when whole.
+// Whole means: the manifest records step N; it lists at least one file and every file of the directory;
+// every file in `required` is listed; every listed file has its size and checksum.
+std::string verify(const std::string& path, const std::vector<std::string>& required = {});
 
-// The newest checkpoint that verifies; each newer broken one is reported through `warn` and skipped.
-std::optional<Checkpoint> latest_valid(const std::string& dir, const std::function<void(const std::string&)>& warn);
+// What a reader needs of a checkpoint beyond verify().
+struct Expectation {
+  std::vector<std::string> required;                      // files it reads back
+  std::function<std::string(const Checkpoint&)> check;    // more checks of a verified one: the problem or ""
+};
+
+// The newest checkpoint that verifies and passes `expect.check`; each newer one that does not is reported
+// through `warn` and skipped.
+std::optional<Checkpoint> latest_valid(const std::string& dir, const std::function<void(const std::string&)>& warn,
+                                       const Expectation& expect = {});
 
 // Reads one file of a verified checkpoint.
 std::string read_checkpoint_file(const Checkpoint& ckpt, const std::string& name);

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <functional>
 
+#include "framework/checkpoint/manifest.h"
 #include "framework/core/error.h"
 #include "framework/core/file_util.h"
 #include "framework/io/model_io.h"
@@ -58,6 +59,7 @@ StageOutput read_stage_output(const std::string& final_dir, const std::string& d
   StageOutput out;
   out.dir = final_dir;
   if (!core::is_directory(final_dir)) fail(final_dir, ": no such directory (has the stage run?)");
+  checkpoint::verify_output(final_dir);  // its files as the stage wrote them, before any is read
   if (core::file_exists(core::path_join(final_dir, "adapter_config.json"))) out.is_adapter = true;
   else if (!core::file_exists(core::path_join(final_dir, "config.json")))
     fail(final_dir, ": holds neither adapter_config.json (a LoRA stage) nor config.json (a fully trained stage)");

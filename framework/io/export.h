@@ -29,7 +29,8 @@ struct StageOutput {
 };
 
 // Reads `final_dir` and its reglage_lineage.json; `default_base` (the pipeline's model.path) stands in for an
-// empty base. Throws naming the directory when it holds neither an adapter nor a model.
+// empty base. Throws naming the directory when it holds neither an adapter nor a model, or naming the file
+// that does not match its reglage_manifest.json.
 StageOutput read_stage_output(const std::string& final_dir, const std::string& default_base);
 
 // theta_ft in `dtype`: the lineage with the stage's adapter baked on top (w = 1), or the model directory.

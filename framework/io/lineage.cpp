@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "framework/checkpoint/manifest.h"
 #include "framework/core/error.h"
 #include "framework/core/file_util.h"
 #include "framework/io/model_io.h"
@@ -31,6 +32,10 @@ void write_lineage(const std::string& dir, const Lineage& lineage) {
 }
 
 model::CausalLM load_lineage(const Lineage& lineage, torch::Dtype dtype) {
+  // Every stage output in the lineage is checked against its manifest before a byte of it is used; the base
+  // only when it is one (an earlier fully trained stage), not a model from elsewhere.
+  if (checkpoint::is_stage_output(lineage.base_model)) checkpoint::verify_output(lineage.base_model);
+  for (const auto& dir : lineage.adapters) checkpoint::verify_output(dir);
   auto m = load_model(lineage.base_model, dtype);
   for (size_t i = 0; i < lineage.adapters.size(); ++i) {
     const std::string name = "lineage_" + std::to_string(i);

@@ -16,7 +16,8 @@ struct Lineage {
 // {} (empty base_model) when the directory has no reglage_lineage.json; throws on an unreadable one.
 Lineage read_lineage(const std::string& final_dir);
 void write_lineage(const std::string& dir, const Lineage& lineage);
-// The base with every lineage adapter merged (w = 1); throws naming the missing part.
+// The base with every lineage adapter merged (w = 1); throws naming the missing part, or the file of a
+// stage output (an adapter, or a base that is an earlier stage's final/) that does not match its manifest.
 model::CausalLM load_lineage(const Lineage& lineage, torch::Dtype dtype);
 
 }  // namespace reglage::io

@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -284,6 +286,94 @@ TEST_F(Export, MistakesAreOneLineErrors) {
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << c.what << ": " << r.err;
     EXPECT_FALSE(core::file_exists(out("never"))) << c.what;
   }
+}
+
+// A copy of the shared run whose stage outputs can be damaged without touching the other tests' run; its
+// config.yaml names the copy as run_dir.
+std::string copy_of_run(const std::string& from, const std::string& to) {
+  std::filesystem::copy(from, to, std::filesystem::copy_options::recursive);
+  std::string config = core::read_file(to + "/config.yaml");
+  const std::string line = "run_dir: " + from + "\n";
+  const size_t at = config.find(line);
+  EXPECT_NE(at, std::string::npos) << config;
+  if (at != std::string::npos) config.replace(at, line.size(), "run_dir: " + to + "\n");
+  core::write_file_atomic(to + "/config.yaml", config);
+  return to;
+}
+
+void flip_byte(const std::string& path, size_t from_end) {
+  std::string bytes = core::read_file(path);
+  ASSERT_GT(bytes.size(), from_end) << path;
+  char& b = bytes[bytes.size() - 1 - from_end];  // in the tensor data, past the safetensors header
+  b = char(b ^ 0x01);
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+// `reglage args` under timeout(1): a serve-reward that accepted a damaged output would serve until stopped.
+test::CommandResult run_bounded(const std::string& args) {
+  test::TempDir tmp;
+  const std::string cmd = "timeout 300 " + std::string(REGLAGE_BINARY) + " " + args + " > " + tmp.path("out") +
+                          " 2> " + tmp.path("err");
+  const int status = std::system(cmd.c_str());
+  test::CommandResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = core::read_file(tmp.path("out"));
+  r.err = core::read_file(tmp.path("err"));
+  return r;
+}
+
+TEST_F(Export, EveryStageOutputCarriesAManifest) {
+  for (const std::string stage : {"sft", "sft2", "full", "rm"}) {
+    const std::string dir = run_dir() + "/" + stage + "/final";
+    ASSERT_TRUE(core::file_exists(dir + "/reglage_manifest.json")) << dir;
+    const auto m = nlohmann::json::parse(core::read_file(dir + "/reglage_manifest.json"));
+    size_t files = 0;
+    for (const auto& entry : std::filesystem::recursive_directory_iterator(dir))
+      if (entry.is_regular_file() && entry.path().filename() != "reglage_manifest.json") ++files;
+    EXPECT_EQ(m.at("files").size(), files) << dir;
+  }
+}
+
+TEST_F(Export, AFlippedByteInAStageOutputIsRefusedByEveryReader) {
+  const std::string run = copy_of_run(run_dir(), out("tampered"));
+  flip_byte(run + "/sft/final/adapter_model.safetensors", 3);
+  flip_byte(run + "/rm/final/reward_head.safetensors", 1);
+  flip_byte(run + "/full/final/model.safetensors", 5);
+  struct Case {
+    std::string what, command, expect;
+  };
+  const std::string prompts = out("prompts.jsonl");
+  const std::vector<Case> cases = {
+      {"export peft", "export " + run + " --stage sft --format peft --out " + out("never"),
+       run + "/sft/final: adapter_model.safetensors fails its checksum ("},
+      {"export hf", "export " + run + " --stage sft --format hf --out " + out("never"),
+       run + "/sft/final: adapter_model.safetensors fails its checksum ("},
+      {"export of a full stage", "export " + run + " --stage full --format hf --out " + out("never"),
+       run + "/full/final: model.safetensors fails its checksum ("},
+      {"eval", "eval --config " + run + "/config.yaml --stage sft --prompts " + prompts,
+       run + "/sft/final: adapter_model.safetensors fails its checksum ("},
+      {"serve-reward", "serve-reward --adapter " + run + "/rm/final --port 0",
+       run + "/rm/final: reward_head.safetensors fails its checksum ("},
+  };
+  for (const auto& c : cases) {
+    auto r = run_bounded(c.command);
+    EXPECT_EQ(r.exit_code, 1) << c.what << ": " << r.err;
+    EXPECT_NE(r.err.find(c.expect), std::string::npos) << c.what << ": " << r.err;
+    EXPECT_NE(r.err.find("re-run stage '"), std::string::npos) << c.what << ": " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << c.what << ": " << r.err;
+    EXPECT_FALSE(core::file_exists(out("never"))) << c.what;
+  }
+  // the untouched stage of the same copy still exports
+  auto ok = export_(run + " --stage sft2 --format peft --out " + out("sft2_peft"));
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+}
+
+TEST_F(Export, AStageOutputFromBeforeManifestsExportsWithAWarning) {
+  const std::string run = copy_of_run(run_dir(), out("old"));
+  std::filesystem::remove(run + "/sft/final/reglage_manifest.json");
+  auto r = export_(run + " --stage sft --format peft --out " + out("old_peft"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("warning: " + run + "/sft/final: no reglage_manifest.json"), std::string::npos) << r.err;
 }
 
 }  // namespace

@@ -4,7 +4,14 @@
 // training starts.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <fstream>
+#include <functional>
+#include <thread>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -235,6 +242,198 @@ TEST_F(SftPipeline, FullTrainingInBfloat16WritesAModelDirectory) {
   // the output loads and generates like any model directory
   auto g = test::run_reglage("generate --model " + out + " --prompt 'Once upon a time' --max-new-tokens 5 --temperature 0");
   EXPECT_EQ(g.exit_code, 0) << g.err;
+}
+
+// Kills a run right after checkpoint 8 (step-4 and step-8 on disk), lets `damage` change step-8, resumes,
+// and expects the warning naming step-8 and `problem`, a resume at step 4 and the final adapter of the
+// undisturbed run in ref_dir.
+void expect_fallback_to_step_4(SftPipeline* t, test::TempDir& tmp, const std::string& name,
+                               const std::function<void(const std::string&)>& damage, const std::string& problem,
+                               const std::string& ref_dir) {
+  SCOPED_TRACE(name);
+  core::write_file_atomic(tmp.path(name + ".yaml"), pipeline_yaml(tmp, tmp.path(name)));
+  const std::string yaml = tmp.path(name + ".yaml");
+  ASSERT_NE(run_pipeline(1, yaml, "", "REGLAGE_KILL_AFTER_CHECKPOINT=8").exit_code, 0);
+  const std::string ckpts = tmp.path(name + "/sft/checkpoints");
+  ASSERT_TRUE(core::file_exists(ckpts + "/step-4/manifest.json"));
+  ASSERT_TRUE(core::file_exists(ckpts + "/step-8/manifest.json"));
+  damage(ckpts);
+  auto r = run_pipeline(1, yaml);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("step-8 is incomplete or corrupt (" + problem), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("resuming at step 4"), std::string::npos) << r.out;
+  auto a = final_adapter(ref_dir), b = final_adapter(tmp.path(name));
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [key, tensor] : a) EXPECT_TRUE(torch::equal(tensor, b.at(key))) << key;
+}
+
+nlohmann::json read_json(const std::string& path) { return nlohmann::json::parse(core::read_file(path)); }
+void write_json(const std::string& path, const nlohmann::json& j) { core::write_file_atomic(path, j.dump(2) + "\n"); }
+
+TEST_F(SftPipeline, ACheckpointWithAnEmptiedManifestOrAMissingRequiredFileFallsBack) {
+  ASSERT_EQ(run_pipeline(1, write_yaml("ref.yaml", tmp_.path("ref"))).exit_code, 0);
+  // A damaged weights file behind a manifest that lists nothing: it used to resume at step 8 on those weights.
+  expect_fallback_to_step_4(this, tmp_, "emptied", [](const std::string& ckpts) {
+    const std::string victim = ckpts + "/step-8/trainable.safetensors";
+    std::string bytes = core::read_file(victim);
+    bytes[bytes.size() - 2] = char(bytes[bytes.size() - 2] ^ 0x10);  // tensor data, past the header
+    std::ofstream(victim, std::ios::binary | std::ios::trunc) << bytes;
+    auto m = read_json(ckpts + "/step-8/manifest.json");
+    m["files"] = nlohmann::json::object();
+    write_json(ckpts + "/step-8/manifest.json", m);
+  }, "manifest.json lists no files", tmp_.path("ref"));
+  // A file gone along with its entry: it used to stop the run instead of falling back.
+  expect_fallback_to_step_4(this, tmp_, "dropped", [](const std::string& ckpts) {
+    std::filesystem::remove(ckpts + "/step-8/optimizer.safetensors");
+    auto m = read_json(ckpts + "/step-8/manifest.json");
+    m["files"].erase("optimizer.safetensors");
+    write_json(ckpts + "/step-8/manifest.json", m);
+  }, "optimizer.safetensors is missing", tmp_.path("ref"));
+}
+
+TEST_F(SftPipeline, ACheckpointCopiedUnderANewerStepIsSkipped) {
+  ASSERT_EQ(run_pipeline(1, write_yaml("ref.yaml", tmp_.path("ref"))).exit_code, 0);
+  auto copy_4_as_8 = [](const std::string& ckpts) {
+    std::filesystem::remove_all(ckpts + "/step-8");
+    std::filesystem::copy(ckpts + "/step-4", ckpts + "/step-8");
+  };
+  expect_fallback_to_step_4(this, tmp_, "copied", copy_4_as_8, "manifest.json says step 4, the directory is step-8",
+                            tmp_.path("ref"));
+  // the copy's manifest edited to claim step 8: state.json still tells
+  expect_fallback_to_step_4(this, tmp_, "relabelled", [&](const std::string& ckpts) {
+    copy_4_as_8(ckpts);
+    auto m = read_json(ckpts + "/step-8/manifest.json");
+    m["step"] = 8;
+    write_json(ckpts + "/step-8/manifest.json", m);
+  }, "state.json says step 4, the directory is step-8", tmp_.path("ref"));
+}
+
+// A process started with /bin/sh -c in its own process group; killed with the group when the test ends.
+class Spawned {
+ public:
+  explicit Spawned(const std::string& cmd) {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::setpgid(0, 0);
+      ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+  }
+  ~Spawned() {
+    if (pid_ <= 0) return;
+    ::kill(-pid_, SIGKILL);
+    wait_exit(120);
+  }
+  // Waits (bounded) for the shell to end; true when it did.
+  bool wait_exit(int seconds) {
+    for (int i = 0; i < seconds * 10; ++i) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// The pid the run_dir lock file names, once it names one (0 when none within the bound).
+long long wait_for_lock_holder(const std::string& lock_file) {
+  for (int i = 0; i < 3000; ++i) {  // up to 5 minutes at 100 ms: a loaded machine starts ranks slowly
+    if (core::file_exists(lock_file)) {
+      try {
+        const auto j = nlohmann::json::parse(core::read_file(lock_file));
+        const long long pid = j.at("pid").get<long long>();
+        if (::kill(pid_t(pid), 0) == 0) return pid;
+      } catch (const std::exception&) {  // not written yet
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return 0;
+}
+
+// Waits (bounded) until process `pid` is stopped (state T in /proc/<pid>/stat).
+bool wait_stopped(long long pid) {
+  for (int i = 0; i < 1200; ++i) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t paren = stat.rfind(')');
+    if (paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'T') return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+TEST_F(SftPipeline, ASecondRunOnTheSameRunDirIsRefusedUntilTheFirstEnds) {
+  const std::string yaml = write_yaml("p.yaml", tmp_.path("run"));
+  const std::string run = tmp_.path("run");
+  // The holder: a real run, long enough to be caught, stopped once it holds the lock.
+  Spawned holder("env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 " + std::string(REGLAGE_MPIEXEC) +
+                 " -n 1 --oversubscribe " + std::string(REGLAGE_BINARY) + " run " + yaml +
+                 " --set stages.sft.max_steps=1000000 > " + tmp_.path("holder.out") + " 2>&1");
+  const long long pid = wait_for_lock_holder(run + "/.reglage.lock");
+  ASSERT_GT(pid, 0) << core::read_file(tmp_.path("holder.out"));
+  struct KillAtEnd {  // the rank may sit in a process group of mpiexec's own: killed by pid, whatever happens
+    pid_t pid;
+    ~KillAtEnd() { ::kill(pid, SIGKILL); }
+  } kill_at_end{pid_t(pid)};
+  ASSERT_EQ(::kill(pid_t(pid), SIGSTOP), 0);
+  ASSERT_TRUE(wait_stopped(pid));
+  char host[256] = {0};
+  ::gethostname(host, sizeof(host) - 1);
+  const std::string names = "run_dir " + run + " is in use by another reglage run (pid " + std::to_string(pid) +
+                            " on host " + host + ", since ";
+  const std::string config_before = core::read_file(run + "/config.yaml");
+
+  // One rank, two ranks, and a --restart-from that would have removed the holder's stage: all refused on
+  // every rank with one line, nothing in run_dir touched.
+  for (const auto& [ranks, extra] : std::vector<std::pair<int, std::string>>{
+           {1, ""}, {2, ""}, {1, "--restart-from sft --set stages.sft.lr=2e-3"}}) {
+    auto r = run_pipeline(ranks, yaml, extra);
+    EXPECT_EQ(r.exit_code, 1) << ranks << " " << extra << ": " << r.err;
+    EXPECT_NE(r.err.find("reglage run: error: " + names), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("wait for it to end or stop it\n"), std::string::npos) << r.err;
+    size_t count = 0;
+    for (size_t at = r.err.find(names); at != std::string::npos; at = r.err.find(names, at + 1)) ++count;
+    EXPECT_EQ(count, 1u) << "printed by rank 0 only: " << r.err;
+    EXPECT_EQ(r.out.find("training"), std::string::npos) << r.out;
+  }
+  EXPECT_EQ(core::read_file(run + "/config.yaml"), config_before);
+  EXPECT_TRUE(core::is_directory(run + "/sft"));
+
+  // The holder killed: the kernel dropped its lock; the file still names it, and that does not block.
+  ASSERT_EQ(::kill(pid_t(pid), SIGKILL), 0);
+  EXPECT_TRUE(holder.wait_exit(300));
+  EXPECT_NE(core::read_file(run + "/.reglage.lock").find(std::to_string(pid)), std::string::npos);
+  auto next = run_pipeline(1, yaml, "--restart-from sft");
+  EXPECT_EQ(next.exit_code, 0) << next.err;
+  EXPECT_TRUE(core::file_exists(run + "/sft/final/reglage_manifest.json"));
+}
+
+// A stage's init_from reads the earlier stage's final/ only as its manifest lists it.
+TEST_F(SftPipeline, InitFromADamagedStageOutputIsRefused) {
+  const std::string yaml = write_yaml("p.yaml", tmp_.path("run"));
+  ASSERT_EQ(run_pipeline(1, yaml).exit_code, 0);
+  const std::string victim = tmp_.path("run/sft/final/adapter_model.safetensors");
+  std::string bytes = core::read_file(victim);
+  bytes[bytes.size() - 3] = char(bytes[bytes.size() - 3] ^ 0x04);
+  std::ofstream(victim, std::ios::binary | std::ios::trunc) << bytes;
+  // the same pipeline with a second stage starting from sft's output
+  core::write_file_atomic(tmp_.path("two.yaml"), core::read_file(yaml) +
+                                                     "  - name: sft2\n    type: sft\n    init_from: sft\n"
+                                                     "    data: " + tmp_.path("train.jsonl") + "\n    max_steps: 2\n"
+                                                     "    batch_size: 4\n");
+  auto r = run_pipeline(1, tmp_.path("two.yaml"));
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.out.find("done already, skipped"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find(tmp_.path("run/sft/final") + ": adapter_model.safetensors fails its checksum ("),
+            std::string::npos) << r.err;
+  EXPECT_FALSE(core::file_exists(tmp_.path("run/sft2/final")));
 }
 
 // Each mistake is reported (exit 1, the message names the problem) and no stage starts training.
