@@ -170,10 +170,13 @@ struct LaunchMonitor::Impl {  // handlers capture `this`: the io thread is joine
     }
   };
 
+  std::shared_ptr<AcceptLoop> page_loop;
   void accept_pages() {
     // Backs off 100 ms after a failed accept (EMFILE) and tries again, instead of giving up on the listener.
-    std::make_shared<AcceptLoop>(*status, [this](tcp::socket s) { std::make_shared<Page>(this, std::move(s))->start(); })
-        ->start();
+    page_loop = std::make_shared<AcceptLoop>(*status, [this](tcp::socket s) {
+      std::make_shared<Page>(this, std::move(s))->start();
+    });
+    page_loop->start();
   }
 
   static tcp::acceptor listen(asio::io_context& io, const std::string& host, int port, const char* what) {
@@ -209,6 +212,7 @@ LaunchMonitor::~LaunchMonitor() {
 
 int LaunchMonitor::heartbeat_port() const { return impl_->heartbeats->local_endpoint().port(); }
 int LaunchMonitor::status_port() const { return impl_->status ? impl_->status->local_endpoint().port() : -1; }
+int64_t LaunchMonitor::status_accept_errors() const { return impl_->page_loop ? impl_->page_loop->errors() : 0; }
 
 void LaunchMonitor::reset() {
   std::lock_guard<std::mutex> lock(impl_->mutex);

@@ -331,6 +331,8 @@ void RewardServer::Impl::score_slices(std::vector<Slice>& slices) {
   } catch (...) {
     failure = "scorer failed: unknown exception";
   }
+  // Stopping: no answers, no requeueing; stop() closes the connections of this call with the others.
+  if (stop_requested) return;
   std::vector<JobPtr> unfinished;
   size_t offset = 0;
   for (Slice& s : slices) {
