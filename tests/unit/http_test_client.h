@@ -192,8 +192,8 @@ inline Reply parse_reply(const std::string& bytes) {
     used += n;
   }
   if (!ec && !parser.is_done()) parser.put_eof(ec);
-  if (ec || !parser.is_done()) {
-    r.error = ec ? ec.message() : "incomplete response";
+  if (ec || !parser.is_header_done() || !parser.is_done()) {
+    r.error = ec ? ec.message() : bytes.empty() ? "no answer" : "incomplete response";
     return r;
   }
   const auto& res = parser.get();

@@ -76,6 +76,15 @@ class RequestFuzzer {
     for (int i = 0; i < n; ++i) s += char(range(0, 255));
     return s;
   }
+  std::string high(int n) {  // bytes 0x80..0xFF only
+    std::string s;
+    for (int i = 0; i < n; ++i) s += char(range(0x80, 0xFF));
+    return s;
+  }
+  std::string pick3(std::string a, std::string b, std::string c) {
+    const int i = range(0, 2);
+    return i == 0 ? a : i == 1 ? b : c;
+  }
   std::string text(int n) {  // printable ASCII, now and then a byte above 0x7F or a control byte
     std::string s;
     for (int i = 0; i < n; ++i) s += chance(0.05) ? char(range(0, 255)) : char(range(0x20, 0x7E));
@@ -89,8 +98,9 @@ class RequestFuzzer {
   std::string target() {
     std::string t = !broken(0.4) ? paths_[size_t(range(0, int(paths_.size()) - 1))]
                                 : pick({"/", "*", "http://127.0.0.1/score", "//score", "/score/", "/%ff", ""});
-    if (chance(0.2)) t += "/" + (chance(0.5) ? bytes(range(1, 20)) : text(range(1, 40)));  // may be fine, or not
-    if (chance(0.2)) t += "?" + (chance(0.5) ? bytes(range(0, 20)) : text(range(0, 40)));
+    // Path and query: bytes above 0x7F (legal in a request line, not UTF-8), any bytes, or mostly printable text.
+    if (chance(0.3)) t += "/" + pick3(high(range(1, 8)), bytes(range(1, 20)), text(range(1, 40)));
+    if (chance(0.2)) t += "?" + pick3(high(range(0, 8)), bytes(range(0, 20)), text(range(0, 40)));
     if (broken(0.05)) t += std::string(size_t(range(1000, 12000)), 'a');  // past Beast's 8 KiB header limit
     return t;
   }
