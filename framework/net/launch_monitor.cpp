@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "framework/core/error.h"
+#include "framework/net/http_util.h"
 
 namespace reglage::net {
 
@@ -105,53 +106,77 @@ struct LaunchMonitor::Impl {  // handlers capture `this`: the io thread is joine
     });
   }
 
-  // One HTTP request, answered and closed.
+  // One HTTP request, answered and closed. Each completion handler runs its body through guarded(): nothing
+  // thrown there (by the renderer, by a body that will not encode) reaches io.run(), which would end the
+  // monitor's thread and with it the launcher; the client gets a 500 or a closed connection instead.
   struct Page : std::enable_shared_from_this<Page> {
     Impl* impl;
     beast::tcp_stream stream;
     beast::flat_buffer buffer;
     http::request_parser<http::string_body> parser;
     http::response<http::string_body> response;
+    bool writing = false;  // response belongs to async_write: a failure can only close
     Page(Impl* i, tcp::socket s) : impl(i), stream(std::move(s)) { parser.body_limit(1 << 16); }
     void start() {
       stream.expires_after(std::chrono::seconds(5));  // a stalled client is dropped
       http::async_read(stream, buffer, parser, [self = shared_from_this()](beast::error_code ec, size_t) {
-        if (ec == http::error::body_limit) return self->answer({413, "application/json", R"({"error":"body too large"})"});
-        if (ec) return;
-        const auto& req = self->parser.get();
-        if (req.method() != http::verb::get)
-          return self->answer({405, "application/json", R"({"error":"only GET is served"})"});
-        std::string path(req.target());
-        if (const size_t q = path.find('?'); q != std::string::npos) path.resize(q);
-        HttpAnswer a;
-        try {
-          a = self->impl->renderer(path);
-        } catch (const std::exception& e) {
-          a = {500, "application/json", nlohmann::json{{"error", e.what()}}.dump()};
-        }
-        self->answer(a);
+        self->guarded([&] { self->on_read(ec); });
       });
     }
+    void on_read(beast::error_code ec) {
+      if (ec == http::error::body_limit) return answer({413, "application/json", R"({"error":"body too large"})"});
+      if (ec) return;
+      const auto& req = parser.get();
+      if (req.method() != http::verb::get)
+        return answer({405, "application/json", R"({"error":"only GET is served"})"});
+      std::string path(req.target());
+      if (const size_t q = path.find('?'); q != std::string::npos) path.resize(q);
+      HttpAnswer a;
+      try {
+        a = impl->renderer(path);
+      } catch (const std::exception& e) {
+        a = {500, "application/json", json_error_body(std::string("status page failed: ") + e.what())};
+      } catch (...) {
+        a = {500, "application/json", json_error_body("status page failed: unknown exception")};
+      }
+      answer(a);
+    }
     void answer(const HttpAnswer& a) {
-      response.result(http::status(a.status));
+      // A status outside 100..599 (Beast throws above 999) is the renderer's bug: 500 says so.
+      const bool valid = a.status >= 100 && a.status <= 599;
+      response.result(valid ? unsigned(a.status) : 500u);
       response.version(11);
-      response.set(http::field::content_type, a.content_type);
+      response.set(http::field::content_type, valid ? a.content_type : std::string("application/json"));
       response.set(http::field::connection, "close");
-      response.body() = a.body;
+      response.body() = valid ? a.body : json_error_body("status page failed: HTTP status " + std::to_string(a.status));
       response.prepare_payload();
+      writing = true;
       http::async_write(stream, response, [self = shared_from_this()](beast::error_code, size_t) {
         beast::error_code ignored;
         self->stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
       });
     }
+    template <typename F>
+    void guarded(F&& body) noexcept {
+      try {
+        body();
+        return;
+      } catch (...) {
+      }
+      try {
+        if (!writing) answer({500, "application/json", R"({"error":"internal error"})"});
+      } catch (...) {
+      }
+    }
   };
 
+  std::shared_ptr<AcceptLoop> page_loop;
   void accept_pages() {
-    status->async_accept([this](boost::system::error_code ec, tcp::socket s) {
-      if (ec) return;
+    // Backs off 100 ms after a failed accept (EMFILE) and tries again, instead of giving up on the listener.
+    page_loop = std::make_shared<AcceptLoop>(*status, [this](tcp::socket s) {
       std::make_shared<Page>(this, std::move(s))->start();
-      accept_pages();
     });
+    page_loop->start();
   }
 
   static tcp::acceptor listen(asio::io_context& io, const std::string& host, int port, const char* what) {
@@ -187,6 +212,7 @@ LaunchMonitor::~LaunchMonitor() {
 
 int LaunchMonitor::heartbeat_port() const { return impl_->heartbeats->local_endpoint().port(); }
 int LaunchMonitor::status_port() const { return impl_->status ? impl_->status->local_endpoint().port() : -1; }
+int64_t LaunchMonitor::status_accept_errors() const { return impl_->page_loop ? impl_->page_loop->errors() : 0; }
 
 void LaunchMonitor::reset() {
   std::lock_guard<std::mutex> lock(impl_->mutex);

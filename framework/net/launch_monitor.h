@@ -3,7 +3,8 @@
 //     operation, when it was last heard and whether its connection is still open;
 //   - an HTTP server answering GET requests through a render callback (the launcher builds /status JSON and
 //     /metrics Prometheus text); any other method gets 405, a body over 64 KiB 413, a stalled client is
-//     dropped after 5 s.
+//     dropped after 5 s. No request can end it: a renderer that throws (or answers a status outside 100..599)
+//     gives 500 with a JSON error that is always valid UTF-8; a failed accept (EMFILE) is retried after 100 ms.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -48,6 +49,8 @@ class LaunchMonitor {
 
   int heartbeat_port() const;
   int status_port() const;  // -1 when off
+  // accept() calls on the status listener that failed (EMFILE...), each followed by a 100 ms pause; for tests.
+  int64_t status_accept_errors() const;
   // A new attempt: forgets every rank (connections of the old job that are still open are closed).
   void reset();
   // Every rank heard from since reset(), ordered by rank.
