@@ -133,7 +133,8 @@ struct LaunchMonitor::Impl {  // handlers capture `this`: the io thread is joine
     auto it = ranks.find(beat->rank);
     if (it == ranks.end()) {
       // First beat of this rank in this attempt: trust its pid, then pin it.
-      const bool local = core::descends_from(beat->pid, job_pid) && beat->pid != int64_t(::getpid());
+      // Strictly below mpirun: neither mpirun itself nor this launcher is ever a rank.
+      const bool local = core::descends_from(beat->pid, job_pid) && beat->pid != job_pid && beat->pid != int64_t(::getpid());
       if (!local && !remote_ranks) {
         ++rejected;
         return false;
