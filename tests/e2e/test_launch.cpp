@@ -433,7 +433,7 @@ class LaunchGuard : public ::testing::Test {
 // dropped; none makes the launcher kill or restart anything, and the victim survives.
 TEST_F(LaunchGuard, ForgedHeartbeatsKillNothingAndTheSecretStaysInTheEnvironment) {
   std::string text = core::read_file(tmp_.path("g.yaml"));
-  text.replace(text.find("  np: 2\n"), 8, "  np: 4\n  startup_timeout_s: 100000\n");
+  text.replace(text.find("  np: 2\n"), 8, "  np: 4\n");
   core::write_file_atomic(tmp_.path("g.yaml"), text);
   const pid_t victim = ::fork();
   if (victim == 0) {
