@@ -1,17 +1,23 @@
 // reglage launch PIPELINE.yaml [--set key=value ...] [--restart-from STAGE]
 // Starts the pipeline under mpirun as the `launch:` section says (this machine, one rank per core, without
 // one), streams its output and exits with its status. A watchdog follows every rank's heartbeats
-// (net/heartbeat.h): a rank that dies or falls silent past heartbeat_timeout_s is named (rank, host, stage,
-// step, operation), the job is stopped and started again, which resumes from the last checkpoints, up to
-// max_restarts times; a failure that repeats at the same stage and step is not retried. While it runs,
-// GET /status (JSON) and /metrics (Prometheus text) answer on status_port.
+// (net/heartbeat.h, net/watchdog.h): a rank that dies or falls silent past heartbeat_timeout_s, whose
+// progress stands still past hang_timeout_s, or that never reports within startup_timeout_s is named (rank,
+// host, stage, step, operation), the job is stopped and started again, which resumes from the last
+// checkpoints, up to max_restarts times; a failure that repeats at the same stage and step is not retried.
+// Heartbeats carry a secret made here for the job and handed to the ranks in the environment only; the
+// launcher signals only processes its own mpirun started. SIGINT, SIGTERM and SIGHUP stop the job (mpirun's
+// process group, then its ranks) before the launcher exits 128 + the signal. While it runs, GET /status
+// (JSON) and /metrics (Prometheus text) answer on status_port.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -24,8 +30,11 @@
 #include "framework/config/pipeline_config.h"
 #include "framework/core/error.h"
 #include "framework/core/file_util.h"
+#include "framework/core/process_tree.h"
 #include "framework/metrics/metrics_log.h"
+#include "framework/net/heartbeat.h"
 #include "framework/net/launch_monitor.h"
+#include "framework/net/watchdog.h"
 #include "launch/commands.h"
 
 namespace reglage::launch {
@@ -123,7 +132,8 @@ struct Launch {
     std::lock_guard<std::mutex> lock(job.mutex);
     json out = {{"pipeline", config_path}, {"run_dir", cfg.run_dir}, {"state", job.state},
                 {"attempt", job.attempt},  {"restarts", job.restarts}, {"ranks_expected", job.np},
-                {"ranks", r},              {"stages", stages_json()}};
+                {"ranks", r},              {"stages", stages_json()},
+                {"heartbeats_rejected", monitor->rejected_beats()}};
     if (!job.last_failure.empty()) out["last_failure"] = job.last_failure;
     for (const auto& h : ranks) {
       if (h.rank != 0) continue;
@@ -190,7 +200,9 @@ struct Launch {
     } else if (!l.hostfile.empty()) {
       a.insert(a.end(), {"--hostfile", l.hostfile});
     }
-    for (const char* v : {"REGLAGE_LAUNCHER", "REGLAGE_HEARTBEAT_S", "REGLAGE_ATTEMPT"}) a.insert(a.end(), {"-x", v});
+    // By name only: mpirun takes the values from its environment, so the secret is on no command line.
+    for (const char* v : {"REGLAGE_LAUNCHER", "REGLAGE_HEARTBEAT_S", "REGLAGE_ATTEMPT", net::kHeartbeatKeyVar})
+      a.insert(a.end(), {"-x", v});
     for (const auto& v : l.env) a.insert(a.end(), {"-x", v});
     a.insert(a.end(), l.mpirun_args.begin(), l.mpirun_args.end());
     a.insert(a.end(), {std::filesystem::read_symlink("/proc/self/exe").string(), "run", config_path});
@@ -200,21 +212,55 @@ struct Launch {
   }
 };
 
-// Stops the job: SIGKILL to the named local pids (a stopped rank ignores everything else), SIGTERM to
-// mpirun's process group, then SIGKILL after 5 s. Returns mpirun's wait status.
-int stop_job(pid_t child, const std::vector<int64_t>& local_pids) {
-  for (int64_t pid : local_pids)
-    if (pid > 0) ::kill(pid_t(pid), SIGKILL);
+// One local process for good: a pid reused after it died has another start time.
+struct Process {
+  int64_t pid = 0, start = -1;
+};
+
+// The ranks that may be signalled: those on this machine whose pid descends from mpirun now.
+std::vector<Process> trusted_ranks(pid_t child, const std::vector<net::RankHealth>& ranks) {
+  std::vector<Process> out;
+  for (const auto& h : ranks)
+    if (h.local && core::descends_from(h.pid, child)) out.push_back({h.pid, core::start_time(h.pid)});
+  return out;
+}
+
+void kill_if_same(const std::vector<Process>& ranks, int sig) {
+  for (const Process& p : ranks)
+    if (p.start >= 0 && core::start_time(p.pid) == p.start) ::kill(pid_t(p.pid), sig);
+}
+
+// Stops the job and returns mpirun's wait status. kill_ranks_first (a dead or hung rank): SIGKILL to the
+// trusted local ranks at once (a stopped rank ignores everything else). Then SIGTERM to mpirun's process
+// group; after grace_s, SIGKILL to the group and to the ranks.
+int stop_job(pid_t child, const std::vector<Process>& ranks, bool kill_ranks_first, double grace_s) {
+  if (kill_ranks_first) kill_if_same(ranks, SIGKILL);
   ::kill(-child, SIGTERM);
   int status = 0;
-  const auto deadline = Clock::now() + std::chrono::seconds(5);
+  const auto deadline = Clock::now() + std::chrono::duration<double>(grace_s);
   while (Clock::now() < deadline) {
-    if (::waitpid(child, &status, WNOHANG) == child) return status;
+    if (::waitpid(child, &status, WNOHANG) == child) {
+      kill_if_same(ranks, SIGKILL);  // a rank mpirun did not take down with it
+      return status;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   ::kill(-child, SIGKILL);
+  kill_if_same(ranks, SIGKILL);
   ::waitpid(child, &status, 0);
   return status;
+}
+
+// The signal that asks the launcher to stop (SIGINT, SIGTERM, SIGHUP); 0 while none came.
+volatile std::sig_atomic_t stop_signal = 0;
+
+void on_stop_signal(int sig) { stop_signal = sig; }
+
+void catch_stop_signals() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
 }
 
 }  // namespace
@@ -253,10 +299,14 @@ int cmd_launch(int argc, char** argv) {
   const auto& l = L.cfg.launch;
   bool remote = !l.hostfile.empty();
   for (const auto& h : l.hosts) remote = remote || !is_local(h.host);
+  // The job's secret: in mpirun's environment (forwarded by name) and nowhere else; never printed.
+  const std::string key = net::new_heartbeat_key();
+  ::setenv(net::kHeartbeatKeyVar, key.c_str(), 1);
   net::LaunchMonitorOptions mo;
   mo.heartbeat_host = remote ? "0.0.0.0" : "127.0.0.1";
   mo.status_host = l.status_host;
   mo.status_port = l.status_port > 0 ? int(l.status_port) : -1;
+  mo.key = key;
   L.monitor = std::make_unique<net::LaunchMonitor>(mo, [&L](const std::string& path) { return L.render(path); });
   const std::string beat_host = !l.heartbeat_host.empty() ? l.heartbeat_host : remote ? this_host() : "127.0.0.1";
   const std::string where = beat_host + ":" + std::to_string(L.monitor->heartbeat_port());
@@ -265,10 +315,21 @@ int cmd_launch(int argc, char** argv) {
   if (L.monitor->status_port() > 0)
     std::cerr << "; status on http://" << l.status_host << ":" << L.monitor->status_port() << "/status";
   std::cerr << std::endl;
+  catch_stop_signals();
+  net::WatchLimits limits;
+  limits.np = L.np;
+  limits.heartbeat_timeout_s = l.heartbeat_timeout_s;
+  limits.startup_timeout_s = l.startup_timeout_s;
+  limits.hang_timeout_s = l.hang_timeout_s;
+  auto stopped_by_signal = [&L](int sig) {
+    std::lock_guard<std::mutex> lock(L.job.mutex);
+    L.job.state = "failed";
+    return 128 + sig;
+  };
 
   std::string previous_failure_at;
   for (int attempt = 0;; ++attempt) {
-    L.monitor->reset();
+    if (stop_signal != 0) return stopped_by_signal(stop_signal);
     {
       std::lock_guard<std::mutex> lock(L.job.mutex);
       L.job.attempt = attempt;
@@ -279,10 +340,17 @@ int cmd_launch(int argc, char** argv) {
     ::setenv("REGLAGE_HEARTBEAT_S", std::to_string(l.heartbeat_interval_s).c_str(), 1);
     ::setenv("REGLAGE_ATTEMPT", std::to_string(attempt).c_str(), 1);
     const auto args = L.mpirun_argv(attempt);
+    // Signals wait while mpirun is forked, so that none arrives between the fork and the watch below.
+    sigset_t stops, previous;
+    sigemptyset(&stops);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&stops, sig);
+    ::sigprocmask(SIG_BLOCK, &stops, &previous);
     const pid_t child = ::fork();
     if (child < 0) fail("launch: cannot fork mpirun");
     if (child == 0) {
       ::setpgid(0, 0);  // its own process group: stopping the job reaches mpirun and its local ranks
+      for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::signal(sig, SIG_DFL);
+      ::sigprocmask(SIG_SETMASK, &previous, nullptr);
       std::vector<char*> cargs;
       for (const auto& s : args) cargs.push_back(const_cast<char*>(s.c_str()));
       cargs.push_back(nullptr);
@@ -291,37 +359,28 @@ int cmd_launch(int argc, char** argv) {
       std::_Exit(127);
     }
     ::setpgid(child, child);
+    L.monitor->reset(L.np, child, remote);  // this attempt's ranks: pids below `child` (or remote)
+    ::sigprocmask(SIG_SETMASK, &previous, nullptr);
 
-    // Watch: the job ends, or a rank falls silent.
+    // Watch: the job ends, a rank dies, falls silent or stops making progress, or we are told to stop.
     const auto started = Clock::now();
     int status = 0;
     std::string failure, failure_at;
-    std::vector<int64_t> kill_pids;
     while (true) {
       if (::waitpid(child, &status, WNOHANG) == child) break;
+      if (const int sig = stop_signal; sig != 0) {
+        std::cerr << "reglage launch: " << strsignal(sig) << "; stopping the job" << std::endl;
+        stop_job(child, trusted_ranks(child, L.monitor->ranks()), /*kill_ranks_first=*/false, /*grace_s=*/10);
+        std::cerr << "reglage launch: the job is stopped" << std::endl;
+        return stopped_by_signal(sig);
+      }
       const double running_s = std::chrono::duration<double>(Clock::now() - started).count();
       const auto ranks = L.monitor->ranks();
-      for (const auto& h : ranks) {
-        if (!h.connected || h.since_beat_s <= l.heartbeat_timeout_s) continue;
-        std::ostringstream m;
-        m << "rank " << h.rank << " on " << h.host << " (pid " << h.pid << ") has been silent for "
-          << int(h.since_beat_s) << " s in stage '" << h.stage << "' at step " << h.step << ", operation '" << h.op
-          << "': hung";
-        for (const auto& k : ranks)  // what the others are doing: usually waiting for it in a collective
-          if (k.rank != h.rank) m << "; rank " << k.rank << " is in '" << k.op << "' at step " << k.step;
-        failure = m.str();
-        failure_at = h.stage + "@" + std::to_string(h.step);
-        for (const auto& k : ranks)
-          if (is_local(k.host)) kill_pids.push_back(k.pid);
-        break;
-      }
-      if (failure.empty() && running_s > l.heartbeat_timeout_s && int(ranks.size()) < L.np) {
-        failure = std::to_string(L.np - int(ranks.size())) + " rank(s) never reported within heartbeat_timeout_s";
-        failure_at = "start";
-      }
-      if (!failure.empty()) {
+      if (const auto verdict = net::watch_verdict(ranks, running_s, limits)) {
+        failure = verdict->message;
+        failure_at = verdict->at;
         std::cerr << "reglage launch: " << failure << "; stopping the job" << std::endl;
-        status = stop_job(child, kill_pids);
+        status = stop_job(child, trusted_ranks(child, ranks), /*kill_ranks_first=*/true, /*grace_s=*/5);
         break;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(100));

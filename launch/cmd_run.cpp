@@ -2,6 +2,7 @@
 //   mpirun -np N reglage run configs/demo.yaml
 // Runs the pipeline's stages as MPI ranks; running the same command again resumes.
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 #include "framework/checkpoint/run_lock.h"
@@ -32,11 +33,20 @@ int cmd_run(int argc, char** argv) {
   }
   if (opt.config_path.empty()) fail("usage: reglage run PIPELINE.yaml [--set key=value ...] [--restart-from STAGE]");
 
+  // Under `reglage launch` the heartbeats start first, before MPI and the model load (which can take minutes
+  // on a shared file system): the watchdog hears the rank while it starts. mpirun tells each rank its rank
+  // in the environment.
+  std::unique_ptr<net::HeartbeatSender> heartbeat;
+  try {
+    const char* env_rank = std::getenv("OMPI_COMM_WORLD_RANK");
+    heartbeat = net::heartbeat_from_env(env_rank != nullptr ? std::atoi(env_rank) : 0);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "reglage run: error: %s\n", e.what());
+    return 1;
+  }
   dist::init(nullptr, nullptr);
   const int rank = dist::world_rank(), world = dist::world_size();
-  std::unique_ptr<net::HeartbeatSender> heartbeat;  // under `reglage launch`: tells the watchdog where we are
   try {
-    heartbeat = net::heartbeat_from_env(rank);
     auto comm = dist::make_communicator(torch::kCPU);
     trainers::run_pipeline(opt, *comm);
   } catch (const config::ConfigError& e) {

@@ -234,6 +234,8 @@ std::string to_yaml(const PipelineConfig& config) {
     out << YAML::Key << "heartbeat_interval_s" << YAML::Value << format_double(l.heartbeat_interval_s);
     out << YAML::Key << "heartbeat_timeout_s" << YAML::Value << format_double(l.heartbeat_timeout_s);
     out << YAML::Key << "heartbeat_host" << YAML::Value << l.heartbeat_host;
+    out << YAML::Key << "startup_timeout_s" << YAML::Value << format_double(l.startup_timeout_s);
+    out << YAML::Key << "hang_timeout_s" << YAML::Value << format_double(l.hang_timeout_s);
     out << YAML::Key << "status_port" << YAML::Value << l.status_port;
     out << YAML::Key << "status_host" << YAML::Value << l.status_host;
     out << YAML::EndMap;

@@ -29,6 +29,7 @@ const std::vector<std::string> kTopKeys = {"run_dir", "seed", "threads", "model"
 const std::vector<std::string> kLaunchKeys = {"hosts",          "hostfile",           "np",
                                               "mpirun_args",    "env",                "max_restarts",
                                               "heartbeat_interval_s", "heartbeat_timeout_s", "heartbeat_host",
+                                              "startup_timeout_s", "hang_timeout_s",
                                               "status_port",    "status_host"};
 const std::vector<std::string> kModelKeys = {"path", "tokenizer", "dtype"};
 const std::vector<std::string> kLoraKeys = {"rank", "alpha", "dropout", "targets"};
@@ -386,6 +387,8 @@ class Loader : public YamlReader {
     read_double(node, "launch", "heartbeat_interval_s", l.heartbeat_interval_s);
     read_double(node, "launch", "heartbeat_timeout_s", l.heartbeat_timeout_s);
     read_string(node, "launch", "heartbeat_host", l.heartbeat_host);
+    read_double(node, "launch", "startup_timeout_s", l.startup_timeout_s);
+    read_double(node, "launch", "hang_timeout_s", l.hang_timeout_s);
     read_int(node, "launch", "status_port", l.status_port);
     read_string(node, "launch", "status_host", l.status_host);
     if (!l.hosts.empty() && !l.hostfile.empty())
@@ -396,6 +399,10 @@ class Loader : public YamlReader {
     check("launch.heartbeat_interval_s", l.heartbeat_interval_s > 0, l.heartbeat_interval_s, "must be > 0");
     check("launch.heartbeat_timeout_s", l.heartbeat_timeout_s > l.heartbeat_interval_s, l.heartbeat_timeout_s,
           "must be > heartbeat_interval_s");
+    check("launch.startup_timeout_s", std::isfinite(l.startup_timeout_s) && l.startup_timeout_s > 0,
+          l.startup_timeout_s, "must be finite and > 0");
+    check("launch.hang_timeout_s", std::isfinite(l.hang_timeout_s) && l.hang_timeout_s > l.heartbeat_interval_s,
+          l.hang_timeout_s, "must be finite and > heartbeat_interval_s");
     check("launch.status_port", l.status_port >= 0 && l.status_port <= 65535, l.status_port, "must be in [0, 65535]; 0 = off");
   }
 

@@ -127,6 +127,12 @@ struct LaunchSection {
   int64_t max_restarts = 3;                // restarts after a dead or hung rank
   double heartbeat_interval_s = 5;         // > 0
   double heartbeat_timeout_s = 60;         // a rank silent this long is hung; > heartbeat_interval_s
+  double startup_timeout_s = 600;          // time a rank may take to send its first heartbeat (start-up:
+                                           // loading LibTorch and MPI from a shared file system); > 0
+  double hang_timeout_s = 1800;            // a rank whose progress (stage, step or operation) stands still
+                                           // this long while it beats is hung; > heartbeat_interval_s. Long:
+                                           // one operation (a checkpoint of a large model to a shared file
+                                           // system, a long generation or eval pass) can take many minutes
   std::string heartbeat_host = "";         // where ranks reach the launcher; "" = 127.0.0.1, or this
                                            // host's name when hosts/hostfile name other machines
   int64_t status_port = 8470;              // HTTP /status and /metrics; 0 = off

@@ -1,5 +1,7 @@
 #include "framework/core/progress.h"
 
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdlib>
 #include <mutex>
@@ -37,6 +39,7 @@ void progress_stage(const std::string& stage, int64_t total) {
   state.total = total;
   state.step = 0;
   state.op = "setup";
+  ++state.counter;
   }
   notify(false);
 }
@@ -51,6 +54,7 @@ void progress_step(int64_t step) {
     std::lock_guard<std::mutex> lock(mutex);
     state.step = step;
     state.op = "compute";  // between operations: the step's forward, backward and update
+    ++state.counter;
   }
   notify(false);
   maybe_inject_fault(my_rank(), step);
@@ -59,6 +63,7 @@ void progress_step(int64_t step) {
 void progress_op(const std::string& op) {
   std::lock_guard<std::mutex> lock(mutex);
   state.op = op;
+  ++state.counter;
 }
 
 Progress progress_snapshot() {
@@ -70,11 +75,13 @@ ProgressOp::ProgressOp(const std::string& op) {
   std::lock_guard<std::mutex> lock(mutex);
   previous_ = state.op;
   state.op = op;
+  ++state.counter;
 }
 
 ProgressOp::~ProgressOp() {
   std::lock_guard<std::mutex> lock(mutex);
   state.op = previous_;
+  ++state.counter;
 }
 
 void maybe_inject_fault(int rank, int64_t step) {
@@ -82,7 +89,7 @@ void maybe_inject_fault(int rank, int64_t step) {
   if (fault == nullptr) return;
   const char* attempt = std::getenv("REGLAGE_ATTEMPT");
   if (attempt != nullptr && std::atoi(attempt) != 0) return;
-  const std::string f = fault;  // RANK:STEP:kill|stop
+  const std::string f = fault;  // RANK:STEP:kill|stop|hang
   const size_t a = f.find(':'), b = f.find(':', a == std::string::npos ? a : a + 1);
   if (a == std::string::npos || b == std::string::npos) return;
   if (std::atoi(f.substr(0, a).c_str()) != rank || std::atoll(f.substr(a + 1, b - a - 1).c_str()) != step) return;
@@ -90,6 +97,8 @@ void maybe_inject_fault(int rank, int64_t step) {
   notify(true);  // the launcher hears where we were before the fault
   if (what == "kill") std::raise(SIGKILL);
   if (what == "stop") std::raise(SIGSTOP);
+  if (what == "hang")  // the compute thread waits for nothing; the heartbeat thread keeps beating
+    for (;;) ::pause();
 }
 
 }  // namespace reglage::core

@@ -12,6 +12,8 @@ struct Progress {
   int64_t step = 0;      // steps (or iterations) done in the stage
   int64_t total = 0;     // steps in the stage; 0 = unknown
   std::string op;        // the operation in progress, e.g. "allreduce grads"; "compute" between operations
+  uint64_t counter = 0;  // bumped by every stage, step and operation change on the compute thread: the
+                         // launcher calls a rank hung when it stops moving while the heartbeats go on
 };
 
 void progress_stage(const std::string& stage, int64_t total);  // a stage starts (step 0, op "setup")
@@ -37,9 +39,10 @@ class ProgressOp {
   std::string previous_;
 };
 
-// Fault injection for the launcher's tests: REGLAGE_FAULT="RANK:STEP:kill|stop" makes rank RANK send itself
-// SIGKILL (or SIGSTOP) when it reports step STEP, on the job's first attempt only (REGLAGE_ATTEMPT unset or
-// 0), as a crash or a hang would. Called by progress_step; exposed for tests.
+// Fault injection for the launcher's tests: REGLAGE_FAULT="RANK:STEP:kill|stop|hang" makes rank RANK, when it
+// reports step STEP, send itself SIGKILL (a crash), SIGSTOP (the whole process hangs) or block the calling
+// compute thread forever while the heartbeat thread goes on beating (a deadlock), on the job's first attempt
+// only (REGLAGE_ATTEMPT unset or 0). Called by progress_step; exposed for tests.
 void maybe_inject_fault(int rank, int64_t step);
 
 }  // namespace reglage::core

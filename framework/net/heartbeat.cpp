@@ -6,20 +6,41 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <fstream>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "framework/core/error.h"
 #include "framework/core/progress.h"
+#include "framework/net/heartbeat_line.h"
 
 namespace reglage::net {
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
+std::string new_heartbeat_key() {
+  std::ifstream in("/dev/urandom", std::ios::binary);
+  unsigned char bytes[kHeartbeatKeyHex / 2];
+  if (!in.read(reinterpret_cast<char*>(bytes), sizeof(bytes))) fail("cannot read /dev/urandom for the heartbeat secret");
+  static const char* kHex = "0123456789abcdef";
+  std::string key;
+  for (unsigned char b : bytes) {
+    key += kHex[b >> 4];
+    key += kHex[b & 15];
+  }
+  return key;
+}
+
+std::string cut_utf8(const std::string& s, size_t max_bytes) {
+  if (s.size() <= max_bytes) return s;
+  size_t n = max_bytes;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;  // s[n] continues a sequence
+  return s.substr(0, n);
+}
+
 struct HeartbeatSender::Impl {
-  std::string host;
+  std::string host, key;
   int port = 0, rank = 0;
   std::chrono::milliseconds interval{5000};
   std::mutex mutex;              // guards stop and pending
@@ -34,10 +55,16 @@ struct HeartbeatSender::Impl {
     const core::Progress p = core::progress_snapshot();
     char name[256] = {0};
     ::gethostname(name, sizeof(name) - 1);
-    return nlohmann::json{{"rank", rank},   {"host", name},       {"pid", ::getpid()}, {"stage", p.stage},
-                          {"step", p.step}, {"total", p.total},   {"op", p.op}}
-               .dump() +
-           "\n";
+    BeatLine b;
+    b.rank = rank;
+    b.host = name;
+    b.pid = ::getpid();
+    b.stage = p.stage;
+    b.step = p.step;
+    b.total = p.total;
+    b.op = p.op;
+    b.progress = p.counter;
+    return format_beat(key, b);  // strings cut to the launcher's bound: a long stage name stays acceptable
   }
 
   // One beat, connecting first when needed; a failure drops the connection (retried next beat).
@@ -67,10 +94,11 @@ struct HeartbeatSender::Impl {
   }
 };
 
-HeartbeatSender::HeartbeatSender(const std::string& host, int port, int rank, double interval_s)
+HeartbeatSender::HeartbeatSender(const std::string& host, int port, const std::string& key, int rank, double interval_s)
     : impl_(std::make_unique<Impl>()) {
   if (!(interval_s > 0)) fail("heartbeat interval ", interval_s, " s (must be > 0)");
   impl_->host = host;
+  impl_->key = key;
   impl_->port = port;
   impl_->rank = rank;
   impl_->interval = std::chrono::milliseconds(int64_t(interval_s * 1000));
@@ -104,9 +132,16 @@ std::unique_ptr<HeartbeatSender> heartbeat_from_env(int rank) {
   const int port = colon == std::string::npos ? 0 : std::atoi(s.c_str() + colon + 1);
   if (colon == std::string::npos || colon == 0 || port <= 0 || port > 65535)
     fail("REGLAGE_LAUNCHER = '", s, "' (expected host:port)");
+  const char* k = std::getenv(kHeartbeatKeyVar);
+  const std::string key = k == nullptr ? "" : k;
+  // The value is never echoed: only its shape is described.
+  if (key.size() != kHeartbeatKeyHex || key.find_first_not_of("0123456789abcdef") != std::string::npos)
+    fail(kHeartbeatKeyVar, " is ", k == nullptr ? "not set" : "malformed", " (expected the ", kHeartbeatKeyHex,
+         " hex digits `reglage launch` passes its ranks)");
+  ::unsetenv(kHeartbeatKeyVar);
   double interval = 5;
   if (const char* i = std::getenv("REGLAGE_HEARTBEAT_S")) interval = std::atof(i);
-  return std::make_unique<HeartbeatSender>(s.substr(0, colon), port, rank, interval);
+  return std::make_unique<HeartbeatSender>(s.substr(0, colon), port, key, rank, interval);
 }
 
 }  // namespace reglage::net
