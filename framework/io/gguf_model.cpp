@@ -61,6 +61,10 @@ model::ModelConfig config_from_gguf(const GgufFile& f) {
          " differ (not supported)");
   cfg.head_dim = key_length;
   if (cfg.n_heads > 0 && cfg.dim > 0 && cfg.head_dim == cfg.dim / cfg.n_heads) cfg.head_dim = 0;
+  const int64_t rotary_dims = f.get_int(p + "rope.dimension_count", cfg.head_size());
+  if (rotary_dims != cfg.head_size())
+    fail(f.path(), ": ", p, "rope.dimension_count = ", rotary_dims, " but the head size is ", cfg.head_size(),
+         " (partial rotary embeddings are not supported)");
   const std::string scaling = f.get_string(p + "rope.scaling.type", "none");
   if (scaling != "none")
     fail(f.path(), ": ", p, "rope.scaling.type = \"", scaling, "\" is not supported (expected none)");

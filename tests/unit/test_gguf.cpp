@@ -5,7 +5,9 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
+#include <set>
 
 #include "framework/core/error.h"
 #include "framework/core/file_util.h"
@@ -316,7 +318,7 @@ struct TensorSpec {
 
 // header + kvs + tensor infos, padded to 32, + `data_bytes` zero bytes.
 std::string make_gguf(const std::vector<std::string>& kvs, const std::vector<TensorSpec>& tensors,
-                      uint64_t data_bytes, uint32_t version = 3) {
+                      uint64_t data_bytes, uint32_t version = 3, uint64_t alignment = 32) {
   Bytes out;
   out.raw("GGUF").u32(version).u64(tensors.size()).u64(kvs.size());
   for (const auto& kv : kvs) out.raw(kv);
@@ -325,7 +327,7 @@ std::string make_gguf(const std::vector<std::string>& kvs, const std::vector<Ten
     for (auto n : t.ne) out.u64(n);
     out.u32(t.type).u64(t.offset);
   }
-  out.b.resize((out.b.size() + 31) / 32 * 32, '\0');
+  out.b.resize((out.b.size() + alignment - 1) / alignment * alignment, '\0');
   out.b.resize(out.b.size() + data_bytes, '\0');
   return out.b;
 }
@@ -425,6 +427,12 @@ TEST(GgufBadInput, MisalignedOverlappingOrOutsideData) {
   // A custom alignment moves the data section; offsets must follow it.
   expect_parse_error(make_gguf({kv_u32("general.alignment", 64)}, {{"w", {8}, 0, 32}}, 128),
                      {"not a multiple of the alignment 64"});
+  const std::string aligned64 = make_gguf({kv_u32("general.alignment", 64)}, {{"a", {8}, 0, 0}, {"b", {8}, 1, 64}},
+                                          128, 3, 64);
+  ASSERT_EQ(parse_error(aligned64), "(no error)");
+  GgufFile f64(reinterpret_cast<const uint8_t*>(aligned64.data()), aligned64.size(), "a64.gguf");
+  EXPECT_EQ(f64.alignment(), 64u);
+  EXPECT_EQ(f64.data_offset() % 64, 0u);
   expect_parse_error(make_gguf({kv_u32("general.alignment", 0)}, {}, 0), {"general.alignment = 0"});
   expect_parse_error(make_gguf({kv_u32("general.alignment", 48)}, {}, 0), {"general.alignment = 48"});
   expect_parse_error(make_gguf({kv_str("general.alignment", "32")}, {}, 0), {"has type string (expected uint32)"});
@@ -505,6 +513,14 @@ TEST(GgufBadInput, ModelLevelProblemsAreNamed) {
         kvs.push_back(Bytes().str("tokenizer.ggml.tokens").u32(9).u32(8).u64(2).str("a").str("b").b);
       })),
       "tokenizer.ggml.tokens has 2 tokens but token_embd.weight has 16 rows");
+  has(load_error(tmp, tiny_llama([](auto& kvs, auto&) { kvs.push_back(kv_u32("llama.rope.dimension_count", 2)); })),
+      "partial rotary embeddings are not supported");
+  has(load_error(tmp, tiny_llama([](auto& kvs, auto&) { kvs.push_back(kv_str("llama.rope.scaling.type", "yarn")); })),
+      "rope.scaling.type = \"yarn\" is not supported");
+  has(load_error(tmp, tiny_llama([](auto& kvs, auto&) {
+        kvs.push_back(kv_f32("llama.rope.freq_base", std::numeric_limits<float>::infinity()));
+      })),
+      "must be finite");
   has(load_error(tmp, tiny_llama([](auto& kvs, auto&) { kvs[4] = kv_u32("llama.attention.head_count", 3); })),
       "dim = 8 is not a multiple of n_heads = 3");
   // read_model_config says the same without loading.
