@@ -12,6 +12,7 @@
 
 #include "framework/core/error.h"
 #include "framework/core/file_util.h"
+#include "framework/io/gguf.h"
 #include "framework/io/model_io.h"
 
 namespace reglage::io {
@@ -88,6 +89,7 @@ model::ModelConfig parse_llama2c_header(const std::string& bytes, const std::str
 model::ModelConfig read_model_config(const std::string& path) {
   if (!core::file_exists(path)) fail(path, ": no such file or directory (expected a llama2.c checkpoint or a Hugging Face model directory)");
   if (core::is_directory(path)) return read_hf_config(core::path_join(path, "config.json"));
+  if (is_gguf_path(path)) return read_gguf_config(path);
   std::ifstream in(path, std::ios::binary);
   std::string head(256, '\0');
   in.read(&head[0], 256);

@@ -4,15 +4,17 @@
 
 #include "framework/core/error.h"
 #include "framework/core/file_util.h"
+#include "framework/io/gguf.h"
 
 namespace reglage::io {
 
 model::CausalLM load_model(const std::string& path, torch::Dtype dtype) {
-  if (!core::file_exists(path)) fail(path, ": no such file or directory (expected a llama2.c checkpoint or a Hugging Face model directory)");
+  if (!core::file_exists(path)) fail(path, ": no such file or directory (expected a llama2.c checkpoint, a GGUF file or a Hugging Face model directory)");
   // LibTorch has no float16 matrix products on CPU; bfloat16 is the half-precision type there.
   if (dtype == torch::kFloat16)
     fail(path, ": dtype float16 needs a GPU; on CPU use float32 or bfloat16 (float16 weights load into either)");
   if (core::is_directory(path)) return load_hf(path, dtype);
+  if (is_gguf_path(path)) return load_gguf(path, dtype);
   return load_llama2c(path, dtype);
 }
 
@@ -20,6 +22,9 @@ std::unique_ptr<tokenizer::Tokenizer> load_model_tokenizer(const std::string& mo
                                                           const std::string& explicit_path, int64_t vocab_size) {
   if (!explicit_path.empty()) return tokenizer::load_tokenizer(explicit_path, vocab_size);
   if (core::is_directory(model_path)) return tokenizer::load_tokenizer(model_path, vocab_size);
+  if (is_gguf_path(model_path))
+    fail(model_path, ": the tokenizer inside a GGUF file is not read; pass --tokenizer (or model.tokenizer) with "
+         "the model's tokenizer.json, its Hugging Face directory or a llama2.c tokenizer");
   // llama2.c models ship their tokenizer beside them: tok<V>.bin (as tok512.bin) or tokenizer.bin.
   const std::string dir = core::parent_dir(model_path);
   for (const std::string& name : {"tok" + std::to_string(vocab_size) + ".bin", std::string("tokenizer.bin")}) {

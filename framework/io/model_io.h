@@ -1,7 +1,8 @@
 // Loading the models users bring, and writing models the ecosystem reads.
 //   llama2.c checkpoints: legacy layout (7 int32 header fields) and version 1 ("ak42", 256-byte header);
 //   Hugging Face directories: config.json + model.safetensors or a sharded model.safetensors.index.json,
-//   for LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM, F32/F16/BF16 weights.
+//   for LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM, F32/F16/BF16 weights;
+//   GGUF files (*.gguf or "GGUF" magic), architectures llama and qwen2, quantized weights dequantized.
 #pragma once
 #include <torch/torch.h>
 
@@ -25,6 +26,11 @@ model::CausalLM load_llama2c(const std::string& path, torch::Dtype dtype = torch
 model::CausalLM load_hf(const std::string& dir, torch::Dtype dtype = torch::kFloat32);
 // config.json -> ModelConfig (exposed for tests); throws naming the file and key.
 model::ModelConfig read_hf_config(const std::string& config_path);
+
+// GGUF file (framework/io/gguf.h), memory-mapped; weights dequantized straight into the model's parameters.
+model::CausalLM load_gguf(const std::string& path, torch::Dtype dtype = torch::kFloat32);
+// The model's shape from the GGUF metadata and tensor infos alone.
+model::ModelConfig read_gguf_config(const std::string& path);
 
 // Writes config.json, generation_config.json, model.safetensors (in the model's dtype; merged adapters are
 // part of the weights) and, when given, the tokenizer files. Each file is written atomically.
