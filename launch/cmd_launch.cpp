@@ -26,6 +26,7 @@
 #include <sstream>
 #include <thread>
 
+#include "framework/checkpoint/run_lock.h"
 #include "framework/config/config_error.h"
 #include "framework/config/pipeline_config.h"
 #include "framework/core/error.h"
@@ -294,6 +295,11 @@ int cmd_launch(int argc, char** argv) {
     L.cfg = config::load_pipeline(L.config_path, L.overrides, L.np);
   } catch (const config::ConfigError& e) {
     std::cerr << e.what() << "\n";
+    return 1;
+  }
+  // A run already holding run_dir's lock: refuse before starting mpirun (the ranks would refuse anyway).
+  if (const std::string busy = checkpoint::run_dir_busy(L.cfg.run_dir); !busy.empty()) {
+    std::cerr << "reglage launch: error: " << busy << "\n";
     return 1;
   }
   const auto& l = L.cfg.launch;
