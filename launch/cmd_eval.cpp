@@ -49,7 +49,7 @@ int cmd_eval(Args& args) {
   params.max_new_tokens = max_new;
   params.stop_ids = tok->stop_ids();
   std::vector<std::vector<int64_t>> ids;
-  for (const auto& p : prompts) ids.push_back(tok->encode(p, true, false));
+  for (const auto& p : prompts) ids.push_back(tok->encode(p, tok->add_bos(), false));
   const auto out = generate::generate(m, ids, params);
 
   int64_t successes = 0;

@@ -87,7 +87,7 @@ int cmd_generate(Args& args) {
   const std::vector<std::string> texts = args.has("prompt") ? std::vector<std::string>{prompt}
                                                             : read_prompts_jsonl(prompts_file);
   std::vector<std::vector<int64_t>> prompt_ids;
-  for (const auto& t : texts) prompt_ids.push_back(tok->encode(t, /*add_bos=*/true, /*add_eos=*/false));
+  for (const auto& t : texts) prompt_ids.push_back(tok->encode(t, tok->add_bos(), /*add_eos=*/false));
   const auto results = generate::generate(m, prompt_ids, params, adapters);
 
   for (size_t i = 0; i < texts.size(); ++i) {

@@ -62,7 +62,7 @@ class ModelSource : public RewardSource {
       int64_t T = 1;
       for (size_t i = start; i < end; ++i) {
         std::vector<int64_t> ids;
-        if (tok_->bos_id() >= 0) ids.push_back(tok_->bos_id());
+        if (tok_->add_bos()) ids.push_back(tok_->bos_id());
         for (const auto* text : {&batch[i].prompt, &batch[i].response}) {
           auto piece = tok_->encode(*text, false, false);
           ids.insert(ids.end(), piece.begin(), piece.end());

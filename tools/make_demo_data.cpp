@@ -125,7 +125,7 @@ int main(int argc, char** argv) {
     params.max_new_tokens = 100;
     params.temperature = 0.8;
     params.stop_ids = tok->stop_ids();
-    const auto opening_ids = tok->encode(opening, /*add_bos=*/true, /*add_eos=*/false);
+    const auto opening_ids = tok->encode(opening, tok->add_bos(), /*add_eos=*/false);
     const auto samples = run_prompts(m, *tok, std::vector<std::vector<int64_t>>(kSamples, opening_ids), params);
 
     // ---- 2. keep "<words> named <Name>" stories, cut after the last full sentence ----
@@ -194,7 +194,7 @@ int main(int argc, char** argv) {
     greedy.temperature = 0.0;
     greedy.stop_ids = tok->stop_ids();
     std::vector<std::vector<int64_t>> prompt_ids;
-    for (const auto& h : heldout) prompt_ids.push_back(tok->encode(h["prompt"].get<std::string>(), true, false));
+    for (const auto& h : heldout) prompt_ids.push_back(tok->encode(h["prompt"].get<std::string>(), tok->add_bos(), false));
     const auto texts = run_prompts(m, *tok, prompt_ids, greedy);
     std::vector<std::pair<std::string, std::string>> pairs;
     for (size_t i = 0; i < texts.size(); ++i) pairs.emplace_back(texts[i], heldout[i]["name"].get<std::string>());

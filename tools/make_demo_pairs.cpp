@@ -59,7 +59,7 @@ void make_pairs(model::CausalLM& m, const tokenizer::Tokenizer& tok, const std::
   constexpr int kSamples = 4;
   std::vector<std::vector<int64_t>> ids;
   for (const auto& p : prompts)
-    for (int k = 0; k < kSamples; ++k) ids.push_back(tok.encode(p.text, true, false));
+    for (int k = 0; k < kSamples; ++k) ids.push_back(tok.encode(p.text, tok.add_bos(), false));
   generate::SamplingParams params;
   params.temperature = 1.0;
   params.max_new_tokens = 80;

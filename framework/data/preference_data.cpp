@@ -49,7 +49,7 @@ std::vector<int64_t> encode_side(const tokenizer::Tokenizer& tok, const std::vec
   std::vector<int64_t> ids;
   cut = false;
   prompt_tokens = -1;
-  if (tok.bos_id() >= 0) ids.push_back(tok.bos_id());
+  if (tok.add_bos()) ids.push_back(tok.bos_id());
   for (size_t i = 0; i < segs.size() && !cut; ++i) {
     if (i + 1 == segs.size()) prompt_tokens = int64_t(ids.size());
     const int64_t room = max_seq_len - int64_t(ids.size());

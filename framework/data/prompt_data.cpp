@@ -45,7 +45,7 @@ PromptExample parse_row(const nlohmann::json& row, const tokenizer::Tokenizer& t
   PromptExample ex;
   bool cut = false;  // encoding stopped past max_seq_len: the count is a lower bound
   if (row.contains("reference")) ex.reference = string_field(row, "reference");
-  if (tok.bos_id() >= 0) ex.ids.push_back(tok.bos_id());
+  if (tok.add_bos()) ex.ids.push_back(tok.bos_id());
   if (has_prompt) {
     append(ex, tok, string_field(row, "prompt"), opt.max_seq_len, &cut);
   } else {

@@ -65,7 +65,7 @@ SftExample tokenize_row(const nlohmann::json& row, const tokenizer::Tokenizer& t
   if (!has_pc && !has_messages) throw BadRow{"row has neither \"prompt\" + \"completion\" nor \"messages\""};
 
   SftExample ex;
-  if (tok.bos_id() >= 0) {
+  if (tok.add_bos()) {
     ex.ids.push_back(tok.bos_id());
     ex.loss.push_back(0);
   }

@@ -402,6 +402,9 @@ void BpeTokenizer::load_special_ids(const std::string& dir) try {
         if (token_to_id_.count(content) == 0) add_token(content, id, it.value().value("special", false));
       }
     }
+    // Whether encoding adds BOS / EOS (Llama-style configs say so; GPT-2 / Qwen2 / SmolLM add nothing).
+    if (tc.contains("add_bos_token") && tc["add_bos_token"].is_boolean()) add_bos_ = tc["add_bos_token"].get<bool>();
+    if (tc.contains("add_eos_token") && tc["add_eos_token"].is_boolean()) add_eos_ = tc["add_eos_token"].get<bool>();
     // Named special tokens are matched whole in the text, as transformers registers them.
     std::string name;
     if (tc.contains("bos_token")) {
@@ -690,7 +693,8 @@ void BpeTokenizer::save_hf(const std::string& dir) const {
   ojson config = {{"tokenizer_class", "PreTrainedTokenizerFast"},
                   {"bos_token", name(bos_id_)},
                   {"eos_token", name(eos_id_)},
-                  {"add_bos_token", false},
+                  {"add_bos_token", add_bos_},
+                  {"add_eos_token", add_eos_},
                   {"add_prefix_space", add_prefix_space_},
                   {"added_tokens_decoder", decoder_entries}};
   ojson special = ojson::object();

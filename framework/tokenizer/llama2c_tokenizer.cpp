@@ -91,6 +91,7 @@ Llama2cTokenizer::Llama2cTokenizer(const std::string& path) : path_(path) {
   build_merge_tables();
   bos_id_ = kBosId;
   eos_id_ = kEosId;
+  add_bos_ = true;  // run.c encodes every prompt with BOS
   stop_ids_ = {kBosId, kEosId};  // run.c's generate loop stops when the model emits BOS
 }
 

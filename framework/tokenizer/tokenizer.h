@@ -40,6 +40,11 @@ class Tokenizer {
   virtual void save_hf(const std::string& dir) const = 0;
 
   int64_t bos_id() const { return bos_id_; }  // -1 when the tokenizer has none
+  // Whether the model's own tokenizer puts BOS / EOS around a text (transformers' add_special_tokens=True):
+  // llama2.c and SentencePiece-Llama tokenizers add BOS; GPT-2, Qwen2 and SmolLM add nothing. Never a default:
+  // each loader sets it from what the files say (add_bos_token, the post_processor's template, GGUF metadata).
+  bool add_bos() const { return add_bos_ && bos_id_ >= 0; }
+  bool add_eos() const { return add_eos_ && eos_id_ >= 0; }
   int64_t eos_id() const { return eos_id_; }  // -1 when the tokenizer has none
   // Tokens that end generation (EOS, and for llama2.c models also BOS, as run.c stops on it).
   const std::vector<int64_t>& stop_ids() const { return stop_ids_; }
@@ -47,6 +52,8 @@ class Tokenizer {
  protected:
   int64_t bos_id_ = -1;
   int64_t eos_id_ = -1;
+  bool add_bos_ = false;
+  bool add_eos_ = false;
   std::vector<int64_t> stop_ids_;
 };
 

@@ -86,14 +86,17 @@ struct Spawned {
   explicit Spawned(const std::vector<std::string>& argv) {
     pid = ::fork();
     if (pid == 0) {
+      ::setpgid(0, 0);  // its own group: the destructor ends the grandchildren too (they hold ctest's stdout)
       std::vector<char*> a;
       for (const auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
       a.push_back(nullptr);
       ::execvp(a[0], a.data());
       std::_Exit(127);
     }
+    ::setpgid(pid, pid);  // also here: whichever runs first
   }
   ~Spawned() {
+    ::kill(-pid, SIGKILL);
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
   }
