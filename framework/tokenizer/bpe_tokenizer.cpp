@@ -405,6 +405,19 @@ void BpeTokenizer::load_special_ids(const std::string& dir) try {
     // Whether encoding adds BOS / EOS (Llama-style configs say so; GPT-2 / Qwen2 / SmolLM add nothing).
     if (tc.contains("add_bos_token") && tc["add_bos_token"].is_boolean()) add_bos_ = tc["add_bos_token"].get<bool>();
     if (tc.contains("add_eos_token") && tc["add_eos_token"].is_boolean()) add_eos_ = tc["add_eos_token"].get<bool>();
+    // The chat template: a string, or a list of {name, template} where "default" is the one transformers uses.
+    if (tc.contains("chat_template")) {
+      const json& ct = tc["chat_template"];
+      if (ct.is_string()) {
+        chat_template_ = ct.get<std::string>();
+      } else if (ct.is_array()) {
+        for (const json& t : ct)
+          if (t.is_object() && t.value("name", "") == "default" && t.contains("template") && t["template"].is_string())
+            chat_template_ = t["template"].get<std::string>();
+      } else if (!ct.is_null()) {
+        fail(tc_path, ": \"chat_template\" must be a string or a list of {name, template}, got ", ct.type_name());
+      }
+    }
     // Named special tokens are matched whole in the text, as transformers registers them.
     std::string name;
     if (tc.contains("bos_token")) {
@@ -697,6 +710,7 @@ void BpeTokenizer::save_hf(const std::string& dir) const {
                   {"add_eos_token", add_eos_},
                   {"add_prefix_space", add_prefix_space_},
                   {"added_tokens_decoder", decoder_entries}};
+  if (!chat_template_.empty()) config["chat_template"] = chat_template_;
   ojson special = ojson::object();
   if (bos_id_ >= 0) special["bos_token"] = id_to_token_[bos_id_];
   if (eos_id_ >= 0) special["eos_token"] = id_to_token_[eos_id_];

@@ -45,6 +45,9 @@ class Tokenizer {
   // each loader sets it from what the files say (add_bos_token, the post_processor's template, GGUF metadata).
   bool add_bos() const { return add_bos_ && bos_id_ >= 0; }
   bool add_eos() const { return add_eos_ && eos_id_ >= 0; }
+  // The model's chat template (Jinja source) as its tokenizer files carry it: tokenizer_config.json's
+  // "chat_template" or GGUF's tokenizer.chat_template; empty when there is none. save_hf writes it back.
+  const std::string& chat_template() const { return chat_template_; }
   int64_t eos_id() const { return eos_id_; }  // -1 when the tokenizer has none
   // Tokens that end generation (EOS, and for llama2.c models also BOS, as run.c stops on it).
   const std::vector<int64_t>& stop_ids() const { return stop_ids_; }
@@ -54,6 +57,7 @@ class Tokenizer {
   int64_t eos_id_ = -1;
   bool add_bos_ = false;
   bool add_eos_ = false;
+  std::string chat_template_;
   std::vector<int64_t> stop_ids_;
 };
 
