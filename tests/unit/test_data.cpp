@@ -19,11 +19,13 @@ namespace {
 using test::expect_error;
 using test::TempDir;
 
-// One token per byte (id = byte + 3), BOS 1, EOS 2 (or none): expectations can be written by hand.
+// One token per byte (id = byte + 3), BOS 1 (added, as llama2.c does, unless asked not to), EOS 2 (or none):
+// expectations can be written by hand.
 class ByteTokenizer : public tokenizer::Tokenizer {
  public:
-  explicit ByteTokenizer(bool with_eos = true) {
+  explicit ByteTokenizer(bool with_eos = true, bool adds_bos = true) {
     bos_id_ = 1;
+    add_bos_ = adds_bos;
     eos_id_ = with_eos ? 2 : -1;
   }
   std::vector<int64_t> encode(const std::string& text, bool add_bos, bool add_eos) const override {
@@ -137,6 +139,17 @@ TEST(DataSft, PromptCompletionByBytes) {
   EXPECT_EQ(data.rows[0].line, 1);
   EXPECT_EQ(data.skipped, 0);
   EXPECT_EQ(data.truncated, 0);
+}
+
+// A tokenizer that has a BOS token but does not add it (GPT-2, Qwen2, SmolLM): rows start with the text.
+TEST(DataSft, NoBosWhenTheTokenizerAddsNone) {
+  TempDir dir;
+  ByteTokenizer tok(/*with_eos=*/true, /*adds_bos=*/false);
+  const auto path = write_jsonl(dir, "{\"prompt\": \"Hi\", \"completion\": \"yo\"}\n");
+  const auto data = load_sft_jsonl(path, tok, options());
+  ASSERT_EQ(data.rows.size(), 1u);
+  EXPECT_EQ(data.rows[0].ids, (std::vector<int64_t>{'H' + 3, 'i' + 3, 'y' + 3, 'o' + 3, 2}));
+  EXPECT_EQ(data.rows[0].loss, (std::vector<uint8_t>{0, 0, 1, 1, 1}));
 }
 
 TEST(DataSft, PromptCompletionTok512) {
