@@ -343,7 +343,7 @@ TEST(GgufTokenizerBadInput, UnknownModelAndMissingKeys) {
 TEST(TokenizeCommand, EveryVectorOfEveryFamily) {
   for (const std::string& family : kFamilies) {
     auto r = reglage::test::run_reglage("tokenize --model " + gguf_path(family) + " --text-file " + gguf_path(family) +
-                                        ".inp --separator '\\n__ggml_vocab_test__\\n'");
+                                        ".inp --add-special no --separator '\\n__ggml_vocab_test__\\n'");
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const auto vectors = read_vectors(family);
     std::istringstream lines(r.out);
