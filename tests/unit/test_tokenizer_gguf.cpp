@@ -245,12 +245,12 @@ struct GgufBuilder {
 };
 
 // A small valid byte-level BPE vocabulary: the bytes a, b and "ab", one merge.
-GgufBuilder small_bpe() {
+GgufBuilder small_bpe(const std::string& pre = "gpt-2", const std::vector<std::string>& merges = {"a b"}) {
   GgufBuilder b;
   b.add_string("tokenizer.ggml.model", "gpt2");
-  b.add_string("tokenizer.ggml.pre", "gpt-2");
+  b.add_string("tokenizer.ggml.pre", pre);
   b.add_strings("tokenizer.ggml.tokens", {"a", "b", "ab", "<|endoftext|>"});
-  b.add_strings("tokenizer.ggml.merges", {"a b"});
+  b.add_strings("tokenizer.ggml.merges", merges);
   return b;
 }
 
@@ -293,14 +293,12 @@ TEST(GgufTokenizerBadInput, TooFewScores) {
 }
 
 TEST(GgufTokenizerBadInput, MergeOfUnknownToken) {
-  GgufBuilder b = small_bpe();
-  b.add_strings("tokenizer.ggml.merges", {"a c"});  // a second merges key replaces the first
-  expect_parts(load_error(b), {"bad.gguf", "merge \"a c\"", "missing from the vocabulary"});
+  GgufBuilder b = small_bpe("gpt-2", {"a b", "a c"});
+  expect_parts(load_error(b), {"bad.gguf", "merge \"a c\" (rank 1)", "missing from the vocabulary"});
 }
 
 TEST(GgufTokenizerBadInput, MergeWithoutSpace) {
-  GgufBuilder b = small_bpe();
-  b.add_strings("tokenizer.ggml.merges", {"ab"});
+  GgufBuilder b = small_bpe("gpt-2", {"ab"});
   expect_parts(load_error(b), {"bad.gguf", "tokenizer.ggml.merges[0]", "expected \"left right\""});
 }
 
@@ -317,8 +315,7 @@ TEST(GgufTokenizerBadInput, AddBosWithoutBos) {
 }
 
 TEST(GgufTokenizerBadInput, UnknownPreTokenizer) {
-  GgufBuilder b = small_bpe();
-  b.add_string("tokenizer.ggml.pre", "no-such-family");
+  GgufBuilder b = small_bpe("no-such-family");
   expect_parts(load_error(b), {"bad.gguf", "tokenizer.ggml.pre", "no-such-family", "known:", "llama3", "qwen2"});
 }
 
