@@ -725,6 +725,25 @@ void BpeTokenizer::save_hf(const std::string& dir) const {
   j["pre_tokenizer"] = pre;
   j["post_processor"] = {
       {"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false}, {"use_regex", true}};
+  // A tokenizer that adds BOS/EOS (GGUF add_bos_token, Llama 3, DeepSeek) says so the way transformers reads it:
+  // a TemplateProcessing post-processor (add_special_tokens=True runs it).
+  if (add_bos() || add_eos()) {
+    auto special = [](const std::string& t, int type_id) { return ojson{{"SpecialToken", {{"id", t}, {"type_id", type_id}}}}; };
+    auto seq = [](const char* id, int type_id) { return ojson{{"Sequence", {{"id", id}, {"type_id", type_id}}}}; };
+    const std::string bos = add_bos() ? id_to_token_[bos_id_] : "", eos = add_eos() ? id_to_token_[eos_id_] : "";
+    ojson single = ojson::array();
+    if (add_bos()) single.push_back(special(bos, 0));
+    single.push_back(seq("A", 0));
+    if (add_eos()) single.push_back(special(eos, 0));
+    ojson pair = single;
+    if (add_bos()) pair.push_back(special(bos, 1));
+    pair.push_back(seq("B", 1));
+    if (add_eos()) pair.push_back(special(eos, 1));
+    ojson specials = ojson::object();
+    if (add_bos()) specials[bos] = {{"id", bos}, {"ids", {bos_id_}}, {"tokens", {bos}}};
+    if (add_eos()) specials[eos] = {{"id", eos}, {"ids", {eos_id_}}, {"tokens", {eos}}};
+    j["post_processor"] = {{"type", "TemplateProcessing"}, {"single", single}, {"pair", pair}, {"special_tokens", specials}};
+  }
   j["decoder"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
   j["model"] = {{"type", "BPE"},
                 {"dropout", nullptr},

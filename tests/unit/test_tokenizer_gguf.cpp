@@ -137,6 +137,25 @@ INSTANTIATE_TEST_SUITE_P(LlamaCpp, GgufVocab, ::testing::ValuesIn(kFamilies),
                            return n;
                          });
 
+// save_hf of a byte-level GGUF tokenizer reloads (tokenizer.json + tokenizer_config.json) to the same ids and
+// flags. (The SentencePiece export is Hugging Face's byte_fallback layout, checked with Python by
+// tests/data/llama.cpp-vocab/check_hf_interop.py.)
+TEST_P(GgufVocab, SaveHfReloads) {
+  const std::string family = GetParam();
+  const Tokenizer& tok = tokenizer_of(family);
+  reglage::test::TempDir tmp;
+  tok.save_hf(tmp.path());
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"})
+    EXPECT_TRUE(reglage::core::file_exists(tmp.path(f))) << family << " " << f;
+  if (family == "llama-spm" || family == "phi-3") return;
+  auto back = load_tokenizer(tmp.path());
+  EXPECT_EQ(back->add_bos(), tok.add_bos()) << family;
+  EXPECT_EQ(back->bos_id(), tok.bos_id()) << family;
+  EXPECT_EQ(back->eos_id(), tok.eos_id()) << family;
+  for (const Vector& v : read_vectors(family))
+    EXPECT_EQ(join(back->encode_special(v.text, false, false, false)), join(v.ids)) << family << " on \"" << v.text << "\"";
+}
+
 // BOS/EOS flags, stop ids and chat templates as each file's metadata (or llama.cpp's default) says.
 TEST(GgufTokenizer, SpecialIdsAndFlags) {
   const Tokenizer& spm = tokenizer_of("llama-spm");
