@@ -6,6 +6,7 @@
 //   reglage generate --model PATH --prompt TEXT [...]   sample continuations (see cmd_generate.cpp)
 //   reglage logits --model PATH --ids "1 403 407" --out FILE   write raw logits for checking a model
 //   reglage convert --model PATH --out DIR   save as a Hugging Face model directory
+//   reglage tokenize --model PATH --text T | --decode "IDS"   text to ids and back with a model's tokenizer
 // Parse the subcommand, run it; any exception becomes one line on stderr and exit code 1.
 #include <cstdio>
 #include <iostream>
@@ -32,6 +33,7 @@ void print_usage() {
                "  generate   sample continuations of prompts from a model (optionally with a LoRA adapter)\n"
                "  logits     write a model's logits for given token ids (int32 T, int32 V, float32[T][V], int32[T])\n"
                "  convert    write a model (llama2.c or Hugging Face) as a Hugging Face model directory\n"
+               "  tokenize   text to token ids, or ids to text, with a model's tokenizer (GGUF, Hugging Face, llama2.c)\n"
                "run 'reglage <command> --help' for a command's options\n";
 }
 
@@ -49,9 +51,10 @@ int dispatch(const std::string& command, int argc, char** argv) {
   if (command == "generate") return reglage::launch::cmd_generate(args);
   if (command == "logits") return reglage::launch::cmd_logits(args);
   if (command == "convert") return reglage::launch::cmd_convert(args);
+  if (command == "tokenize") return reglage::launch::cmd_tokenize(args);
   if (command == "eval") return reglage::launch::cmd_eval(args);
   if (command == "serve-reward") return reglage::launch::cmd_serve_reward(args);
-  reglage::fail("unknown command '", command, "' (expected run, launch, status, report, export, eval, serve-reward, generate, logits or convert)");
+  reglage::fail("unknown command '", command, "' (expected run, launch, status, report, export, eval, serve-reward, generate, logits, convert or tokenize)");
 }
 
 }  // namespace

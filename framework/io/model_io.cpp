@@ -5,6 +5,7 @@
 #include "framework/core/error.h"
 #include "framework/core/file_util.h"
 #include "framework/io/gguf.h"
+#include "framework/tokenizer/gguf_tokenizer.h"
 
 namespace reglage::io {
 
@@ -22,9 +23,13 @@ std::unique_ptr<tokenizer::Tokenizer> load_model_tokenizer(const std::string& mo
                                                           const std::string& explicit_path, int64_t vocab_size) {
   if (!explicit_path.empty()) return tokenizer::load_tokenizer(explicit_path, vocab_size);
   if (core::is_directory(model_path)) return tokenizer::load_tokenizer(model_path, vocab_size);
-  if (is_gguf_path(model_path))
-    fail(model_path, ": the tokenizer inside a GGUF file is not read; pass --tokenizer (or model.tokenizer) with "
-         "the model's tokenizer.json, its Hugging Face directory or a llama2.c tokenizer");
+  // A GGUF model carries its tokenizer in its metadata (tokenizer.ggml.*), when it was written with one.
+  if (is_gguf_path(model_path)) {
+    if (!tokenizer::gguf_has_tokenizer(GgufFile(model_path)))
+      fail(model_path, ": this GGUF file has no tokenizer (no tokenizer.ggml.tokens metadata); pass --tokenizer (or "
+           "model.tokenizer) with the model's tokenizer.json, its Hugging Face directory or a llama2.c tokenizer");
+    return tokenizer::load_tokenizer(model_path, vocab_size);
+  }
   // llama2.c models ship their tokenizer beside them: tok<V>.bin (as tok512.bin) or tokenizer.bin.
   const std::string dir = core::parent_dir(model_path);
   for (const std::string& name : {"tok" + std::to_string(vocab_size) + ".bin", std::string("tokenizer.bin")}) {

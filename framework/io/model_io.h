@@ -37,7 +37,8 @@ model::ModelConfig read_gguf_config(const std::string& path);
 void save_hf(model::CausalLM& model, const std::string& dir, const tokenizer::Tokenizer* tok = nullptr);
 
 // The tokenizer that belongs with a model: `explicit_path` when given, else the model directory's own
-// files, else a llama2.c tokenizer next to the model file (tok<V>.bin or tokenizer.bin).
+// files, else a GGUF model's own tokenizer metadata, else a llama2.c tokenizer next to the model file
+// (tok<V>.bin or tokenizer.bin).
 std::unique_ptr<tokenizer::Tokenizer> load_model_tokenizer(const std::string& model_path,
                                                           const std::string& explicit_path, int64_t vocab_size);
 

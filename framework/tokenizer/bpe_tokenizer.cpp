@@ -275,6 +275,30 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_vocab_merges(const std::string&
   fail(vocab_path, ": unexpected content (", e.what(), ")");
 }
 
+std::unique_ptr<BpeTokenizer> BpeTokenizer::from_parts(const Parts& parts) {
+  std::unique_ptr<BpeTokenizer> tok(new BpeTokenizer());
+  tok->set_vocab(parts.source, parts.vocab);
+  tok->added_.clear();  // set_vocab's <|endoftext|> default: the parts say which tokens are added
+  tok->added_first_byte_ = {};
+  for (const auto& [left, right] : parts.merges) tok->add_merge(parts.source, left, right);
+  for (const Parts::Added& a : parts.added) tok->add_token(a.content, a.id, a.special);
+  for (const std::string& r : parts.split_regexes) {
+    tok->split_patterns_.push_back(ojson{{"Regex", r}}.dump());
+    tok->splitters_.push_back(std::make_unique<Pcre2Regex>(r, parts.source));
+  }
+  tok->byte_level_regex_ = false;
+  tok->ignore_merges_ = parts.ignore_merges;
+  for (int64_t id : {parts.bos_id, parts.eos_id})
+    if (id >= tok->vocab_size()) fail(parts.source, ": special token id ", id, " is outside the vocabulary of ", tok->vocab_size());
+  tok->bos_id_ = parts.bos_id;
+  tok->eos_id_ = parts.eos_id;
+  tok->add_bos_ = parts.add_bos;
+  tok->add_eos_ = parts.add_eos;
+  tok->stop_ids_ = parts.stop_ids;
+  tok->chat_template_ = parts.chat_template;
+  return tok;
+}
+
 std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tokenizer_json(const std::string& path) try {
   const json j = parse_json_file(path);
   if (!j.is_object() || !j.contains("model") || !j["model"].is_object()) fail(path, ": no \"model\" object");
@@ -579,7 +603,8 @@ bool BpeTokenizer::encode_text(const std::string& text, size_t max_tokens, std::
 }
 
 // Added tokens are matched whole first (leftmost, longest), the text between them is BPE-encoded.
-void BpeTokenizer::encode_into(const std::string& text, size_t max_tokens, std::vector<int64_t>* out) const {
+void BpeTokenizer::encode_into(const std::string& text, size_t max_tokens, std::vector<int64_t>* out,
+                               bool parse_special) const {
   size_t start = 0;
   for (size_t pos = 0; pos < text.size();) {
     const AddedToken* hit = nullptr;
@@ -588,6 +613,7 @@ void BpeTokenizer::encode_into(const std::string& text, size_t max_tokens, std::
       continue;
     }
     for (const AddedToken& t : added_) {
+      if (t.special && !parse_special) continue;
       if (text.compare(pos, t.content.size(), t.content) == 0) {
         hit = &t;
         break;
@@ -610,6 +636,15 @@ std::vector<int64_t> BpeTokenizer::encode(const std::string& text, bool add_bos,
   std::vector<int64_t> ids;
   if (add_bos && bos_id_ >= 0) ids.push_back(bos_id_);
   encode_into(text, SIZE_MAX, &ids);
+  if (add_eos && eos_id_ >= 0) ids.push_back(eos_id_);
+  return ids;
+}
+
+std::vector<int64_t> BpeTokenizer::encode_special(const std::string& text, bool add_bos, bool add_eos,
+                                                  bool parse_special) const {
+  std::vector<int64_t> ids;
+  if (add_bos && bos_id_ >= 0) ids.push_back(bos_id_);
+  encode_into(text, SIZE_MAX, &ids, parse_special);
   if (add_eos && eos_id_ >= 0) ids.push_back(eos_id_);
   return ids;
 }
@@ -690,6 +725,25 @@ void BpeTokenizer::save_hf(const std::string& dir) const {
   j["pre_tokenizer"] = pre;
   j["post_processor"] = {
       {"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false}, {"use_regex", true}};
+  // A tokenizer that adds BOS/EOS (GGUF add_bos_token, Llama 3, DeepSeek) says so the way transformers reads it:
+  // a TemplateProcessing post-processor (add_special_tokens=True runs it).
+  if (add_bos() || add_eos()) {
+    auto special = [](const std::string& t, int type_id) { return ojson{{"SpecialToken", {{"id", t}, {"type_id", type_id}}}}; };
+    auto seq = [](const char* id, int type_id) { return ojson{{"Sequence", {{"id", id}, {"type_id", type_id}}}}; };
+    const std::string bos = add_bos() ? id_to_token_[bos_id_] : "", eos = add_eos() ? id_to_token_[eos_id_] : "";
+    ojson single = ojson::array();
+    if (add_bos()) single.push_back(special(bos, 0));
+    single.push_back(seq("A", 0));
+    if (add_eos()) single.push_back(special(eos, 0));
+    ojson pair = single;
+    if (add_bos()) pair.push_back(special(bos, 1));
+    pair.push_back(seq("B", 1));
+    if (add_eos()) pair.push_back(special(eos, 1));
+    ojson specials = ojson::object();
+    if (add_bos()) specials[bos] = {{"id", bos}, {"ids", {bos_id_}}, {"tokens", {bos}}};
+    if (add_eos()) specials[eos] = {{"id", eos}, {"ids", {eos_id_}}, {"tokens", {eos}}};
+    j["post_processor"] = {{"type", "TemplateProcessing"}, {"single", single}, {"pair", pair}, {"special_tokens", specials}};
+  }
   j["decoder"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
   j["model"] = {{"type", "BPE"},
                 {"dropout", nullptr},

@@ -24,12 +24,34 @@ class BpeTokenizer : public Tokenizer {
   // A tokenizer.json with model.type "BPE" and a ByteLevel pre-tokenizer (optionally after Split regexes).
   static std::unique_ptr<BpeTokenizer> from_tokenizer_json(const std::string& path);
 
+  // A byte-level BPE read elsewhere (GGUF metadata, gguf_tokenizer.cpp): every field already parsed.
+  struct Parts {
+    struct Added {
+      std::string content;  // matched whole in raw text
+      int64_t id;
+      bool special;  // matched only when special tokens are parsed; decodes to nothing
+    };
+    std::string source;                                        // the file, for messages
+    std::vector<std::pair<std::string, int64_t>> vocab;        // byte-mapped token -> id
+    std::vector<std::pair<std::string, std::string>> merges;   // (left, right) by rank
+    std::vector<std::string> split_regexes;  // Split patterns (Isolated) in order, then ByteLevel without regex
+    std::vector<Added> added;                // replaces the <|endoftext|> default
+    bool ignore_merges = false;
+    int64_t bos_id = -1, eos_id = -1;
+    bool add_bos = false, add_eos = false;
+    std::vector<int64_t> stop_ids;
+    std::string chat_template;
+  };
+  static std::unique_ptr<BpeTokenizer> from_parts(const Parts& parts);
+
   // BOS/EOS/stop ids from a Hugging Face model directory: tokenizer_config.json's bos_token/eos_token
   // (strings or {content: ...}), then config.json and generation_config.json ids (eos_token_id may be a
   // list; every EOS id becomes a stop id). Missing files are skipped.
   void load_special_ids(const std::string& dir);
 
   std::vector<int64_t> encode(const std::string& text, bool add_bos, bool add_eos) const override;
+  std::vector<int64_t> encode_special(const std::string& text, bool add_bos, bool add_eos,
+                                      bool parse_special) const override;
   std::vector<int64_t> encode_prefix(const std::string& text, size_t max_tokens) const override;
   std::string decode_piece(int64_t prev_token, int64_t token) const override;
   std::string decode(const std::vector<int64_t>& ids) const override;
@@ -60,7 +82,9 @@ class BpeTokenizer : public Tokenizer {
   // Text without added tokens: pre-tokenized and encoded piece by piece until out holds more than max_tokens
   // (then false).
   bool encode_text(const std::string& text, size_t max_tokens, std::vector<int64_t>* out) const;
-  void encode_into(const std::string& text, size_t max_tokens, std::vector<int64_t>* out) const;  // with added
+  // With added tokens (special ones only when parse_special).
+  void encode_into(const std::string& text, size_t max_tokens, std::vector<int64_t>* out,
+                   bool parse_special = true) const;
 
   std::string source_;                                           // file it came from, for messages
   std::vector<std::string> id_to_token_;                         // (vocab_size) byte-mapped token strings

@@ -3,7 +3,9 @@
 
 #include "framework/core/error.h"
 #include "framework/core/file_util.h"
+#include "framework/io/gguf.h"
 #include "framework/tokenizer/bpe_tokenizer.h"
+#include "framework/tokenizer/gguf_tokenizer.h"
 #include "framework/tokenizer/llama2c_tokenizer.h"
 #include "framework/tokenizer/tokenizer.h"
 
@@ -38,6 +40,8 @@ std::unique_ptr<Tokenizer> load_any(const std::string& path) {
     return bpe;
   }
   if (!file_exists(path)) fail("tokenizer ", path, ": no such file or directory");
+  // A GGUF file (a model or vocab-only): the tokenizer in its metadata.
+  if (io::is_gguf_path(path)) return load_gguf_tokenizer(path);
   // A vocab.json names the GPT-2 file pair; its merges.txt must sit beside it.
   if (ends_with(path, "vocab.json")) {
     const std::string merges = core::path_join(core::parent_dir(path), "merges.txt");

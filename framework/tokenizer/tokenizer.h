@@ -1,6 +1,8 @@
 // Tokenizers: the interface every stage uses, and the loader that picks the right one from the user's files.
 //   llama2.c tokenizer files (tok512.bin): SentencePiece-style BPE with scores, BOS, dummy prefix, byte fallback.
 //   Hugging Face byte-level BPE (GPT-2 family, Qwen2): vocab.json + merges.txt, or tokenizer.json.
+//   GGUF files' own tokenizer (tokenizer.ggml.* metadata): byte-level BPE by pre-tokenizer family, or
+//   SentencePiece BPE by scores with byte fallback (gguf_tokenizer.h).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -16,6 +18,17 @@ class Tokenizer {
 
   // Text to ids; BOS/EOS prepended/appended when asked and when the tokenizer has them.
   virtual std::vector<int64_t> encode(const std::string& text, bool add_bos, bool add_eos) const = 0;
+
+  // encode with the reading of special-token text chosen. parse_special = true is what encode does: the text of
+  // a special token ("<|im_start|>", "<s>", a GGUF CONTROL token) becomes that token. false reads it as ordinary
+  // characters (llama.cpp's parse_special = false, transformers' split_special_tokens = True); added tokens that
+  // are not special (GGUF USER_DEFINED) are matched either way. llama2.c tokenizers match no token text, so
+  // the flag changes nothing there (this default).
+  virtual std::vector<int64_t> encode_special(const std::string& text, bool add_bos, bool add_eos,
+                                              bool parse_special) const {
+    (void)parse_special;
+    return encode(text, add_bos, add_eos);
+  }
 
   // The first min(n, max_tokens + 1) tokens of encode(text, false, false), where n is its length: all of them
   // when they fit, else an exact prefix one token longer than max_tokens, so the caller knows the text did not
@@ -64,6 +77,7 @@ class Tokenizer {
 // Loads a tokenizer from a path:
 //   - a llama2.c tokenizer file (*.bin),
 //   - a tokenizer.json file,
+//   - a GGUF file (named *.gguf or starting with "GGUF"): the tokenizer in its tokenizer.ggml.* metadata,
 //   - a directory holding tokenizer.bin, tokenizer.json, or vocab.json + merges.txt (a Hugging Face model dir);
 //     BOS/EOS ids come from the directory's tokenizer_config.json / config.json / generation_config.json.
 // expected_vocab: the model's vocabulary size, checked against the tokenizer's (0 = no check).
