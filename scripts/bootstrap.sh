@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(cmake g++ make pkg-config ccache
           libtorch-dev libopenblas0-openmp libtcmalloc-minimal4
           libopenmpi-dev openmpi-bin libboost-dev libyaml-cpp-dev nlohmann-json3-dev
-          libgtest-dev libpcre2-dev libsentencepiece-dev
+          libgtest-dev libpcre2-dev
           openssh-server openssh-client)  # the launcher's multi-host test reaches ranks through ssh
 missing=()
 for p in "${packages[@]}"; do

@@ -5,7 +5,6 @@
 #include "framework/core/file_util.h"
 #include "framework/tokenizer/bpe_tokenizer.h"
 #include "framework/tokenizer/llama2c_tokenizer.h"
-#include "framework/tokenizer/sentencepiece_tokenizer.h"
 #include "framework/tokenizer/tokenizer.h"
 
 namespace reglage::tokenizer {
@@ -27,12 +26,6 @@ std::unique_ptr<Tokenizer> load_any(const std::string& path) {
     const std::string json = path_join(path, "tokenizer.json");
     const std::string vocab = path_join(path, "vocab.json");
     const std::string merges = path_join(path, "merges.txt");
-    const std::string spm = path_join(path, "tokenizer.model");
-    if (!file_exists(json) && file_exists(spm) && !(file_exists(vocab) && file_exists(merges))) {
-      auto sp = std::make_unique<SentencePieceTokenizer>(spm);
-      sp->load_config(path);
-      return sp;
-    }
     std::unique_ptr<BpeTokenizer> bpe;
     if (file_exists(json))
       bpe = BpeTokenizer::from_tokenizer_json(json);
@@ -40,7 +33,7 @@ std::unique_ptr<Tokenizer> load_any(const std::string& path) {
       bpe = BpeTokenizer::from_vocab_merges(vocab, merges);
     else
       fail("tokenizer dir ", path,
-           ": no tokenizer files (looked for tokenizer.bin, tokenizer.json, tokenizer.model, vocab.json + merges.txt)");
+           ": no tokenizer files (looked for tokenizer.bin, tokenizer.json, vocab.json + merges.txt)");
     bpe->load_special_ids(path);
     return bpe;
   }
@@ -57,11 +50,6 @@ std::unique_ptr<Tokenizer> load_any(const std::string& path) {
     auto bpe = BpeTokenizer::from_tokenizer_json(path);
     bpe->load_special_ids(core::parent_dir(path));
     return bpe;
-  }
-  if (ends_with(path, ".model")) {  // SentencePiece
-    auto sp = std::make_unique<SentencePieceTokenizer>(path);
-    sp->load_config(core::parent_dir(path));
-    return sp;
   }
   // Anything else is taken as a llama2.c tokenizer file (tokenizer.bin, tok512.bin, ...).
   return std::make_unique<Llama2cTokenizer>(path);

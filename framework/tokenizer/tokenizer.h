@@ -1,8 +1,6 @@
 // Tokenizers: the interface every stage uses, and the loader that picks the right one from the user's files.
 //   llama2.c tokenizer files (tok512.bin): SentencePiece-style BPE with scores, BOS, dummy prefix, byte fallback.
-//   Hugging Face BPE: vocab.json + merges.txt, or tokenizer.json (byte-level: GPT-2, Qwen2, Llama 3, SmolLM;
-//   SentencePiece-style with byte fallback: Llama 2, Mistral, TinyLlama, Phi-3).
-//   SentencePiece tokenizer.model (through libsentencepiece), when a directory has no tokenizer.json.
+//   Hugging Face byte-level BPE (GPT-2 family, Qwen2): vocab.json + merges.txt, or tokenizer.json.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -66,9 +64,7 @@ class Tokenizer {
 // Loads a tokenizer from a path:
 //   - a llama2.c tokenizer file (*.bin),
 //   - a tokenizer.json file,
-//   - a SentencePiece tokenizer.model (*.model),
-//   - a directory holding tokenizer.bin, tokenizer.json, vocab.json + merges.txt, or tokenizer.model (a Hugging
-//     Face model dir), tried in that order;
+//   - a directory holding tokenizer.bin, tokenizer.json, or vocab.json + merges.txt (a Hugging Face model dir);
 //     BOS/EOS ids come from the directory's tokenizer_config.json / config.json / generation_config.json.
 // expected_vocab: the model's vocabulary size, checked against the tokenizer's (0 = no check).
 // Throws reglage::Error naming the file and the problem.

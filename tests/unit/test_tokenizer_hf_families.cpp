@@ -13,7 +13,6 @@
 #include "framework/core/error.h"
 #include "framework/core/file_util.h"
 #include "framework/tokenizer/bpe_tokenizer.h"
-#include "framework/tokenizer/sentencepiece_tokenizer.h"
 #include "framework/tokenizer/tokenizer.h"
 #include "test_util.h"
 
@@ -195,39 +194,5 @@ TEST(TokenizerHfFamilies, BadFilesNameFileStepAndType) {
              {"post_processor", "2 token(s) before"});
   expect_bad("model.byte_fallback", true, {"byte_fallback", "<0x00>"});
   expect_bad("model.unk_token", "<unk>", {"unk_token", "<unk>"});
-  fs::remove_all(dir);
-}
-
-// tokenizer.model alone (trained by sentencepiece in make_hf_families.py), through libsentencepiece, against
-// transformers' LlamaTokenizer on the same directory; save_hf writes a directory that loads the same.
-TEST(TokenizerSentencePiece, MatchesTransformersLlamaTokenizer) {
-  const auto vectors = read_vectors();
-  auto tok = load_tokenizer(kFamilies + "/spm-small", 800);
-  ASSERT_NE(dynamic_cast<reglage::tokenizer::SentencePieceTokenizer*>(tok.get()), nullptr);
-  EXPECT_EQ(tok->vocab_size(), 800);
-  EXPECT_TRUE(tok->add_bos());
-  EXPECT_FALSE(tok->add_eos());
-  EXPECT_EQ(tok->bos_id(), 1);
-  EXPECT_EQ(tok->eos_id(), 2);
-  EXPECT_EQ(check_rows(*tok, "spm-small", vectors.at("spm-small")), 81);
-  const fs::path dir = temp_dir("spm_saved");
-  tok->save_hf(dir.string());
-  auto back = load_tokenizer(dir.string());
-  EXPECT_TRUE(back->add_bos());
-  check_rows(*back, "spm-small (saved)", vectors.at("spm-small"));
-  fs::remove_all(dir);
-}
-
-TEST(TokenizerSentencePiece, BadModelIsOneError) {
-  const fs::path dir = temp_dir("spm_bad");
-  const std::string path = (dir / "tokenizer.model").string();
-  write_file_atomic(path, "this is not a protobuf\n");
-  expect_error([&] { load_tokenizer(dir.string()); }, {path});
-  std::string proto = read_file(kFamilies + "/spm-small/tokenizer.model");
-  write_file_atomic(path, proto.substr(0, proto.size() / 2));  // truncated
-  expect_error([&] { load_tokenizer(path); }, {path});
-  fs::copy_file(kFamilies + "/spm-small/tokenizer.model", path, fs::copy_options::overwrite_existing);
-  write_file_atomic((dir / "tokenizer_config.json").string(), R"({"eos_token": "<no_such_piece>"})");
-  expect_error([&] { load_tokenizer(dir.string()); }, {"tokenizer_config.json", "<no_such_piece>"});
   fs::remove_all(dir);
 }
