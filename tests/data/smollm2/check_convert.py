@@ -13,7 +13,8 @@ Printed, per prompt and overall, the max abs logit differences (all positions, w
    0: bit-identical), and transformers(DIR) vs transformers(GGUF) (the committed reference: last position and
    top-5 at every position). Exit status 0 when the first two are <= --tol (default 2e-4; measured:
    1.05e-4 over all positions and the whole vocabulary, 8.1e-5 over the committed reference's logits) and the third
-   is 0.
+   is 0. When DIR holds tokenizer files, transformers' AutoTokenizer of DIR must also encode each rendered prompt
+   to the reference ids and render the same chat template.
 --tokenizer is passed on to `reglage convert` (needed while reglage cannot read a GGUF's own tokenizer).
 With --dtype bfloat16 the directory is also written in bfloat16 and loaded by transformers (figures printed,
 not checked).
@@ -29,7 +30,7 @@ import tempfile
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
@@ -80,6 +81,19 @@ def main():
     print("written:", " ".join(sorted(os.listdir(out_dir))))
     print("config.json:", json.dumps(json.load(open(os.path.join(out_dir, "config.json")))))
     model = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32, attn_implementation="eager").eval()
+    # The written tokenizer files: transformers' tokenizer of DIR encodes each prompt to the reference ids and
+    # renders the same chat template.
+    tok_ok = True
+    if os.path.exists(os.path.join(out_dir, "tokenizer.json")):
+        tok = AutoTokenizer.from_pretrained(out_dir)
+        for p in prompts:
+            same_ids = tok(p["text"], add_special_tokens=False).input_ids == p["ids"]
+            same_text = (tok.chat_template is not None and
+                         tok.apply_chat_template(p["messages"], add_generation_prompt=True, tokenize=False) == p["text"])
+            print(f"tokenizer of DIR, {p['name']}: ids equal {same_ids}, chat template renders equal {same_text}")
+            tok_ok = tok_ok and same_ids and same_text
+    else:
+        print("no tokenizer.json written: tokenizer not checked")
 
     worst = {"tf_dir-reglage_gguf": 0.0, "tf_dir-reglage_dir": 0.0, "reglage_dir-reglage_gguf": 0.0,
              "tf_dir-tf_gguf": 0.0}
@@ -120,7 +134,7 @@ def main():
               f"{int((tfb.argmax(1) == rg.argmax(1)).sum())}/{len(ids)} positions")
 
     ok = (worst["tf_dir-reglage_gguf"] <= a.tol and worst["tf_dir-reglage_dir"] <= a.tol and
-          worst["reglage_dir-reglage_gguf"] == 0.0)
+          worst["reglage_dir-reglage_gguf"] == 0.0 and tok_ok)
     print("OK" if ok else "FAILED")
     sys.exit(0 if ok else 1)
 
