@@ -183,12 +183,13 @@ model::CausalLM load_hf(const std::string& dir, torch::Dtype dtype) {
   std::set<std::string> loaded;
   torch::NoGradGuard no_grad;
   for (const auto& file : files) {
-    for (auto& [name, tensor] : read_safetensors(file)) {
-      if (is_rotary_table(name)) continue;
+    // One tensor in memory at a time beside the model, not the whole file.
+    for_each_safetensor(file, [&](const std::string& name, torch::Tensor& tensor) {
+      if (is_rotary_table(name)) return;
       auto* p = params.find(name);
       if (p == nullptr) {
         // A tied model may still store lm_head.weight; it must then equal the embedding (checked loosely by shape).
-        if (name == "lm_head.weight" && cfg.tie_embeddings) continue;
+        if (name == "lm_head.weight" && cfg.tie_embeddings) return;
         fail(file, ": unexpected tensor '", shown(name), "' for ", cfg.architecture);
       }
       if (tensor.sizes() != p->sizes())
@@ -196,7 +197,7 @@ model::CausalLM load_hf(const std::string& dir, torch::Dtype dtype) {
       if (!tensor.is_floating_point()) fail(file, ": tensor '", name, "' is not floating point");
       p->copy_(tensor);
       loaded.insert(name);
-    }
+    });
   }
   for (const auto& item : params) {
     if (!loaded.count(item.key())) fail(dir, ": weights have no tensor '", item.key(), "'");

@@ -282,21 +282,38 @@ std::string shown(const std::string& name) {
   return out;
 }
 
-std::map<std::string, torch::Tensor> read_safetensors(const std::string& path,
-                                                      std::map<std::string, std::string>* metadata) {
-  std::ifstream in;
-  Header header = read_header(in, path);
-  std::map<std::string, torch::Tensor> tensors;
+namespace {
+
+// Reads each tensor of a validated header in turn and hands it to `fn`.
+void read_entries(std::ifstream& in, const std::string& path, const Header& header,
+                  const std::function<void(const std::string&, torch::Tensor&)>& fn) {
   for (const auto& entry : header.entries) {
     // Safe to allocate: the byte count was checked to equal end - begin, which lies inside the file.
     auto t = torch::empty(entry.shape, torch::TensorOptions().dtype(entry.dtype->dtype));
     read_exact(in, path, header.data_start + entry.begin, t.data_ptr(), entry.end - entry.begin,
                ("tensor '" + entry.name + "'").c_str());
     if (entry.dtype->dtype == torch::kBool) check_bool_bytes(path, entry, t);
-    tensors.emplace(entry.name, std::move(t));
+    fn(entry.name, t);
   }
+}
+
+}  // namespace
+
+std::map<std::string, torch::Tensor> read_safetensors(const std::string& path,
+                                                      std::map<std::string, std::string>* metadata) {
+  std::ifstream in;
+  Header header = read_header(in, path);
+  std::map<std::string, torch::Tensor> tensors;
+  read_entries(in, path, header, [&](const std::string& name, torch::Tensor& t) { tensors.emplace(name, t); });
   if (metadata) *metadata = std::move(header.metadata);
   return tensors;
+}
+
+void for_each_safetensor(const std::string& path,
+                         const std::function<void(const std::string&, torch::Tensor&)>& fn) {
+  std::ifstream in;
+  const Header header = read_header(in, path);
+  read_entries(in, path, header, fn);
 }
 
 std::vector<SafetensorsEntry> read_safetensors_header(const std::string& path) {

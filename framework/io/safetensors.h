@@ -4,6 +4,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -23,6 +24,12 @@ struct SafetensorsEntry {
 // numel * element size, no overlapping tensors. Throws reglage::Error naming the file and the tensor.
 std::map<std::string, torch::Tensor> read_safetensors(const std::string& path,
                                                       std::map<std::string, std::string>* metadata = nullptr);
+
+// As read_safetensors, one tensor at a time: `fn(name, tensor)` is called for each in file order, and the
+// tensor is released afterwards unless `fn` keeps it (a model's weights then load at the cost of the largest
+// tensor instead of the whole file). The header is validated in full before the first call.
+void for_each_safetensor(const std::string& path,
+                         const std::function<void(const std::string&, torch::Tensor&)>& fn);
 
 // The header only (names, dtypes, shapes), validated like read_safetensors.
 std::vector<SafetensorsEntry> read_safetensors_header(const std::string& path);
