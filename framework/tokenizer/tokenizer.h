@@ -1,6 +1,7 @@
 // Tokenizers: the interface every stage uses, and the loader that picks the right one from the user's files.
 //   llama2.c tokenizer files (tok512.bin): SentencePiece-style BPE with scores, BOS, dummy prefix, byte fallback.
 //   Hugging Face byte-level BPE (GPT-2 family, Qwen2): vocab.json + merges.txt, or tokenizer.json.
+//   SentencePiece BPE tokenizer.model (Llama 2, Mistral), read by reglage and converted as transformers converts it.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -64,7 +65,9 @@ class Tokenizer {
 // Loads a tokenizer from a path:
 //   - a llama2.c tokenizer file (*.bin),
 //   - a tokenizer.json file,
-//   - a directory holding tokenizer.bin, tokenizer.json, or vocab.json + merges.txt (a Hugging Face model dir);
+//   - a SentencePiece tokenizer.model (*.model; BPE models only),
+//   - a directory holding tokenizer.bin, tokenizer.json, vocab.json + merges.txt, or tokenizer.model (a Hugging
+//     Face model dir), tried in that order;
 //     BOS/EOS ids come from the directory's tokenizer_config.json / config.json / generation_config.json.
 // expected_vocab: the model's vocabulary size, checked against the tokenizer's (0 = no check).
 // Throws reglage::Error naming the file and the problem.
