@@ -41,7 +41,8 @@ class ProtoReader {
       case 5: f.varint = fixed(4); break;
       case 2: {
         const uint64_t n = varint();
-        if (n > data_.size() - at_) bad("field ", f.number, " is ", n, " bytes long, only ", data_.size() - at_, " left");
+        if (n > data_.size() - at_)
+          bad("field ", f.number, " is ", n, " bytes long, only ", data_.size() - at_, " left");
         f.bytes = data_.substr(at_, n);
         at_ += n;
         break;

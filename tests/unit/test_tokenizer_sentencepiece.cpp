@@ -211,8 +211,8 @@ TEST(TokenizerSentencePiece, BosFlagsFromTheConfig) {
     fs::remove_all(dir);
   }
   {
-    const fs::path dir =
-        model_dir("spm_flags", R"({"tokenizer_class": "LlamaTokenizer", "add_bos_token": false, "add_eos_token": true})");
+    const fs::path dir = model_dir(
+        "spm_flags", R"({"tokenizer_class": "LlamaTokenizer", "add_bos_token": false, "add_eos_token": true})");
     auto tok = load_tokenizer(dir.string());
     EXPECT_FALSE(tok->add_bos());
     EXPECT_TRUE(tok->add_eos());
