@@ -25,6 +25,8 @@ class BpeTokenizer : public Tokenizer {
   // A tokenizer.json whose model is BPE: its normalizer, pre-tokenizer, decoder, post-processor (which decides
   // add_bos / add_eos) and added tokens (with lstrip, rstrip, single_word, normalized, special).
   static std::unique_ptr<BpeTokenizer> from_tokenizer_json(const std::string& path);
+  // The same from a tokenizer.json already parsed (or built: sentencepiece_model.h); source names it in messages.
+  static std::unique_ptr<BpeTokenizer> from_tokenizer_json_value(const nlohmann::json& j, const std::string& source);
 
   // A byte-level BPE read elsewhere (GGUF metadata, gguf_tokenizer.cpp): every field already parsed.
   struct Parts {
@@ -52,6 +54,9 @@ class BpeTokenizer : public Tokenizer {
   // post-processor decided, or when tokenizer_class is a Llama one (LlamaTokenizerFast rebuilds its template
   // from them). Missing files are skipped.
   void load_special_ids(const std::string& dir);
+  // BOS/EOS ids a loader knows from outside tokenizer.json (a SentencePiece model's trainer_spec), set before
+  // load_special_ids reads the configs; EOS becomes the stop id. -1: none.
+  void set_special_ids(int64_t bos_id, int64_t eos_id);
 
   std::vector<int64_t> encode(const std::string& text, bool add_bos, bool add_eos) const override;
   std::vector<int64_t> encode_special(const std::string& text, bool add_bos, bool add_eos,

@@ -7,6 +7,7 @@
 #include "framework/tokenizer/bpe_tokenizer.h"
 #include "framework/tokenizer/gguf_tokenizer.h"
 #include "framework/tokenizer/llama2c_tokenizer.h"
+#include "framework/tokenizer/sentencepiece_model.h"
 #include "framework/tokenizer/tokenizer.h"
 
 namespace reglage::tokenizer {
@@ -28,14 +29,17 @@ std::unique_ptr<Tokenizer> load_any(const std::string& path) {
     const std::string json = path_join(path, "tokenizer.json");
     const std::string vocab = path_join(path, "vocab.json");
     const std::string merges = path_join(path, "merges.txt");
+    const std::string spm = path_join(path, "tokenizer.model");
     std::unique_ptr<BpeTokenizer> bpe;
     if (file_exists(json))
       bpe = BpeTokenizer::from_tokenizer_json(json);
     else if (file_exists(vocab) && file_exists(merges))
       bpe = BpeTokenizer::from_vocab_merges(vocab, merges);
+    else if (file_exists(spm))  // SentencePiece alone: converted as transformers converts it
+      return load_sentencepiece_model(spm, path);
     else
       fail("tokenizer dir ", path,
-           ": no tokenizer files (looked for tokenizer.bin, tokenizer.json, vocab.json + merges.txt)");
+           ": no tokenizer files (looked for tokenizer.bin, tokenizer.json, vocab.json + merges.txt, tokenizer.model)");
     bpe->load_special_ids(path);
     return bpe;
   }
@@ -55,6 +59,7 @@ std::unique_ptr<Tokenizer> load_any(const std::string& path) {
     bpe->load_special_ids(core::parent_dir(path));
     return bpe;
   }
+  if (ends_with(path, ".model")) return load_sentencepiece_model(path, core::parent_dir(path));
   // Anything else is taken as a llama2.c tokenizer file (tokenizer.bin, tok512.bin, ...).
   return std::make_unique<Llama2cTokenizer>(path);
 }

@@ -3,6 +3,7 @@
 //   Hugging Face byte-level BPE (GPT-2 family, Qwen2): vocab.json + merges.txt, or tokenizer.json.
 //   GGUF files' own tokenizer (tokenizer.ggml.* metadata): byte-level BPE by pre-tokenizer family, or
 //   SentencePiece BPE by scores with byte fallback (gguf_tokenizer.h).
+//   SentencePiece BPE tokenizer.model (Llama 2, Mistral), read by reglage and converted as transformers converts it.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -78,7 +79,9 @@ class Tokenizer {
 //   - a llama2.c tokenizer file (*.bin),
 //   - a tokenizer.json file,
 //   - a GGUF file (named *.gguf or starting with "GGUF"): the tokenizer in its tokenizer.ggml.* metadata,
-//   - a directory holding tokenizer.bin, tokenizer.json, or vocab.json + merges.txt (a Hugging Face model dir);
+//   - a SentencePiece tokenizer.model (*.model; BPE models only),
+//   - a directory holding tokenizer.bin, tokenizer.json, vocab.json + merges.txt, or tokenizer.model (a Hugging
+//     Face model dir), tried in that order;
 //     BOS/EOS ids come from the directory's tokenizer_config.json / config.json / generation_config.json.
 // expected_vocab: the model's vocabulary size, checked against the tokenizer's (0 = no check).
 // Throws reglage::Error naming the file and the problem.

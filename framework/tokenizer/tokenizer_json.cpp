@@ -109,8 +109,11 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_parts(const Parts& parts) {
   return tok;
 }
 
-std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tokenizer_json(const std::string& path) try {
-  const json j = parse_json_file(path);
+std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tokenizer_json(const std::string& path) {
+  return from_tokenizer_json_value(parse_json_file(path), path);
+}
+
+std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tokenizer_json_value(const json& j, const std::string& path) try {
   if (!j.is_object() || !j.contains("model") || !j["model"].is_object()) fail(path, ": no \"model\" object");
   const json& model = j["model"];
   const std::string type = model.value("type", std::string("BPE"));
@@ -225,6 +228,16 @@ void BpeTokenizer::parse_post_processor(const json& j, const std::string& where)
   }
   for (int64_t id : {bos_id_, eos_id_})
     if (id >= vocab_size()) fail(where, ": special token id ", id, " is outside the vocabulary of ", vocab_size());
+}
+
+void BpeTokenizer::set_special_ids(int64_t bos_id, int64_t eos_id) {
+  for (int64_t id : {bos_id, eos_id})
+    if (id < -1 || id >= vocab_size())
+      fail(source_, ": special token id ", id, " is outside the vocabulary of ", vocab_size());
+  bos_id_ = bos_id;
+  eos_id_ = eos_id;
+  stop_ids_.clear();
+  if (eos_id >= 0) stop_ids_.push_back(eos_id);
 }
 
 void BpeTokenizer::load_special_ids(const std::string& dir) try {
