@@ -10,6 +10,7 @@
 
 #include "framework/core/error.h"
 #include "framework/core/file_util.h"
+#include "framework/tokenizer/utf8.h"
 
 namespace reglage::tokenizer {
 
@@ -39,14 +40,6 @@ std::string to_spm(const std::string& piece) {
       out += c;
   }
   return out;
-}
-
-// Byte offsets where a UTF-8 code point starts (continuation bytes excluded), as Python's str indexing sees it.
-std::vector<size_t> codepoint_starts(const std::string& s) {
-  std::vector<size_t> starts;
-  for (size_t i = 0; i < s.size(); ++i)
-    if ((static_cast<unsigned char>(s[i]) & 0xC0) != 0x80) starts.push_back(i);
-  return starts;
 }
 
 }  // namespace
