@@ -37,6 +37,10 @@ int cmd_eval_stage(Args& args);  // eval --config ... --stage ...
 int cmd_serve_reward(Args& args);
 int cmd_run(int argc, char** argv);  // its own parsing: repeated --set
 int cmd_launch(int argc, char** argv);  // the same flags as run
+
+// The whole command line (argv[1] is the subcommand); returns the exit code. main.cpp's body, and that of
+// the test build with fault points (tests/support/fault_main.cpp).
+int cli_main(int argc, char** argv);
 int cmd_status(const std::string& run_dir);
 int cmd_report(int argc, char** argv);  // RUN_DIR [--out FILE]: a positional argument first
 int cmd_export(int argc, char** argv);  // RUN_DIR --stage --format --out: a positional argument first

@@ -2,13 +2,12 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
-#include <csignal>
-#include <cstdlib>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "framework/checkpoint/checkpoint.h"
 #include "framework/core/error.h"
+#include "framework/core/fault_points.h"
 #include "framework/core/progress.h"
 #include "framework/core/file_util.h"
 #include "framework/io/safetensors.h"
@@ -89,10 +88,8 @@ void save_checkpoint(StageContext& ctx, TrainState& state, int64_t step) {
     ctx.log("checkpoint " + path);
   }
   ctx.comm.barrier("checkpoint written");
-  // Fault injection for the resume tests: REGLAGE_KILL_AFTER_CHECKPOINT=N kills rank 0 with SIGKILL
-  // right after checkpoint N is on disk, as a crash or an OOM kill would.
-  if (const char* kill_at = std::getenv("REGLAGE_KILL_AFTER_CHECKPOINT"))
-    if (ctx.is_root() && std::atoll(kill_at) == step) std::raise(SIGKILL);
+  // A test build's fault point (core/fault_points.h): the resume tests crash a rank here.
+  if (core::FaultPoints* faults = core::fault_points()) faults->checkpoint_written(ctx.comm.rank(), step);
 }
 
 std::optional<int64_t> load_latest_checkpoint(StageContext& ctx, TrainState& state) {

@@ -1,11 +1,9 @@
 #include "framework/core/progress.h"
 
-#include <unistd.h>
-
-#include <csignal>
-#include <cstdlib>
 #include <mutex>
 #include <string>
+
+#include "framework/core/fault_points.h"
 
 namespace reglage::core {
 
@@ -22,12 +20,6 @@ void notify(bool flush) {
     l = listener;
   }
   if (l) l(flush);
-}
-
-int my_rank() {
-  // Open MPI tells every rank its rank in the environment; 0 when run alone.
-  const char* r = std::getenv("OMPI_COMM_WORLD_RANK");
-  return r ? std::atoi(r) : 0;
 }
 
 }  // namespace
@@ -57,8 +49,10 @@ void progress_step(int64_t step) {
     ++state.counter;
   }
   notify(false);
-  maybe_inject_fault(my_rank(), step);
+  if (FaultPoints* faults = fault_points()) faults->step_reported(step);
 }
+
+void progress_flush() { notify(true); }
 
 void progress_op(const std::string& op) {
   std::lock_guard<std::mutex> lock(mutex);
@@ -82,23 +76,6 @@ ProgressOp::~ProgressOp() {
   std::lock_guard<std::mutex> lock(mutex);
   state.op = previous_;
   ++state.counter;
-}
-
-void maybe_inject_fault(int rank, int64_t step) {
-  const char* fault = std::getenv("REGLAGE_FAULT");
-  if (fault == nullptr) return;
-  const char* attempt = std::getenv("REGLAGE_ATTEMPT");
-  if (attempt != nullptr && std::atoi(attempt) != 0) return;
-  const std::string f = fault;  // RANK:STEP:kill|stop|hang
-  const size_t a = f.find(':'), b = f.find(':', a == std::string::npos ? a : a + 1);
-  if (a == std::string::npos || b == std::string::npos) return;
-  if (std::atoi(f.substr(0, a).c_str()) != rank || std::atoll(f.substr(a + 1, b - a - 1).c_str()) != step) return;
-  const std::string what = f.substr(b + 1);
-  notify(true);  // the launcher hears where we were before the fault
-  if (what == "kill") std::raise(SIGKILL);
-  if (what == "stop") std::raise(SIGSTOP);
-  if (what == "hang")  // the compute thread waits for nothing; the heartbeat thread keeps beating
-    for (;;) ::pause();
 }
 
 }  // namespace reglage::core

@@ -3,6 +3,7 @@
 // `reglage launch`, so a hung or dead rank can be named with what it was doing. Thread-safe.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace reglage::core {
@@ -22,10 +23,12 @@ void progress_op(const std::string& op);                       // entering an op
 Progress progress_snapshot();
 
 // Called after every stage or step change (not on operations): flush = false asks for a report soon;
-// flush = true (just before an injected fault) asks for it now, on the calling thread. One listener
-// (the heartbeat sender); nullptr removes it.
-#include <functional>
+// flush = true (progress_flush) asks for it now, on the calling thread. One listener (the heartbeat sender);
+// nullptr removes it.
 void set_progress_listener(std::function<void(bool flush)> listener);
+// Asks the listener to report now (a test build does this just before it injects a fault: the launcher
+// hears where the rank was).
+void progress_flush();
 
 // Sets the operation for a scope and puts back the previous one when it ends.
 class ProgressOp {
@@ -38,11 +41,5 @@ class ProgressOp {
  private:
   std::string previous_;
 };
-
-// Fault injection for the launcher's tests: REGLAGE_FAULT="RANK:STEP:kill|stop|hang" makes rank RANK, when it
-// reports step STEP, send itself SIGKILL (a crash), SIGSTOP (the whole process hangs) or block the calling
-// compute thread forever while the heartbeat thread goes on beating (a deadlock), on the job's first attempt
-// only (REGLAGE_ATTEMPT unset or 0). Called by progress_step; exposed for tests.
-void maybe_inject_fault(int rank, int64_t step);
 
 }  // namespace reglage::core

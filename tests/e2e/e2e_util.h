@@ -7,12 +7,20 @@
 
 namespace reglage::test {
 
+// The binary a test runs: the test build with fault points (tests/support/fault_main.cpp) when `env` asks
+// for a fault (REGLAGE_FAULT, REGLAGE_KILL_AFTER_CHECKPOINT), else reglage itself, which has none.
+inline std::string binary_for(const std::string& env) {
+  const bool fault = env.find("REGLAGE_FAULT=") != std::string::npos ||
+                     env.find("REGLAGE_KILL_AFTER_CHECKPOINT=") != std::string::npos;
+  return fault ? REGLAGE_FAULT_BINARY : REGLAGE_BINARY;
+}
+
 // `mpiexec -n ranks reglage run yaml_path` with output discarded; `env` ("K=V ...") is set for it.
 // Returns the exit status (128 when the launcher itself died from a signal).
 inline int run_pipeline(int ranks, const std::string& yaml_path, const std::string& env = "") {
   const std::string cmd = "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 " + env + " " +
                           std::string(REGLAGE_MPIEXEC) + " -n " + std::to_string(ranks) + " --oversubscribe " +
-                          std::string(REGLAGE_BINARY) + " run " + yaml_path + " > /dev/null 2>&1";
+                          binary_for(env) + " run " + yaml_path + " > /dev/null 2>&1";
   const int status = std::system(cmd.c_str());
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }

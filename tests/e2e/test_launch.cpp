@@ -81,7 +81,7 @@ struct Outcome {
 
 Outcome launch(const std::string& yaml_path, const std::string& env) {
   const std::string cmd = "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 " + env + " " +
-                          std::string(REGLAGE_BINARY) + " launch " + yaml_path + " 2>&1 >/dev/null";
+                          test::binary_for(env) + " launch " + yaml_path + " 2>&1 >/dev/null";
   Outcome o;
   FILE* p = ::popen(cmd.c_str(), "r");
   char buf[4096];

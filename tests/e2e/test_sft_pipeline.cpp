@@ -17,6 +17,7 @@
 
 #include "framework/io/model_io.h"
 #include "framework/io/safetensors.h"
+#include "e2e_util.h"
 #include "test_util.h"
 
 namespace reglage {
@@ -56,7 +57,7 @@ test::CommandResult run_pipeline(int ranks, const std::string& yaml_path, const 
   test::TempDir out;
   const std::string cmd = "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 " + env + " " +
                           std::string(REGLAGE_MPIEXEC) + " -n " + std::to_string(ranks) + " --oversubscribe " +
-                          std::string(REGLAGE_BINARY) + " run " + yaml_path + " " + extra + " > " +
+                          test::binary_for(env) + " run " + yaml_path + " " + extra + " > " +
                           out.path("o") + " 2> " + out.path("e");
   const int status = std::system(cmd.c_str());
   test::CommandResult r;
