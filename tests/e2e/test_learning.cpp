@@ -1,0 +1,239 @@
+// Learning in the suite: each stage type, run end to end by `reglage run` under mpiexec on data small enough
+// for CI, must LEARN, not only run. A sign flipped in a stage's loss passes the resume and metric-key tests
+// (both runs share it) but fails the test of its stage here.
+//
+// The data, written by the tests:
+//   - names: two syllables ("Da" + "lu" = "Dalu"), 64 of them; 48 for training, 16 held out for eval.
+//   - sft: "Write a story about a cat named Dalu." -> "Once upon a time, there was a cat named Dalu. Dalu
+//     liked to play in the park."
+//   - preference pairs (reward_model, dpo): chosen = that story with the requested name, rejected = the same
+//     story with a stock TinyStories name (Lily, Tom, ...) in its place: the rule "uses the requested name",
+//     learnable from the rejected story alone, as data/demo's counterfactual pairs are.
+//   - rl prompts (ppo, grpo): "Once upon a time, there was a little boy named" with reference "Tim"; the
+//     base model goes on " Tim" about half the time (else " Timmy", ...), so the rules reward
+//     exact_reference / contains [Tim] (whole word) starts near 0.5 and has room to rise.
+// Every figure quoted below was measured on 2 shared cores; the runs are deterministic (fixed seed, one
+// thread), the thresholds leave room for another CPU's rounding.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "e2e_util.h"
+#include "test_util.h"
+
+namespace reglage {
+namespace {
+
+using nlohmann::json;
+using test::source_path;
+
+const char* kAnimals[] = {"cat", "dog", "bird", "fox", "frog", "duck"};
+const char* kStockNames[] = {"Lily", "Tom", "Ben", "Sue", "Max", "Amy", "Lucy", "Sam"};
+constexpr int kTrainNames = 48;  // names 0..47 train, 48..63 eval
+
+// The i-th of 64 two-syllable names.
+std::string name_of(int i) {
+  static const char* first[] = {"Da", "Ko", "Mi", "To", "Le", "Ru", "Sa", "Pe"};
+  static const char* second[] = {"lu", "ti", "ra", "bi", "na", "mo", "ke", "la"};
+  return std::string(first[(i / 8) % 8]) + second[i % 8];
+}
+
+std::string prompt_of(int i, int name) {
+  return std::string("Write a story about a ") + kAnimals[i % 6] + " named " + name_of(name) + ".";
+}
+
+// rows of sft data; names from first_name on.
+void write_sft(const std::string& path, int rows, int first_name) {
+  std::ostringstream out;
+  for (int i = 0; i < rows; ++i) {
+    const std::string name = name_of(first_name + i);
+    out << json{{"prompt", prompt_of(i, first_name + i)},
+                {"completion", std::string("Once upon a time, there was a ") + kAnimals[i % 6] + " named " + name +
+                                   ". " + name + " liked to play in the park."}}
+               .dump()
+        << "\n";
+  }
+  core::write_file_atomic(path, out.str());
+}
+
+// rows preference pairs over `names` names from first_name on: chosen uses the requested name, rejected a
+// stock name.
+void write_pairs(const std::string& path, int rows, int first_name, int names) {
+  std::ostringstream out;
+  for (int i = 0; i < rows; ++i) {
+    const int n = first_name + i % names;
+    const std::string story = std::string("Once upon a time, there was a ") + kAnimals[i % 6] + " named ";
+    const std::string name = name_of(n), other = kStockNames[(i * 3) % 8];
+    out << json{{"prompt", prompt_of(i, n)},
+                {"chosen", story + name + ". " + name + " was happy."},
+                {"rejected", story + other + ". " + other + " was happy."}}
+               .dump()
+        << "\n";
+  }
+  core::write_file_atomic(path, out.str());
+}
+
+// Story openings that the base model ends with a boy's name; the reference is "Tim".
+void write_boy_prompts(const std::string& path) {
+  static const char* openings[] = {
+      "Once upon a time, there was a little boy named", "Once upon a time, there was a boy named",
+      "One day, a little boy named", "Once upon a time, there was a happy boy named",
+      "Once upon a time, in a small house, there lived a boy named", "Once upon a time, there was a kind boy named",
+      "Once upon a time, there was a brave little boy named", "One sunny day, a boy named"};
+  std::ostringstream out;
+  for (const char* p : openings) out << json{{"prompt", p}, {"reference", "Tim"}}.dump() << "\n";
+  core::write_file_atomic(path, out.str());
+}
+
+// A pipeline of one stage on the shipped 260K-parameter model, LoRA rank 4, no dropout, one thread.
+std::string pipeline_yaml(const std::string& run_dir, int seed, const std::string& stage) {
+  return "run_dir: " + run_dir + "\nseed: " + std::to_string(seed) + "\nthreads: 1\nmodel:\n  path: " +
+         source_path("models/stories260K/stories260K.bin") +
+         "\nlora: {rank: 4, alpha: 8, dropout: 0.0, targets: [q_proj, v_proj, o_proj, down_proj]}\nstages:\n" + stage;
+}
+
+int seed_or(int seed) { const char* e = std::getenv("LEARN_SEED"); return e ? std::atoi(e) : seed; }  // TEMP
+
+// Mean of `key` over records [from, to).
+double mean_of(const std::vector<json>& recs, size_t from, size_t to, const char* key) {
+  double sum = 0;
+  for (size_t i = from; i < to; ++i) sum += recs[i].at(key).get<double>();
+  return sum / double(to - from);
+}
+
+// ---- sft -----------------------------------------------------------------------------------------------
+
+// 2 ranks. The eval set's names are never trained on, so only the story's shape can be learnt; eval loss after
+// step 1 (the base model's, to 0.01: LoRA B starts at 0) against after step 16.
+// Measured (seeds 7, 8, 9): 2.21 -> 0.80, 2.21 -> 0.79, 2.21 -> 0.80. Threshold: a fall of at least 0.8,
+// and the first loss a cross-entropy near the base model's (so a negated loss function, which would log a
+// falling negative number, fails too).
+// Sign flipped (sft.cpp, the cross-entropy's backward): see the report in the commit message.
+TEST(SftPipeline, EvalLossFalls) {
+  test::TempDir tmp;
+  write_sft(tmp.path("train.jsonl"), 24, 0);
+  write_sft(tmp.path("eval.jsonl"), 8, kTrainNames);
+  core::write_file_atomic(
+      tmp.path("p.yaml"),
+      pipeline_yaml(tmp.path("run"), seed_or(7),
+                    "  - {name: sft, type: sft, data: " + tmp.path("train.jsonl") + ", eval_data: " +
+                        tmp.path("eval.jsonl") + ", max_steps: 16, batch_size: 4, lr: 3.0e-3, eval_every: 1}\n"));
+  ASSERT_EQ(test::run_pipeline(2, tmp.path("p.yaml")), 0);
+  const auto evals = test::read_metrics(tmp.path("run/sft/metrics.jsonl"), "eval");
+  ASSERT_EQ(evals.size(), 16u);
+  const double first = evals.front().at("loss").get<double>(), last = evals.back().at("loss").get<double>();
+  EXPECT_GT(first, 1.5) << "step 1 eval loss, expected near the base model's 2.2";
+  EXPECT_LT(first, 3.0) << "step 1 eval loss, expected near the base model's 2.2";
+  EXPECT_LT(last, first - 0.8) << "eval loss " << first << " at step 1, " << last << " at step 16";
+  std::cout << "[ figures  ] eval loss " << first << " at step 1, " << last << " at step 16\n";
+}
+
+// ---- reward_model ----------------------------------------------------------------------------------------
+
+// 1 rank. Held-out pairs: 16 pairs whose requested names are never trained on. The first eval comes after
+// step 1 at a warm-up learning rate of lr / 8, close to the fresh head's chance level; the last after step 24.
+// Measured (seeds 3..8): accuracy 0.69/0.69/0.62/0.50/0.62/0.75 -> 1.0 for all, the mean margin (chosen
+// minus rejected reward) 0.2..0.3 -> 5.5..7.9. Threshold: accuracy >= 0.9 at the end, margin up by >= 2.
+TEST(RewardPipeline, AccuracyRises) {
+  test::TempDir tmp;
+  write_pairs(tmp.path("pairs.jsonl"), 48, 0, kTrainNames);
+  write_pairs(tmp.path("eval_pairs.jsonl"), 16, kTrainNames, 16);
+  core::write_file_atomic(
+      tmp.path("p.yaml"),
+      pipeline_yaml(tmp.path("run"), seed_or(3),
+                    "  - {name: rm, type: reward_model, data: " + tmp.path("pairs.jsonl") + ", eval_data: " +
+                        tmp.path("eval_pairs.jsonl") +
+                        ", max_steps: 24, batch_size: 8, lr: 2.0e-3, warmup_steps: 8, eval_every: 1}\n"));
+  ASSERT_EQ(test::run_pipeline(1, tmp.path("p.yaml")), 0);
+  const auto evals = test::read_metrics(tmp.path("run/rm/metrics.jsonl"), "eval");
+  ASSERT_EQ(evals.size(), 24u);
+  const auto &first = evals.front(), &last = evals.back();
+  EXPECT_GE(last.at("accuracy").get<double>(), 0.9) << first.dump() << "\n" << last.dump();
+  EXPECT_GT(last.at("margin").get<double>(), first.at("margin").get<double>() + 2.0) << first.dump() << "\n"
+                                                                                      << last.dump();
+  std::cout << "[ figures  ] accuracy " << first.at("accuracy") << " -> " << last.at("accuracy") << ", margin "
+            << first.at("margin") << " -> " << last.at("margin") << "\n";
+}
+
+// ---- dpo ---------------------------------------------------------------------------------------------------
+
+// 1 rank, sigmoid loss, beta 0.5. The same held-out pairs as the reward model's. At step 0 every implicit
+// reward is 0 (adapter B = 0): margin 0, loss log 2; the first eval is after step 1, the last after step 20.
+// Measured (seeds 5, 6, 7): margin 0.98/0.91/0.92 -> 10.0/8.9/10.2, accuracy 1.0 at both. Threshold: margin
+// up by >= 3, accuracy >= 0.9 and the loss below the first eval's at the end.
+TEST(DpoPipeline, MarginGrows) {
+  test::TempDir tmp;
+  write_pairs(tmp.path("pairs.jsonl"), 48, 0, kTrainNames);
+  write_pairs(tmp.path("eval_pairs.jsonl"), 16, kTrainNames, 16);
+  core::write_file_atomic(
+      tmp.path("p.yaml"),
+      pipeline_yaml(tmp.path("run"), seed_or(5),
+                    "  - {name: dpo, type: dpo, data: " + tmp.path("pairs.jsonl") + ", eval_data: " +
+                        tmp.path("eval_pairs.jsonl") +
+                        ", beta: 0.5, max_steps: 20, batch_size: 8, lr: 3.0e-3, eval_every: 1}\n"));
+  ASSERT_EQ(test::run_pipeline(1, tmp.path("p.yaml")), 0);
+  const auto evals = test::read_metrics(tmp.path("run/dpo/metrics.jsonl"), "eval");
+  ASSERT_EQ(evals.size(), 20u);
+  const auto &first = evals.front(), &last = evals.back();
+  EXPECT_GT(last.at("margin").get<double>(), first.at("margin").get<double>() + 3.0) << first.dump() << "\n"
+                                                                                      << last.dump();
+  EXPECT_GE(last.at("accuracy").get<double>(), 0.9) << last.dump();
+  EXPECT_LT(last.at("loss").get<double>(), first.at("loss").get<double>()) << first.dump() << "\n" << last.dump();
+  std::cout << "[ figures  ] margin " << first.at("margin") << " -> " << last.at("margin") << ", accuracy "
+            << first.at("accuracy") << " -> " << last.at("accuracy") << "\n";
+}
+
+// ---- ppo and grpo --------------------------------------------------------------------------------------
+
+// The mean rules reward of iterations 1-2 (iteration 1 samples the base policy) against iterations 8-10.
+void expect_reward_rises(const std::string& metrics_path) {
+  const auto train = test::read_metrics(metrics_path, "train");
+  ASSERT_EQ(train.size(), 10u);
+  const double early = mean_of(train, 0, 2, "reward_mean"), late = mean_of(train, 7, 10, "reward_mean");
+  std::ostringstream all;
+  for (const auto& r : train) all << r.at("reward_mean").get<double>() << " ";
+  EXPECT_GT(late, early + 0.25) << "reward_mean per iteration: " << all.str();
+  EXPECT_GE(late, 0.85) << "reward_mean per iteration: " << all.str();
+  std::cout << "[ figures  ] reward_mean per iteration: " << all.str() << "(" << early << " -> " << late << ")\n";
+}
+
+// 1 rank: 4 prompts x 4 samples an iteration, 4 new tokens, exact_reference ("Tim"), critic and GAE.
+// Measured (seeds 5..8), iterations 1-2 -> 8-10: 0.53 -> 0.98, 0.53 -> 1.0, 0.59 -> 1.0, 0.66 -> 1.0.
+// Threshold: up by > 0.25 and >= 0.85 at the end.
+TEST(PpoPipeline, RewardRises) {
+  test::TempDir tmp;
+  write_boy_prompts(tmp.path("prompts.jsonl"));
+  core::write_file_atomic(
+      tmp.path("p.yaml"),
+      pipeline_yaml(tmp.path("run"), seed_or(5),
+                    "  - name: ppo\n    type: ppo\n    data: " + tmp.path("prompts.jsonl") +
+                        "\n    reward: {type: rules, rules: [{kind: exact_reference}]}\n"
+                        "    rollout_batch_size: 4\n    samples_per_prompt: 4\n    minibatch_size: 8\n"
+                        "    ppo_epochs: 2\n    max_iterations: 10\n    max_new_tokens: 4\n    kl_coef: 0.02\n"
+                        "    actor_lr: 1.0e-3\n    critic_lr: 1.0e-3\n    schedule: constant\n"));
+  ASSERT_EQ(test::run_pipeline(1, tmp.path("p.yaml")), 0);
+  expect_reward_rises(tmp.path("run/ppo/metrics.jsonl"));
+}
+
+// 2 ranks (each samples whole groups): 4 prompts x a group of 4 an iteration, 4 new tokens, contains [Tim],
+// beta 0.04. Measured (seeds 5..8), iterations 1-2 -> 8-10: see the report. Threshold: as PPO's.
+TEST(GrpoPipeline, RewardRises) {
+  test::TempDir tmp;
+  write_boy_prompts(tmp.path("prompts.jsonl"));
+  core::write_file_atomic(
+      tmp.path("p.yaml"),
+      pipeline_yaml(tmp.path("run"), seed_or(5),
+                    "  - name: grpo\n    type: grpo\n    data: " + tmp.path("prompts.jsonl") +
+                        "\n    reward: {type: rules, rules: [{kind: contains, words: [Tim]}]}\n"
+                        "    group_size: 4\n    beta: 0.04\n    rollout_batch_size: 4\n    minibatch_size: 8\n"
+                        "    ppo_epochs: 2\n    max_iterations: 10\n    max_new_tokens: 4\n"
+                        "    actor_lr: 1.0e-3\n    schedule: constant\n"));
+  ASSERT_EQ(test::run_pipeline(2, tmp.path("p.yaml")), 0);
+  expect_reward_rises(tmp.path("run/grpo/metrics.jsonl"));
+}
+
+}  // namespace
+}  // namespace reglage
