@@ -16,7 +16,6 @@
 // thread), the thresholds leave room for another CPU's rounding.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -95,8 +94,6 @@ std::string pipeline_yaml(const std::string& run_dir, int seed, const std::strin
          "\nlora: {rank: 4, alpha: 8, dropout: 0.0, targets: [q_proj, v_proj, o_proj, down_proj]}\nstages:\n" + stage;
 }
 
-int seed_or(int seed) { const char* e = std::getenv("LEARN_SEED"); return e ? std::atoi(e) : seed; }  // TEMP
-
 // Mean of `key` over records [from, to).
 double mean_of(const std::vector<json>& recs, size_t from, size_t to, const char* key) {
   double sum = 0;
@@ -106,44 +103,44 @@ double mean_of(const std::vector<json>& recs, size_t from, size_t to, const char
 
 // ---- sft -----------------------------------------------------------------------------------------------
 
-// 2 ranks. The eval set's names are never trained on, so only the story's shape can be learnt; eval loss after
-// step 1 (the base model's, to 0.01: LoRA B starts at 0) against after step 16.
-// Measured (seeds 7, 8, 9): 2.21 -> 0.80, 2.21 -> 0.79, 2.21 -> 0.80. Threshold: a fall of at least 0.8,
-// and the first loss a cross-entropy near the base model's (so a negated loss function, which would log a
-// falling negative number, fails too).
-// Sign flipped (sft.cpp, the cross-entropy's backward): see the report in the commit message.
+// 2 ranks. The eval set's names are never trained on, so only the story's shape can be learnt. The eval loss
+// after step 1 (near the base model's: LoRA B starts at 0 and has taken one step) against after step 16.
+// Measured (seeds 1, 2, 3, 4, 7): 2.36 -> 1.19, 2.36 -> 1.27, 2.34 -> 1.20, 2.34 -> 1.08, 2.38 -> 1.10 (falls of
+// 1.09..1.28). Threshold: a fall of at least 0.6, and the first loss a cross-entropy near the base model's
+// (a negated loss function, which logs a falling negative number, fails that).
 TEST(SftPipeline, EvalLossFalls) {
   test::TempDir tmp;
   write_sft(tmp.path("train.jsonl"), 24, 0);
   write_sft(tmp.path("eval.jsonl"), 8, kTrainNames);
   core::write_file_atomic(
       tmp.path("p.yaml"),
-      pipeline_yaml(tmp.path("run"), seed_or(7),
+      pipeline_yaml(tmp.path("run"), 7,
                     "  - {name: sft, type: sft, data: " + tmp.path("train.jsonl") + ", eval_data: " +
-                        tmp.path("eval.jsonl") + ", max_steps: 16, batch_size: 4, lr: 3.0e-3, eval_every: 1}\n"));
+                        tmp.path("eval.jsonl") + ", max_steps: 16, batch_size: 4, lr: 5.0e-3, eval_every: 1}\n"));
   ASSERT_EQ(test::run_pipeline(2, tmp.path("p.yaml")), 0);
   const auto evals = test::read_metrics(tmp.path("run/sft/metrics.jsonl"), "eval");
   ASSERT_EQ(evals.size(), 16u);
   const double first = evals.front().at("loss").get<double>(), last = evals.back().at("loss").get<double>();
-  EXPECT_GT(first, 1.5) << "step 1 eval loss, expected near the base model's 2.2";
-  EXPECT_LT(first, 3.0) << "step 1 eval loss, expected near the base model's 2.2";
-  EXPECT_LT(last, first - 0.8) << "eval loss " << first << " at step 1, " << last << " at step 16";
+  EXPECT_GT(first, 1.5) << "step 1 eval loss, expected a cross-entropy near the base model's (about 2.4)";
+  EXPECT_LT(first, 3.0) << "step 1 eval loss, expected a cross-entropy near the base model's (about 2.4)";
+  EXPECT_LT(last, first - 0.6) << "eval loss " << first << " at step 1, " << last << " at step 16";
   std::cout << "[ figures  ] eval loss " << first << " at step 1, " << last << " at step 16\n";
 }
 
 // ---- reward_model ----------------------------------------------------------------------------------------
 
-// 1 rank. Held-out pairs: 16 pairs whose requested names are never trained on. The first eval comes after
-// step 1 at a warm-up learning rate of lr / 8, close to the fresh head's chance level; the last after step 24.
-// Measured (seeds 3..8): accuracy 0.69/0.69/0.62/0.50/0.62/0.75 -> 1.0 for all, the mean margin (chosen
-// minus rejected reward) 0.2..0.3 -> 5.5..7.9. Threshold: accuracy >= 0.9 at the end, margin up by >= 2.
+// 1 rank. Held-out pairs: 16 whose requested names are never trained on. The first eval comes after step 1
+// at a warm-up learning rate of lr / 8, near the fresh head's chance level; the last after step 24.
+// Measured (seeds 1, 2, 3, 4): accuracy 0.50/0.31/0.69/0.69 -> 1.0 for all; the mean margin (chosen minus
+// rejected reward) 0.02/-0.17/0.19/0.28 -> 3.35/3.61/4.15/4.01. Threshold: accuracy >= 0.9 at the end and
+// the margin up by more than 2.
 TEST(RewardPipeline, AccuracyRises) {
   test::TempDir tmp;
   write_pairs(tmp.path("pairs.jsonl"), 48, 0, kTrainNames);
   write_pairs(tmp.path("eval_pairs.jsonl"), 16, kTrainNames, 16);
   core::write_file_atomic(
       tmp.path("p.yaml"),
-      pipeline_yaml(tmp.path("run"), seed_or(3),
+      pipeline_yaml(tmp.path("run"), 3,
                     "  - {name: rm, type: reward_model, data: " + tmp.path("pairs.jsonl") + ", eval_data: " +
                         tmp.path("eval_pairs.jsonl") +
                         ", max_steps: 24, batch_size: 8, lr: 2.0e-3, warmup_steps: 8, eval_every: 1}\n"));
@@ -160,17 +157,17 @@ TEST(RewardPipeline, AccuracyRises) {
 
 // ---- dpo ---------------------------------------------------------------------------------------------------
 
-// 1 rank, sigmoid loss, beta 0.5. The same held-out pairs as the reward model's. At step 0 every implicit
-// reward is 0 (adapter B = 0): margin 0, loss log 2; the first eval is after step 1, the last after step 20.
-// Measured (seeds 5, 6, 7): margin 0.98/0.91/0.92 -> 10.0/8.9/10.2, accuracy 1.0 at both. Threshold: margin
-// up by >= 3, accuracy >= 0.9 and the loss below the first eval's at the end.
+// 1 rank, sigmoid loss, beta 0.5, the same held-out pairs as the reward model's. At step 0 every implicit
+// reward is 0 (adapter B = 0): margin 0, loss log 2. The first eval is after step 1, the last after step 20.
+// Measured (seeds 1..5): margin 1.07/0.97/0.75/0.95/0.90 -> 9.86/9.47/9.92/9.42/9.62, accuracy 0.94..1.0 ->
+// 1.0. Threshold: the margin up by more than 3, accuracy >= 0.9 and the loss below the first eval's at the end.
 TEST(DpoPipeline, MarginGrows) {
   test::TempDir tmp;
   write_pairs(tmp.path("pairs.jsonl"), 48, 0, kTrainNames);
   write_pairs(tmp.path("eval_pairs.jsonl"), 16, kTrainNames, 16);
   core::write_file_atomic(
       tmp.path("p.yaml"),
-      pipeline_yaml(tmp.path("run"), seed_or(5),
+      pipeline_yaml(tmp.path("run"), 5,
                     "  - {name: dpo, type: dpo, data: " + tmp.path("pairs.jsonl") + ", eval_data: " +
                         tmp.path("eval_pairs.jsonl") +
                         ", beta: 0.5, max_steps: 20, batch_size: 8, lr: 3.0e-3, eval_every: 1}\n"));
@@ -189,26 +186,27 @@ TEST(DpoPipeline, MarginGrows) {
 // ---- ppo and grpo --------------------------------------------------------------------------------------
 
 // The mean rules reward of iterations 1-2 (iteration 1 samples the base policy) against iterations 8-10.
+// Threshold: up by more than 0.2 and >= 0.85 at the end (a policy that does not learn stays near 0.5).
 void expect_reward_rises(const std::string& metrics_path) {
   const auto train = test::read_metrics(metrics_path, "train");
   ASSERT_EQ(train.size(), 10u);
   const double early = mean_of(train, 0, 2, "reward_mean"), late = mean_of(train, 7, 10, "reward_mean");
   std::ostringstream all;
   for (const auto& r : train) all << r.at("reward_mean").get<double>() << " ";
-  EXPECT_GT(late, early + 0.25) << "reward_mean per iteration: " << all.str();
+  EXPECT_GT(late, early + 0.2) << "reward_mean per iteration: " << all.str();
   EXPECT_GE(late, 0.85) << "reward_mean per iteration: " << all.str();
   std::cout << "[ figures  ] reward_mean per iteration: " << all.str() << "(" << early << " -> " << late << ")\n";
 }
 
 // 1 rank: 4 prompts x 4 samples an iteration, 4 new tokens, exact_reference ("Tim"), critic and GAE.
-// Measured (seeds 5..8), iterations 1-2 -> 8-10: 0.53 -> 0.98, 0.53 -> 1.0, 0.59 -> 1.0, 0.66 -> 1.0.
-// Threshold: up by > 0.25 and >= 0.85 at the end.
+// Measured (seeds 1..5), iterations 1-2 -> 8-10: 0.63 -> 0.98, 0.53 -> 1.0, 0.59 -> 0.98, 0.63 -> 1.0,
+// 0.53 -> 0.98 (rises of 0.35..0.47).
 TEST(PpoPipeline, RewardRises) {
   test::TempDir tmp;
   write_boy_prompts(tmp.path("prompts.jsonl"));
   core::write_file_atomic(
       tmp.path("p.yaml"),
-      pipeline_yaml(tmp.path("run"), seed_or(5),
+      pipeline_yaml(tmp.path("run"), 5,
                     "  - name: ppo\n    type: ppo\n    data: " + tmp.path("prompts.jsonl") +
                         "\n    reward: {type: rules, rules: [{kind: exact_reference}]}\n"
                         "    rollout_batch_size: 4\n    samples_per_prompt: 4\n    minibatch_size: 8\n"
@@ -219,13 +217,14 @@ TEST(PpoPipeline, RewardRises) {
 }
 
 // 2 ranks (each samples whole groups): 4 prompts x a group of 4 an iteration, 4 new tokens, contains [Tim],
-// beta 0.04. Measured (seeds 5..8), iterations 1-2 -> 8-10: see the report. Threshold: as PPO's.
+// beta 0.04. Measured (seeds 1..5), iterations 1-2 -> 8-10: 0.59 -> 0.98, 0.59 -> 0.98, 0.63 -> 0.98,
+// 0.63 -> 0.98, 0.59 -> 0.98 (rises of 0.35..0.39).
 TEST(GrpoPipeline, RewardRises) {
   test::TempDir tmp;
   write_boy_prompts(tmp.path("prompts.jsonl"));
   core::write_file_atomic(
       tmp.path("p.yaml"),
-      pipeline_yaml(tmp.path("run"), seed_or(5),
+      pipeline_yaml(tmp.path("run"), 5,
                     "  - name: grpo\n    type: grpo\n    data: " + tmp.path("prompts.jsonl") +
                         "\n    reward: {type: rules, rules: [{kind: contains, words: [Tim]}]}\n"
                         "    group_size: 4\n    beta: 0.04\n    rollout_batch_size: 4\n    minibatch_size: 8\n"
