@@ -14,6 +14,9 @@
 //     exact_reference / contains [Tim] (whole word) starts near 0.5 and has room to rise.
 // Every figure quoted below was measured on 2 shared cores; the runs are deterministic (fixed seed, one
 // thread), the thresholds leave room for another CPU's rounding.
+// These tests build into their own binary, reglage_learning_tests (tests/CMakeLists.txt): GoogleTest refuses
+// one suite name (SftPipeline, ...) whose tests use different fixture classes, as they would beside the
+// fixtures of the same suites in test_*_pipeline.cpp.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -109,6 +112,8 @@ double mean_of(const std::vector<json>& recs, size_t from, size_t to, const char
 // Measured (seeds 1, 2, 3, 4, 7): 2.36 -> 1.19, 2.36 -> 1.27, 2.34 -> 1.20, 2.34 -> 1.08, 2.38 -> 1.10 (falls of
 // 1.09..1.28). Threshold: a fall of at least 0.6, and the first loss a cross-entropy near the base model's
 // (a negated loss function, which logs a falling negative number, fails that).
+// Sign flipped once (2026-12-04): the cross-entropy's backward in trainers/sft.cpp gives 2.63 -> 6.98 (fails
+// the fall); the cross-entropy itself negated gives -2.63 -> -6.98 (fails the first loss's range).
 TEST(SftPipeline, EvalLossFalls) {
   test::TempDir tmp;
   write_sft(tmp.path("train.jsonl"), 24, 0);
@@ -135,6 +140,8 @@ TEST(SftPipeline, EvalLossFalls) {
 // Measured (seeds 1, 2, 3, 4): accuracy 0.50/0.31/0.69/0.69 -> 1.0 for all; the mean margin (chosen minus
 // rejected reward) 0.02/-0.17/0.19/0.28 -> 3.35/3.61/4.15/4.01. Threshold: accuracy >= 0.9 at the end and
 // the margin up by more than 2.
+// Sign flipped once: the Bradley-Terry logit in trainers/reward_model.cpp (rejected - chosen) gives accuracy
+// 0.69 -> 0.06, margin 0.15 -> -3.53.
 TEST(RewardPipeline, AccuracyRises) {
   test::TempDir tmp;
   write_pairs(tmp.path("pairs.jsonl"), 48, 0, kTrainNames);
@@ -164,6 +171,8 @@ TEST(RewardPipeline, AccuracyRises) {
 // after step 20.
 // Measured (seeds 1..6): held-out margin 0 -> 9.86/9.47/9.92/9.42/9.62/8.72, accuracy 1.0 for all, loss
 // 0.693 -> 0.001..0.005. Threshold: margin above 3, accuracy >= 0.9, loss below log 2 - 0.3.
+// Sign flipped once: the DPO logit in framework/rl/preference_math.cpp (rr - rc) gives margin -8.54, accuracy
+// 0 (its loss, 0.015, would not tell).
 TEST(DpoPipeline, MarginGrows) {
   test::TempDir tmp;
   write_pairs(tmp.path("pairs.jsonl"), 48, 0, kTrainNames);
@@ -206,6 +215,8 @@ void expect_reward_rises(const std::string& metrics_path) {
 // 1 rank: 4 prompts x 4 samples an iteration, 4 new tokens, exact_reference ("Tim"), critic and GAE.
 // Measured (seeds 1..6), iterations 1-2 -> 6-8: 0.63 -> 0.98, 0.53 -> 1.0, 0.59 -> 0.98, 0.63 -> 1.0,
 // 0.53 -> 0.96, 0.53 -> 1.0 (rises of 0.35..0.47).
+// Sign flipped once: the policy-gradient term in framework/rl/ppo_math.cpp (+advantages * ratio) gives
+// 0.5 0.06 0.13 0.06 0 0 0 0 (0.28 -> 0).
 TEST(PpoPipeline, RewardRises) {
   test::TempDir tmp;
   write_boy_prompts(tmp.path("prompts.jsonl"));
@@ -224,6 +235,8 @@ TEST(PpoPipeline, RewardRises) {
 // 2 ranks (each samples whole groups): 4 prompts x a group of 4 an iteration, 4 new tokens, contains [Tim],
 // beta 0.04. Measured (seeds 1..6), iterations 1-2 -> 6-8: 0.59 -> 0.96, 0.59 -> 0.94, 0.63 -> 0.98,
 // 0.63 -> 1.0, 0.59 -> 1.0, 0.56 -> 0.98 (rises of 0.34..0.42).
+// Sign flipped once: the policy-gradient term in framework/rl/grpo_math.cpp (+a * ratio) gives
+// 0.56 0.06 0.13 0 0 0 0 0 (0.31 -> 0).
 TEST(GrpoPipeline, RewardRises) {
   test::TempDir tmp;
   write_boy_prompts(tmp.path("prompts.jsonl"));
