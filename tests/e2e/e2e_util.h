@@ -3,7 +3,12 @@
 #include <sys/wait.h>
 
 #include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
+#include <vector>
+
+#include "framework/core/file_util.h"
 
 namespace reglage::test {
 
@@ -23,6 +28,18 @@ inline int run_pipeline(int ranks, const std::string& yaml_path, const std::stri
                           binary_for(env) + " run " + yaml_path + " > /dev/null 2>&1";
   const int status = std::system(cmd.c_str());
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+// The records of a stage's metrics log (run_dir/<stage>/metrics.jsonl) in order, keeping those whose "split"
+// is `split` ("train" or "eval"; empty keeps all).
+inline std::vector<nlohmann::json> read_metrics(const std::string& path, const std::string& split = "") {
+  std::istringstream in(core::read_file(path));
+  std::vector<nlohmann::json> out;
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (split.empty() || j.value("split", "") == split) out.push_back(std::move(j));
+  }
+  return out;
 }
 
 }  // namespace reglage::test
