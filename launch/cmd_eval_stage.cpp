@@ -140,7 +140,7 @@ int cmd_eval_stage(Args& args) {
   if (seed < 0) fail("--seed = ", seed, " (must be >= 0)");
   set_threads(threads);
 
-  const auto cfg = config::load_pipeline(config_path, {}, 1, config::DataFiles::may_be_missing);
+  const auto cfg = config::load_pipeline(config_path, {}, config::DataFiles::may_be_missing);
   const config::StageConfig* st = cfg.find_stage(stage);
   config::RewardSpec reward_spec;
   if (!reward_path.empty()) reward_spec = config::load_reward_file(reward_path, &cfg);

@@ -76,7 +76,7 @@ int cmd_export(int argc, char** argv) {
     fail(config_path, ": not found (expected the resolved config reglage run writes into its run_dir)");
   // The run's outputs are read from RUN_DIR, wherever the config's run_dir pointed when it ran (the value is
   // YAML: a JSON string is a quoted YAML scalar, whatever characters the path holds).
-  const auto cfg = config::load_pipeline(config_path, {"run_dir=" + nlohmann::json(run_dir).dump()}, 1,
+  const auto cfg = config::load_pipeline(config_path, {"run_dir=" + nlohmann::json(run_dir).dump()},
                                          config::DataFiles::may_be_missing);
   const config::StageConfig& st = policy_stage(cfg, stage);
   const std::string final_dir = core::path_join(run_dir, stage + "/final");

@@ -157,6 +157,24 @@ void validate_stage_inputs(const config::PipelineConfig& cfg) {
 // Under `reglage launch`, attempts after the first are restarts: the previous attempt's rank 0 may still be
 // exiting (on another host, say), so its lock is waited out for a while instead of refused at once.
 constexpr double kRestartLockWaitS = 60.0;
+// Rank 0 creates run_dir and proves it writable; a failure is thrown on every rank alike (its problems
+// broadcast as JSON), so no rank goes on alone.
+void prepare_run_dir_on_root(const config::PipelineConfig& cfg, dist::Communicator& comm) {
+  json problems = json::array();
+  if (comm.rank() == 0) {
+    try {
+      config::prepare_run_dir(cfg);
+    } catch (const config::ConfigError& e) {
+      for (const auto& p : e.problems()) problems.push_back({p.line, p.column, p.key, p.message});
+    }
+  }
+  problems = json::parse(dist::broadcast_string(comm, problems.dump(), 0, "broadcast run_dir check"));
+  if (problems.empty()) return;
+  std::vector<config::ConfigProblem> list;
+  for (const auto& p : problems) list.push_back({p[0].get<int>(), p[1].get<int>(), p[2].get<std::string>(), p[3].get<std::string>()});
+  throw config::ConfigError(cfg.source, list);
+}
+
 bool launcher_restart() {
   const char* attempt = std::getenv("REGLAGE_ATTEMPT");
   return attempt != nullptr && std::atoi(attempt) > 0;
@@ -165,7 +183,9 @@ bool launcher_restart() {
 }  // namespace
 
 void run_pipeline(const RunOptions& opt, dist::Communicator& comm) {
-  const auto cfg = config::load_pipeline(opt.config_path, opt.overrides, comm.size());
+  const auto cfg = config::load_pipeline(opt.config_path, opt.overrides);
+  config::check_world_size(cfg, comm.size());  // every rank: the same config, the same error
+  prepare_run_dir_on_root(cfg, comm);
   torch::set_num_threads(threads_per_rank(cfg.threads));
   const bool root = comm.rank() == 0;
 

@@ -9,6 +9,7 @@
 //     - {name: sft, type: sft, data: data/sft_train.jsonl, max_steps: 200, batch_size: 16, ...}
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -140,6 +141,20 @@ struct LaunchSection {
   std::string status_host = "127.0.0.1";   // address the status server binds
 };
 
+// Where each key of a loaded config is written (0-based line and column, as yaml-cpp counts), its text and
+// the overrides that set keys, kept so that checks made after loading (check_world_size, prepare_run_dir)
+// point at the same place as the loader's own.
+struct ConfigPlace {
+  int line = -1;                    // -1: unknown
+  int column = -1;
+};
+struct ConfigPlaces {
+  std::map<std::string, ConfigPlace> keys;       // "stages[0].batch_size" -> where its value is
+  std::map<std::string, ConfigPlace> sections;   // "stages[0]" -> where the section starts
+  std::map<std::string, std::string> texts;      // key -> the value as written
+  std::vector<std::pair<std::string, std::string>> overrides;  // resolved key -> override text
+};
+
 struct PipelineConfig {
   std::string source;               // the YAML file it came from
   std::string run_dir;              // required; created if missing; must be writable
@@ -150,6 +165,7 @@ struct PipelineConfig {
   std::vector<StageConfig> stages;  // at least one
   LaunchSection launch;             // the optional `launch:` section
   bool has_launch = false;          // the file has a `launch:` section
+  ConfigPlaces places;              // where each key is written (for later checks' messages)
 
   const StageConfig* find_stage(const std::string& name) const;
 };
@@ -166,16 +182,28 @@ struct ConfigProblem {
 class ConfigError;
 
 // Reads `path`, applies `overrides` ("stages.sft.lr=1e-4", "seed=7", "model.dtype=bfloat16": a stage is
-// addressed by name), converts to structs and validates everything before any work starts: unknown keys
-// (with the closest valid key suggested), wrong types, out-of-range values, missing files, a global batch
-// not divisible by world_size x grad_accum, init_from naming a later or unknown stage, duplicate stage
-// names, an unknown stage type, a run_dir that cannot be created or written. Relative paths in the file
-// are taken relative to the current directory. Throws ConfigError listing all problems.
+// addressed by name), converts to structs and validates everything that needs neither the world size nor
+// the file system beyond reading: unknown keys (with the closest valid key suggested), wrong types,
+// out-of-range values, missing files, init_from naming a later or unknown stage, duplicate stage names, an
+// unknown stage type. Creates nothing. Relative paths in the file are taken relative to the current
+// directory. Throws ConfigError listing all problems.
 // Commands that only read a finished run (export, eval) pass DataFiles::may_be_missing: the stages' data and
 // eval_data files need not exist any more (the model must).
 enum class DataFiles { must_exist, may_be_missing };
-PipelineConfig load_pipeline(const std::string& path, const std::vector<std::string>& overrides, int world_size,
+PipelineConfig load_pipeline(const std::string& path, const std::vector<std::string>& overrides,
                              DataFiles data_files = DataFiles::must_exist);
+
+// The checks that need the number of ranks: a global batch divisible by world_size x grad_accum, rollouts and
+// minibatches divisible by world_size. Throws ConfigError (positions as load_pipeline's) listing all problems.
+void check_world_size(const PipelineConfig& config, int world_size);
+
+// Creates run_dir when missing and proves it writable with a probe file that is removed again. Throws
+// ConfigError ("run_dir = X (cannot create it: ...)" at run_dir's position) when it cannot.
+void prepare_run_dir(const PipelineConfig& config);
+
+// `reglage run --help-config`: every key of every section with its type, default, range or choices, stage
+// types and help; markdown = the README's key tables.
+std::string help_config(bool markdown);
 
 // The resolved config (defaults filled in, overrides applied) as YAML, for run_dir/config.yaml.
 std::string to_yaml(const PipelineConfig& config);

@@ -4,6 +4,7 @@
 
 #include "framework/config/config_error.h"
 #include "framework/config/pipeline_config.h"
+#include "config_test_util.h"
 #include "test_util.h"
 
 namespace reglage::config {
@@ -59,7 +60,7 @@ struct ConfigDir {
 std::vector<ConfigProblem> problems_of(const std::string& path, const std::vector<std::string>& overrides = {},
                                        int world_size = 1) {
   try {
-    load_pipeline(path, overrides, world_size);
+    test::load_checked(path, overrides, world_size);
   } catch (const ConfigError& e) {
     return e.problems();
   }
@@ -89,7 +90,7 @@ void expect_problem(const std::vector<ConfigProblem>& problems, const std::strin
 
 TEST(ConfigLoad, FullConfigParses) {
   ConfigDir dir;
-  const PipelineConfig c = load_pipeline(dir.full(), {}, 1);
+  const PipelineConfig c = test::load_checked(dir.full(), {}, 1);
   EXPECT_EQ(c.source, dir.tmp.path("full.yaml"));
   EXPECT_EQ(c.run_dir, dir.tmp.path("run"));
   EXPECT_TRUE(core::is_directory(c.run_dir));
@@ -144,7 +145,7 @@ TEST(ConfigLoad, FullConfigParses) {
 
 TEST(ConfigLoad, DefaultsFilled) {
   ConfigDir dir;
-  const PipelineConfig c = load_pipeline(dir.minimal(), {}, 1);
+  const PipelineConfig c = test::load_checked(dir.minimal(), {}, 1);
   const StageConfig defaults;
   EXPECT_EQ(c.seed, 7u);
   EXPECT_EQ(c.threads, 0);
@@ -170,28 +171,12 @@ TEST(ConfigLoad, DefaultsFilled) {
   EXPECT_EQ(choice_names<StageType>(), (std::vector<std::string>{"sft", "reward_model", "ppo", "dpo", "grpo"}));
 }
 
-TEST(ConfigYaml, RoundTrip) {
-  ConfigDir dir;
-  for (const std::string& path : {dir.full(), dir.minimal()}) {
-    const PipelineConfig a = load_pipeline(path, {}, 1);
-    const std::string yaml = to_yaml(a);
-    const PipelineConfig b = load_pipeline(write_text(dir.tmp.path("again.yaml"), yaml), {}, 1);
-    EXPECT_EQ(to_yaml(b), yaml);
-    EXPECT_EQ(b.run_dir, a.run_dir);
-    EXPECT_EQ(b.seed, a.seed);
-    EXPECT_EQ(b.lora.targets, a.lora.targets);
-    ASSERT_EQ(b.stages.size(), a.stages.size());
-    EXPECT_EQ(b.stages[0].lr, a.stages[0].lr);
-    EXPECT_EQ(b.stages[0].adam_eps, a.stages[0].adam_eps);
-    EXPECT_EQ(b.stages[0].eval_data, a.stages[0].eval_data);
-    EXPECT_NE(yaml.find("skip_bad_rows"), std::string::npos) << yaml;  // defaults written out too
-  }
-}
+// ConfigYaml.RoundTrip (every field, through the key tables) is in test_config_fields.cpp.
 
 TEST(ConfigYaml, StageYamlDecidesStaleness) {
   ConfigDir dir;
-  const PipelineConfig a = load_pipeline(dir.full(), {}, 1);
-  EXPECT_EQ(stage_yaml(a, a.stages[0]), stage_yaml(load_pipeline(dir.full(), {}, 1), a.stages[0]));
+  const PipelineConfig a = test::load_checked(dir.full(), {}, 1);
+  EXPECT_EQ(stage_yaml(a, a.stages[0]), stage_yaml(test::load_checked(dir.full(), {}, 1), a.stages[0]));
   PipelineConfig b = a;
   b.run_dir = "elsewhere";
   b.threads = 7;
@@ -208,7 +193,7 @@ TEST(ConfigYaml, StageYamlDecidesStaleness) {
 TEST(ConfigOverride, ByNameIndexAndNewKey) {
   ConfigDir dir;
   const std::string path = dir.minimal();
-  const PipelineConfig c = load_pipeline(
+  const PipelineConfig c = test::load_checked(
       path, {"stages.sft.lr=1e-4", "stages.0.batch_size=32", "stages.sft.eval_every=5", "seed=3",
              "model.dtype=bfloat16", "lora.rank=2", "lora.targets=[all-linear]"},
       1);
@@ -272,7 +257,7 @@ TEST(ConfigProblems, NegativeLr) {
   const auto problems = problems_of(write_text(path, replace_all(core::read_file(path), "lr: 0.001", "lr: -0.1")));
   ASSERT_EQ(problems.size(), 1u) << dump(problems);
   expect_problem(problems, "stages[0].lr", 11, 9, "= -0.1 (must be > 0)");
-  test::expect_error([&] { load_pipeline(path, {}, 1); },
+  test::expect_error([&] { test::load_checked(path, {}, 1); },
                      {"config error: " + path + ":11:9: stages[0].lr = -0.1 (must be > 0)"});
 }
 
@@ -292,13 +277,13 @@ TEST(ConfigLoad, AFinishedRunsConfigLoadsWithoutItsDataFiles) {
   const std::string missing = dir.tmp.path("missing.jsonl");
   const std::string path = dir.minimal("    eval_data: " + missing + "\n");
   write_text(path, replace_all(core::read_file(path), "data: " + dir.data, "data: " + missing));
-  const auto c = load_pipeline(path, {}, 1, DataFiles::may_be_missing);  // as export and eval read a run
+  const auto c = load_pipeline(path, {}, DataFiles::may_be_missing);  // as export and eval read a run
   EXPECT_EQ(c.stages[0].data, missing);
   // The model must still be there.
   write_text(path, replace_all(core::read_file(path), test::model_260k(), "nope.bin"));
   bool model_missing = false;
   try {
-    load_pipeline(path, {}, 1, DataFiles::may_be_missing);
+    load_pipeline(path, {}, DataFiles::may_be_missing);
   } catch (const ConfigError& e) {
     for (const ConfigProblem& p : e.problems()) model_missing |= p.key == "model.path";
   }
@@ -322,7 +307,7 @@ TEST(ConfigProblems, BatchNotDivisible) {
   ConfigDir dir;
   const std::string path = dir.minimal();
   write_text(path, replace_all(core::read_file(path), "batch_size: 16", "batch_size: 15"));
-  EXPECT_NO_THROW(load_pipeline(path, {}, 1));
+  EXPECT_NO_THROW(test::load_checked(path, {}, 1));
   const auto problems = problems_of(path, {}, 2);
   ASSERT_EQ(problems.size(), 1u) << dump(problems);
   expect_problem(problems, "stages[0].batch_size", 10, 17, "= 15 (must be divisible by world size 2 x grad_accum 1 = 2)");
@@ -360,7 +345,7 @@ TEST(ConfigLoad, GrpoDefaultsValuesAndRoundTrip) {
                                                 "    rollout_batch_size: 4\n"
                                                 "    minibatch_size: 8\n"
                                                 "    reward: {type: rules, rules: [{kind: exact_reference}]}\n");
-  const PipelineConfig c = load_pipeline(path, {}, 2);
+  const PipelineConfig c = test::load_checked(path, {}, 2);
   const StageConfig& g = c.stages[1];
   EXPECT_EQ(g.type, StageType::kGrpo);
   EXPECT_EQ(g.grpo.group_size, GrpoSettings{}.group_size);
@@ -374,7 +359,7 @@ TEST(ConfigLoad, GrpoDefaultsValuesAndRoundTrip) {
   const std::string yaml = stage_yaml(c, g);
   EXPECT_NE(yaml.find("group_size: 8"), std::string::npos) << yaml;
   EXPECT_EQ(yaml.find("kl_coef"), std::string::npos) << yaml;  // ppo-only keys are not part of a grpo stage
-  const PipelineConfig reread = load_pipeline(write_text(dir.tmp.path("re.yaml"), to_yaml(c)), {}, 2);
+  const PipelineConfig reread = test::load_checked(write_text(dir.tmp.path("re.yaml"), to_yaml(c)), {}, 2);
   EXPECT_EQ(stage_yaml(reread, reread.stages[1]), yaml);
 }
 
@@ -429,7 +414,7 @@ std::string two_stages(ConfigDir& dir, const std::string& first_extra, const std
 
 TEST(ConfigProblems, InitFromLaterOrUnknown) {
   ConfigDir dir;
-  EXPECT_NO_THROW(load_pipeline(two_stages(dir, "", "second", "    init_from: first\n"), {}, 1));
+  EXPECT_NO_THROW(test::load_checked(two_stages(dir, "", "second", "    init_from: first\n"), {}, 1));
   auto problems = problems_of(two_stages(dir, "    init_from: second\n", "second", ""));
   ASSERT_EQ(problems.size(), 1u) << dump(problems);
   expect_problem(problems, "stages[0].init_from", 9, 16, "= second (stage 'second' comes later");
@@ -518,7 +503,7 @@ TEST(ConfigProblems, AllReportedTogether) {
   EXPECT_EQ(problems.size(), 10u) << dump(problems);
   // what(): one line per problem, in file order.
   try {
-    load_pipeline(path, {}, 1);
+    test::load_checked(path, {}, 1);
   } catch (const ConfigError& e) {
     const std::string what = e.what();
     EXPECT_EQ(std::count(what.begin(), what.end(), '\n'), 9) << what;
@@ -541,7 +526,7 @@ TEST(ConfigProblems, MissingRequiredKeys) {
 }
 
 TEST(ConfigProblems, UnreadableFile) {
-  test::expect_error([] { load_pipeline("/nonexistent/reglage.yaml", {}, 1); },
+  test::expect_error([] { test::load_checked("/nonexistent/reglage.yaml", {}, 1); },
                      {"config error: /nonexistent/reglage.yaml: cannot open the file"});
 }
 
@@ -560,13 +545,13 @@ std::string with_dpo(ConfigDir& dir, const std::string& dpo_extra) {
 
 TEST(ConfigDpo, KeysAndDefaults) {
   ConfigDir dir;
-  auto c = load_pipeline(with_dpo(dir, ""), {}, 1);
+  auto c = test::load_checked(with_dpo(dir, ""), {}, 1);
   ASSERT_EQ(c.stages.size(), 2u);
   EXPECT_EQ(c.stages[1].dpo.beta, 0.1);
   EXPECT_EQ(c.stages[1].dpo.loss, LossType::kSigmoid);
   EXPECT_EQ(c.stages[1].dpo.label_smoothing, 0.0);
   EXPECT_EQ(c.stages[1].dpo.rpo_alpha, 0.0);
-  c = load_pipeline(with_dpo(dir, "    loss: cdpo\n    label_smoothing: 0.2\n    beta: 0.5\n"), {}, 1);
+  c = test::load_checked(with_dpo(dir, "    loss: cdpo\n    label_smoothing: 0.2\n    beta: 0.5\n"), {}, 1);
   EXPECT_EQ(c.stages[1].dpo.beta, 0.5);
   EXPECT_EQ(c.stages[1].dpo.loss, LossType::kCdpo);
   EXPECT_EQ(c.stages[1].dpo.label_smoothing, 0.2);
@@ -633,7 +618,7 @@ TEST(ConfigNumbers, UpperBoundsAreStatedAndLocated) {
   std::string edge = core::read_file(ok.minimal("    weight_decay: 1\n    max_seq_len: 1048576\n"));
   edge = replace_all(edge, "lr: 0.001", "lr: 1");
   edge = replace_all(edge, "seed: 7", "threads: 1024");
-  EXPECT_NO_THROW(load_pipeline(write_text(ok.tmp.path("edge.yaml"), edge), {}, 1));
+  EXPECT_NO_THROW(test::load_checked(write_text(ok.tmp.path("edge.yaml"), edge), {}, 1));
 }
 
 TEST(ConfigNumbers, PpoGrpoAndRewardBounds) {
@@ -676,13 +661,13 @@ TEST(ConfigProblems, SecondYamlDocumentIsNamed) {
   EXPECT_EQ(problems_of(path).size(), 1u);
   const std::string leading = dir.tmp.path("leading.yaml");
   write_text(leading, "---\n" + core::read_file(dir.minimal()));
-  EXPECT_NO_THROW(load_pipeline(leading, {}, 1));
+  EXPECT_NO_THROW(test::load_checked(leading, {}, 1));
 }
 
 // Item 16: a directory given as the pipeline file said "basic_filebuf::underflow ... Is a directory".
 TEST(ConfigProblems, DirectoryIsNamedWithItsPath) {
   ConfigDir dir;
-  test::expect_error([&] { load_pipeline(dir.tmp.path(), {}, 1); },
+  test::expect_error([&] { test::load_checked(dir.tmp.path(), {}, 1); },
                      {"config error: " + dir.tmp.path() + ": is a directory, expected a file"});
 }
 

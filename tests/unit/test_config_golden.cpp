@@ -28,7 +28,7 @@ struct InSourceDir {
 
 // to_yaml of the config, then "# stage_yaml NAME" and that stage's YAML for every stage.
 std::string emitted(const std::string& path) {
-  const PipelineConfig c = load_pipeline(path, {}, 1, DataFiles::may_be_missing);
+  const PipelineConfig c = load_pipeline(path, {}, DataFiles::may_be_missing);
   std::string out = to_yaml(c);
   for (const StageConfig& s : c.stages) out += "# stage_yaml " + s.name + "\n" + stage_yaml(c, s);
   return out;

@@ -9,6 +9,7 @@
 #include "framework/config/reward_config.h"
 #include "reward/combine.h"
 #include "reward/reward_factory.h"
+#include "config_test_util.h"
 #include "test_util.h"
 
 namespace reglage::config {
@@ -57,7 +58,7 @@ struct PpoConfigDir {
 
 std::vector<ConfigProblem> problems_of(const std::string& path, int world_size = 1) {
   try {
-    load_pipeline(path, {}, world_size);
+    test::load_checked(path, {}, world_size);
   } catch (const ConfigError& e) {
     return e.problems();
   }
@@ -101,7 +102,7 @@ const std::string kSumReward =
 
 TEST(RewardConfig, PpoStageWithSumRewardParses) {
   PpoConfigDir dir;
-  const PipelineConfig c = load_pipeline(dir.write(kSumReward + "    kl_coef: 0.1\n    kl_estimator: k3\n"
+  const PipelineConfig c = test::load_checked(dir.write(kSumReward + "    kl_coef: 0.1\n    kl_estimator: k3\n"
                                                                 "    rollout_batch_size: 8\n    minibatch_size: 4\n"),
                                          {}, 2);
   ASSERT_EQ(c.stages.size(), 3u);
@@ -156,7 +157,7 @@ TEST(RewardConfig, PpoStageWithSumRewardParses) {
   EXPECT_EQ(stage_yaml(c, c.stages[0]), stage_yaml(changed, changed.stages[0]));
   // config.yaml reads back as the same pipeline.
   const std::string again = write_text(dir.tmp.path("again.yaml"), yaml);
-  const PipelineConfig reread = load_pipeline(again, {}, 2);
+  const PipelineConfig reread = test::load_checked(again, {}, 2);
   EXPECT_EQ(stage_yaml(reread, reread.stages[2]), stage_yaml(c, c.stages[2]));
 }
 
