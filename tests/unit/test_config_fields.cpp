@@ -104,7 +104,7 @@ TEST(ConfigHelp, ReadmeKeyTablesAreGenerated) {
   const size_t from = readme.find(begin), to = readme.find(end);
   ASSERT_NE(from, std::string::npos) << "README.md lacks " << begin;
   ASSERT_NE(to, std::string::npos) << "README.md lacks " << end;
-  EXPECT_EQ(readme.substr(from + begin.size(), to - from - begin.size()), help_config(true) + "\n")
+  EXPECT_EQ(readme.substr(from + begin.size(), to - from - begin.size()), help_config(true))
       << "README.md's key tables differ from `reglage run --help-config markdown`; paste its output between the markers";
 }
 
