@@ -72,7 +72,7 @@ StagePolicy load_stage_policy(const config::PipelineConfig& cfg, const std::stri
     for (const auto& s : cfg.stages) names += ", " + s.name;
     fail("--stage ", stage, ": no such stage in ", cfg.source, " (expected one of: ", names, ")");
   }
-  if (st->type == "reward_model")
+  if (st->type == config::StageType::kRewardModel)
     fail("--stage ", stage, ": a reward_model stage is not a policy (expected base or an sft, dpo, ppo or grpo stage)");
   const std::string dir = cfg.run_dir + "/" + stage + "/final";
   if (!core::is_directory(dir)) fail("--stage ", stage, ": no output in ", dir, " (has the stage run?)");
@@ -140,17 +140,17 @@ int cmd_eval_stage(Args& args) {
   if (seed < 0) fail("--seed = ", seed, " (must be >= 0)");
   set_threads(threads);
 
-  const auto cfg = config::load_pipeline(config_path, {}, 1, config::DataFiles::may_be_missing);
+  const auto cfg = config::load_pipeline(config_path, {}, config::DataFiles::may_be_missing);
   const config::StageConfig* st = cfg.find_stage(stage);
   config::RewardSpec reward_spec;
   if (!reward_path.empty()) reward_spec = config::load_reward_file(reward_path, &cfg);
-  else if (st != nullptr && (st->type == "ppo" || st->type == "grpo")) reward_spec = st->reward;
+  else if (st != nullptr && (st->type == config::StageType::kPpo || st->type == config::StageType::kGrpo)) reward_spec = st->reward;
 
   StagePolicy policy = load_stage_policy(cfg, stage, merge_weight);
   auto& m = policy.model;
   m->eval();
   auto tok = io::load_model_tokenizer(cfg.model.path, cfg.model.tokenizer, m->config().vocab_size);
-  const int64_t new_tokens = max_new > 0 ? max_new : (st != nullptr && (st->type == "ppo" || st->type == "grpo") ? st->ppo.max_new_tokens : 120);
+  const int64_t new_tokens = max_new > 0 ? max_new : (st != nullptr && (st->type == config::StageType::kPpo || st->type == config::StageType::kGrpo) ? st->ppo.max_new_tokens : 120);
   data::SftDataOptions opt;
   opt.chat_template = st != nullptr ? st->chat_template : "plain";
   opt.max_seq_len = m->config().max_seq_len - new_tokens;
@@ -161,7 +161,7 @@ int cmd_eval_stage(Args& args) {
 
   std::unique_ptr<reward::RewardSource> reward;
   reward::RewardBuildContext reward_ctx{cfg.run_dir, cfg.model.path, nullptr, {}};
-  if (!reward_spec.type.empty()) reward = reward::make_reward_source(reward_spec, reward_ctx);
+  if (reward_spec.type.has_value()) reward = reward::make_reward_source(reward_spec, reward_ctx);
 
   // Every prompt `samples` times, generated and scored in chunks of --batch-size.
   trainers::RolloutSpec spec;
@@ -188,7 +188,7 @@ int cmd_eval_stage(Args& args) {
       kls.push_back(kl[int64_t(i)].item<double>());
       lengths.push_back(ro.mask[int64_t(i)].sum().item<double>());
       if (reward) rewards.push_back(r[i]);
-      if (reward_spec.type == "rules" && passes(reward_spec, ro.reward_inputs[i])) ++passed;
+      if (reward_spec.type == config::RewardType::kRules && passes(reward_spec, ro.reward_inputs[i])) ++passed;
       if (int64_t(start + i) < show)
         std::cerr << "[" << (reward ? std::to_string(r[i]) : std::string("-")) << "] " << ro.reward_inputs[i].prompt
                   << " -> " << ro.reward_inputs[i].response << "\n";
@@ -221,7 +221,7 @@ int cmd_eval_stage(Args& args) {
     result["reward_std"] = std::sqrt(sq / n);
     table << std::setw(18) << "reward" << reward->describe() << "\n"
           << std::setw(18) << "reward mean" << mu << " (std " << std::sqrt(sq / n) << ")\n";
-    if (reward_spec.type == "rules") {
+    if (reward_spec.type == config::RewardType::kRules) {
       result["passed"] = passed;
       result["pass_rate"] = double(passed) / n;
       table << std::setw(18) << "pass rate" << passed << "/" << rows.size() << " = " << double(passed) / n << "\n";

@@ -33,12 +33,12 @@ const char* kUsage =
 const config::StageConfig& policy_stage(const config::PipelineConfig& cfg, const std::string& stage) {
   std::string policies;  // the stages of this run that do have one
   for (const auto& s : cfg.stages)
-    if (s.type != "reward_model") policies += (policies.empty() ? "" : ", ") + s.name;
+    if (s.type != config::StageType::kRewardModel) policies += (policies.empty() ? "" : ", ") + s.name;
   const config::StageConfig* st = cfg.find_stage(stage);
   if (st == nullptr)
     fail("--stage ", stage, ": no such stage in ", cfg.source, " (policy stages: ", policies.empty() ? "none" : policies,
          ")");
-  if (st->type == "reward_model")
+  if (st->type == config::StageType::kRewardModel)
     fail("--stage ", stage, ": its type is reward_model, which is not a policy and has nothing to export (policy stages: ",
          policies.empty() ? "none" : policies, ")");
   return *st;
@@ -76,7 +76,7 @@ int cmd_export(int argc, char** argv) {
     fail(config_path, ": not found (expected the resolved config reglage run writes into its run_dir)");
   // The run's outputs are read from RUN_DIR, wherever the config's run_dir pointed when it ran (the value is
   // YAML: a JSON string is a quoted YAML scalar, whatever characters the path holds).
-  const auto cfg = config::load_pipeline(config_path, {"run_dir=" + nlohmann::json(run_dir).dump()}, 1,
+  const auto cfg = config::load_pipeline(config_path, {"run_dir=" + nlohmann::json(run_dir).dump()},
                                          config::DataFiles::may_be_missing);
   const config::StageConfig& st = policy_stage(cfg, stage);
   const std::string final_dir = core::path_join(run_dir, stage + "/final");
@@ -93,7 +93,7 @@ int cmd_export(int argc, char** argv) {
     return 0;
   }
   if (!out.is_adapter)
-    fail("--format peft: stage ", stage, " was trained with train: ", st.train,
+    fail("--format peft: stage ", stage, " was trained with train: ", config::to_string(st.train),
          ", its output is a full model, not a LoRA adapter (use --format hf)");
   io::export_peft(out, merge_weight, out_dir);
   std::cout << "wrote " << out_dir << ": PEFT adapter of stage " << stage << " (merge weight " << merge_weight << ")\n";

@@ -282,9 +282,9 @@ int cmd_launch(int argc, char** argv) {
   }
   if (L.config_path.empty()) fail("usage: reglage launch PIPELINE.yaml [--set key=value ...] [--restart-from STAGE]");
 
-  // The rank count decides what the config must divide, so read the launch section first.
+  // The rank count decides what the config must divide: it comes from the launch section.
   try {
-    L.cfg = config::load_pipeline(L.config_path, L.overrides, 1);
+    L.cfg = config::load_pipeline(L.config_path, L.overrides);
     const auto& l = L.cfg.launch;
     int64_t slots = 0;
     for (const auto& h : l.hosts) slots += h.slots;
@@ -292,7 +292,8 @@ int cmd_launch(int argc, char** argv) {
     else if (slots > 0) L.np = int(slots);
     else if (!l.hostfile.empty()) fail(L.config_path, ": launch.np is required with a hostfile");
     else L.np = int(std::max(1u, std::thread::hardware_concurrency()));
-    L.cfg = config::load_pipeline(L.config_path, L.overrides, L.np);
+    config::check_world_size(L.cfg, L.np);
+    config::prepare_run_dir(L.cfg);
   } catch (const config::ConfigError& e) {
     std::cerr << e.what() << "\n";
     return 1;

@@ -1,4 +1,5 @@
 // reglage run PIPELINE.yaml [--set key=value ...] [--restart-from STAGE]
+// reglage run --help-config [markdown]      every pipeline key: type, default, range, stage types, help
 //   mpirun -np N reglage run configs/demo.yaml
 // Runs the pipeline's stages as MPI ranks; running the same command again resumes.
 #include <cstdio>
@@ -17,6 +18,13 @@
 namespace reglage::launch {
 
 int cmd_run(int argc, char** argv) {
+  // --help-config [markdown]: every pipeline key (generated from the key tables), then exit.
+  if (argc >= 1 && std::string(argv[0]) == "--help-config") {
+    const bool markdown = argc >= 2 && std::string(argv[1]) == "markdown";
+    if (argc > 2 || (argc == 2 && !markdown)) fail("usage: reglage run --help-config [markdown]");
+    std::cout << config::help_config(markdown);
+    return 0;
+  }
   trainers::RunOptions opt;
   for (int i = 0; i < argc; ++i) {
     const std::string a = argv[i];

@@ -132,7 +132,7 @@ void run_dpo(StageContext& ctx) {
   metrics::MetricsLog log;
   if (ctx.is_root()) log = metrics::MetricsLog(ctx.metrics_path(), start_step);
   ctx.log(start_step > 0 ? "resuming at step " + std::to_string(start_step) + " of " + std::to_string(steps)
-                         : "dpo (" + st.dpo.loss + ", beta " + std::to_string(st.dpo.beta) + "): " +
+                         : "dpo (" + std::string(config::to_string(st.dpo.loss)) + ", beta " + std::to_string(st.dpo.beta) + "): " +
                                std::to_string(steps) + " steps on " + std::to_string(train_data.pairs.size()) +
                                " pairs, " + std::to_string(world) + " rank(s)");
 

@@ -152,7 +152,7 @@ void run_grpo(StageContext& ctx) {
     // 3. old (policy at rollout time) and reference (adapter off) log-probs, no grad
     const auto t_ref = Clock::now();
     evaluate_logprobs(m, ro, spec);
-    auto kl = rl::kl_estimate(ro.old_logp, ro.ref_logp, "k3") * ro.mask;  // (n, R)
+    auto kl = rl::kl_estimate(ro.old_logp, ro.ref_logp, config::KlEstimator::kK3) * ro.mask;  // (n, R)
     const double reference_s = seconds_since(t_ref);
     IterationSums sums;
     sums.add(kResponses, double(raw.size()));

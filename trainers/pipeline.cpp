@@ -46,8 +46,9 @@ metrics::ProgressMode StageContext::progress_mode() const {
   return is_root() ? mode : metrics::ProgressMode::off;
 }
 
-const std::map<std::string, StageRunner>& stage_runners() {
-  static const std::map<std::string, StageRunner> runners = {{"sft", run_sft}, {"reward_model", run_reward_model}, {"ppo", run_ppo}, {"dpo", run_dpo}, {"grpo", run_grpo}};
+const std::map<config::StageType, StageRunner>& stage_runners() {
+  using config::StageType;
+  static const std::map<StageType, StageRunner> runners = {{StageType::kSft, run_sft}, {StageType::kRewardModel, run_reward_model}, {StageType::kPpo, run_ppo}, {StageType::kDpo, run_dpo}, {StageType::kGrpo, run_grpo}};
   return runners;
 }
 
@@ -82,7 +83,7 @@ std::string stage_hash(const config::PipelineConfig& cfg, const config::StageCon
 // hours of training in the first. Problems become one ConfigError naming the stage key.
 // Rule lists compile (regexes), in sum parts too: found before any stage runs.
 void validate_rules(const config::RewardSpec& spec, const std::string& key, std::vector<config::ConfigProblem>& problems) {
-  if (spec.type == "rules") {
+  if (spec.type == config::RewardType::kRules) {
     try {
       reward::make_rules_source(spec.rules);
     } catch (const Error& e) {
@@ -130,11 +131,11 @@ void validate_stage_inputs(const config::PipelineConfig& cfg) {
   }
   for (size_t i = 0; i < cfg.stages.size(); ++i) {
     const auto& st = cfg.stages[i];
-    if (st.type == "ppo" || st.type == "grpo") {
+    if (st.type == config::StageType::kPpo || st.type == config::StageType::kGrpo) {
       validate_ppo_inputs(st, "stages[" + std::to_string(i) + "].", model_cfg.max_seq_len, *tok, problems);
       continue;
     }
-    if (st.type != "sft" && st.type != "reward_model" && st.type != "dpo") continue;
+    if (st.type != config::StageType::kSft && st.type != config::StageType::kRewardModel && st.type != config::StageType::kDpo) continue;
     const auto opt = row_data_options(st, model_cfg.max_seq_len);
     const std::string key = "stages[" + std::to_string(i) + "].";
     if (st.max_seq_len > model_cfg.max_seq_len)
@@ -143,7 +144,7 @@ void validate_stage_inputs(const config::PipelineConfig& cfg) {
     for (const auto& [field, file] : {std::make_pair("data", st.data), std::make_pair("eval_data", st.eval_data)}) {
       if (file.empty()) continue;
       try {
-        if (st.type == "sft") data::load_sft_jsonl(file, *tok, opt);
+        if (st.type == config::StageType::kSft) data::load_sft_jsonl(file, *tok, opt);
         else data::load_preference_jsonl(file, *tok, opt);
       } catch (const Error& e) {
         problems.push_back({0, 0, key + field, e.what()});
@@ -156,6 +157,24 @@ void validate_stage_inputs(const config::PipelineConfig& cfg) {
 // Under `reglage launch`, attempts after the first are restarts: the previous attempt's rank 0 may still be
 // exiting (on another host, say), so its lock is waited out for a while instead of refused at once.
 constexpr double kRestartLockWaitS = 60.0;
+// Rank 0 creates run_dir and proves it writable; a failure is thrown on every rank alike (its problems
+// broadcast as JSON), so no rank goes on alone.
+void prepare_run_dir_on_root(const config::PipelineConfig& cfg, dist::Communicator& comm) {
+  json problems = json::array();
+  if (comm.rank() == 0) {
+    try {
+      config::prepare_run_dir(cfg);
+    } catch (const config::ConfigError& e) {
+      for (const auto& p : e.problems()) problems.push_back({p.line, p.column, p.key, p.message});
+    }
+  }
+  problems = json::parse(dist::broadcast_string(comm, problems.dump(), 0, "broadcast run_dir check"));
+  if (problems.empty()) return;
+  std::vector<config::ConfigProblem> list;
+  for (const auto& p : problems) list.push_back({p[0].get<int>(), p[1].get<int>(), p[2].get<std::string>(), p[3].get<std::string>()});
+  throw config::ConfigError(cfg.source, list);
+}
+
 bool launcher_restart() {
   const char* attempt = std::getenv("REGLAGE_ATTEMPT");
   return attempt != nullptr && std::atoi(attempt) > 0;
@@ -164,7 +183,9 @@ bool launcher_restart() {
 }  // namespace
 
 void run_pipeline(const RunOptions& opt, dist::Communicator& comm) {
-  const auto cfg = config::load_pipeline(opt.config_path, opt.overrides, comm.size());
+  const auto cfg = config::load_pipeline(opt.config_path, opt.overrides);
+  config::check_world_size(cfg, comm.size());  // every rank: the same config, the same error
+  prepare_run_dir_on_root(cfg, comm);
   torch::set_num_threads(threads_per_rank(cfg.threads));
   const bool root = comm.rank() == 0;
 
@@ -221,12 +242,12 @@ void run_pipeline(const RunOptions& opt, dist::Communicator& comm) {
         continue;
       }
     }
-    entry = {{"type", st.type}, {"state", "running"}, {"config_hash", hash}};
+    entry = {{"type", config::to_string(st.type)}, {"state", "running"}, {"config_hash", hash}};
     save_record();
     if (root) fs::create_directories(ctx.stage_dir);
     comm.barrier("stage start");
     stage_runners().at(st.type)(ctx);
-    entry = {{"type", st.type}, {"state", "done"}, {"config_hash", hash}, {"output", ctx.final_dir()}};
+    entry = {{"type", config::to_string(st.type)}, {"state", "done"}, {"config_hash", hash}, {"output", ctx.final_dir()}};
     save_record();
   }
   comm.barrier("pipeline end");

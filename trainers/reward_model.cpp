@@ -186,7 +186,7 @@ void run_reward_model(StageContext& ctx) {
 
   // ---- output: adapter or model, and the head ----------------------------------------------------------
   publish_final(ctx, policy.lineage, [&](const std::string& dir) {
-    if (st.train == "lora") lora::save_peft(m, st.name, dir, policy.lineage.base_model);
+    if (st.train == config::TrainMode::kLora) lora::save_peft(m, st.name, dir, policy.lineage.base_model);
     else io::save_hf(m, dir, policy.tok.get());
     io::write_safetensors(dir + "/reward_head.safetensors", {{"weight", head->weight}, {"bias", head->bias}});
   });

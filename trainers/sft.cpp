@@ -160,7 +160,7 @@ void run_sft(StageContext& ctx) {
 
   // ---- output: the adapter (PEFT) or the full model (Hugging Face directory) -------------------------
   publish_final(ctx, policy.lineage, [&](const std::string& dir) {
-    if (st.train == "lora") lora::save_peft(m, st.name, dir, policy.lineage.base_model);
+    if (st.train == config::TrainMode::kLora) lora::save_peft(m, st.name, dir, policy.lineage.base_model);
     else io::save_hf(m, dir, policy.tok.get());
   });
 }

@@ -35,8 +35,8 @@ struct StageContext {
 using StageRunner = std::function<void(StageContext&)>;
 
 // Stage type -> trainer. Adding a stage type: a trainer file, one entry here, and the name in
-// config/stage_types.h.
-const std::map<std::string, StageRunner>& stage_runners();
+// config/choices.h.
+const std::map<config::StageType, StageRunner>& stage_runners();
 
 void run_sft(StageContext& ctx);
 void run_reward_model(StageContext& ctx);

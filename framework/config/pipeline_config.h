@@ -9,9 +9,11 @@
 //     - {name: sft, type: sft, data: data/sft_train.jsonl, max_steps: 200, batch_size: 16, ...}
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "framework/config/choices.h"
 #include "framework/config/reward_config.h"
 
 namespace reglage::config {
@@ -43,7 +45,7 @@ struct PpoSettings {
   double kl_coef = 0.05;            // initial KL penalty coefficient, >= 0
   double kl_target = 0.0;           // > 0: adaptive coefficient aiming at this KL per sequence; 0 = fixed
   double kl_horizon = 10000;        // adaptive KL horizon in responses, > 0
-  std::string kl_estimator = "k1";  // k1 | k3: per-token KL estimate against the reference
+  KlEstimator kl_estimator = KlEstimator::kK1;  // k1 | k3: per-token KL estimate against the reference
   double gamma = 1.0;               // GAE discount, [0, 1]
   double lam = 0.95;                // GAE lambda, [0, 1]
   double clip_range = 0.2;          // policy ratio clipping, > 0
@@ -60,7 +62,7 @@ struct PpoSettings {
 // LoRA adapter off, so dpo stages train a LoRA adapter.
 struct DpoSettings {
   double beta = 0.1;                // strength of the implicit KL to the reference, > 0
-  std::string loss = "sigmoid";     // sigmoid (DPO) | ipo | cdpo
+  LossType loss = LossType::kSigmoid;  // sigmoid (DPO) | ipo | cdpo
   double label_smoothing = 0.0;     // cdpo: the assumed share of flipped labels, in (0, 0.5); else 0
   double rpo_alpha = 0.0;           // weight of the chosen response's per-token NLL added to the loss
                                     // (RPO, Pang et al. 2024; TRL's rpo_alpha), >= 0; 0 = plain DPO
@@ -80,10 +82,10 @@ struct GrpoSettings {
 
 struct StageConfig {
   std::string name;                 // unique, [A-Za-z0-9_-]+ (required)
-  std::string type;                 // sft | reward_model | ppo | dpo | grpo (required)
+  StageType type = StageType::kSft; // sft | reward_model | ppo | dpo | grpo (required)
   std::string data;                 // training JSONL; for ppo and grpo the prompts (required, must exist)
   std::string eval_data;            // optional held-out JSONL (must exist when given)
-  std::string train = "lora";       // lora | full | full_freeze_lower
+  TrainMode train = TrainMode::kLora;  // lora | full | full_freeze_lower
   int64_t freeze_layers = 0;        // with full_freeze_lower: embedding + first K layers frozen
   int64_t max_steps = 0;            // optimizer steps; exactly one of max_steps / epochs is > 0
   int64_t epochs = 0;               // passes over the data (steps = ceil(rows * epochs / batch_size))
@@ -95,7 +97,7 @@ struct StageConfig {
   double adam_beta2 = 0.999;        // [0, 1)
   double adam_eps = 1e-8;           // > 0
   int64_t warmup_steps = 0;         // linear warm-up from 0, >= 0
-  std::string schedule = "cosine";  // cosine | linear | constant (after warm-up)
+  Schedule schedule = Schedule::kCosine;  // cosine | linear | constant (after warm-up)
   double min_lr_ratio = 0.0;        // the schedule ends at lr * min_lr_ratio, [0, 1]
   double max_grad_norm = 1.0;       // clip by global norm; 0 = off
   int64_t checkpoint_every = 0;     // steps between checkpoints; 0 = only at the end
@@ -139,6 +141,20 @@ struct LaunchSection {
   std::string status_host = "127.0.0.1";   // address the status server binds
 };
 
+// Where each key of a loaded config is written (0-based line and column, as yaml-cpp counts), its text and
+// the overrides that set keys, kept so that checks made after loading (check_world_size, prepare_run_dir)
+// point at the same place as the loader's own.
+struct ConfigPlace {
+  int line = -1;                    // -1: unknown
+  int column = -1;
+};
+struct ConfigPlaces {
+  std::map<std::string, ConfigPlace> keys;       // "stages[0].batch_size" -> where its value is
+  std::map<std::string, ConfigPlace> sections;   // "stages[0]" -> where the section starts
+  std::map<std::string, std::string> texts;      // key -> the value as written
+  std::vector<std::pair<std::string, std::string>> overrides;  // resolved key -> override text
+};
+
 struct PipelineConfig {
   std::string source;               // the YAML file it came from
   std::string run_dir;              // required; created if missing; must be writable
@@ -149,6 +165,7 @@ struct PipelineConfig {
   std::vector<StageConfig> stages;  // at least one
   LaunchSection launch;             // the optional `launch:` section
   bool has_launch = false;          // the file has a `launch:` section
+  ConfigPlaces places;              // where each key is written (for later checks' messages)
 
   const StageConfig* find_stage(const std::string& name) const;
 };
@@ -165,16 +182,28 @@ struct ConfigProblem {
 class ConfigError;
 
 // Reads `path`, applies `overrides` ("stages.sft.lr=1e-4", "seed=7", "model.dtype=bfloat16": a stage is
-// addressed by name), converts to structs and validates everything before any work starts: unknown keys
-// (with the closest valid key suggested), wrong types, out-of-range values, missing files, a global batch
-// not divisible by world_size x grad_accum, init_from naming a later or unknown stage, duplicate stage
-// names, an unknown stage type, a run_dir that cannot be created or written. Relative paths in the file
-// are taken relative to the current directory. Throws ConfigError listing all problems.
+// addressed by name), converts to structs and validates everything that needs neither the world size nor
+// the file system beyond reading: unknown keys (with the closest valid key suggested), wrong types,
+// out-of-range values, missing files, init_from naming a later or unknown stage, duplicate stage names, an
+// unknown stage type. Creates nothing. Relative paths in the file are taken relative to the current
+// directory. Throws ConfigError listing all problems.
 // Commands that only read a finished run (export, eval) pass DataFiles::may_be_missing: the stages' data and
 // eval_data files need not exist any more (the model must).
 enum class DataFiles { must_exist, may_be_missing };
-PipelineConfig load_pipeline(const std::string& path, const std::vector<std::string>& overrides, int world_size,
+PipelineConfig load_pipeline(const std::string& path, const std::vector<std::string>& overrides,
                              DataFiles data_files = DataFiles::must_exist);
+
+// The checks that need the number of ranks: a global batch divisible by world_size x grad_accum, rollouts and
+// minibatches divisible by world_size. Throws ConfigError (positions as load_pipeline's) listing all problems.
+void check_world_size(const PipelineConfig& config, int world_size);
+
+// Creates run_dir when missing and proves it writable with a probe file that is removed again. Throws
+// ConfigError ("run_dir = X (cannot create it: ...)" at run_dir's position) when it cannot.
+void prepare_run_dir(const PipelineConfig& config);
+
+// `reglage run --help-config`: every key of every section with its type, default, range or choices, stage
+// types and help; markdown = the README's key tables.
+std::string help_config(bool markdown);
 
 // The resolved config (defaults filled in, overrides applied) as YAML, for run_dir/config.yaml.
 std::string to_yaml(const PipelineConfig& config);

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "framework/config/choices.h"
 #include "framework/config/pipeline_config.h"
 
 namespace reglage::config::detail {
@@ -258,6 +259,22 @@ class YamlReader {
     return true;
   }
 
+  // The scalar at `key` as written; "" when absent (or not a scalar).
+  std::string text_of(const std::string& key) const {
+    auto it = texts_.find(key);
+    return it == texts_.end() ? std::string() : it->second;
+  }
+
+  // A choice (choices.h) by its name; "= text (expected a, b or c)" for another name (out untouched).
+  template <typename E>
+  bool read_choice(const YAML::Node& map, const std::string& prefix, const std::string& name, E& out) {
+    std::string text;
+    if (!read_string(map, prefix, name, text)) return false;
+    if (parse_choice(text, out)) return true;
+    check(child_key(prefix, name), false, text, "expected " + choice_list<E>());
+    return false;
+  }
+
   // A value problem "key = value (requirement)" unless the value already had a type problem.
   template <typename T>
   void check(const std::string& key, bool ok, const T& value, const std::string& requirement) {
@@ -293,6 +310,28 @@ class YamlReader {
     check(key, contains(choices, value), value, "expected " + one_of(choices));
   }
 
+  // The positions, texts and overrides seen, kept in the config for checks made after loading ...
+  ConfigPlaces places() const {
+    ConfigPlaces p;
+    for (const auto& [key, m] : marks_) p.keys[key] = {m.line, m.column};
+    for (const auto& [key, m] : section_marks_) p.sections[key] = {m.line, m.column};
+    p.texts = texts_;
+    p.overrides = overrides_;
+    return p;
+  }
+  // ... and given back to a reader that makes them.
+  void restore(const ConfigPlaces& p) {
+    auto mark = [](const ConfigPlace& place) {
+      YAML::Mark m = YAML::Mark::null_mark();
+      if (place.line >= 0) m.pos = 0, m.line = place.line, m.column = place.column;
+      return m;
+    };
+    for (const auto& [key, place] : p.keys) marks_[key] = mark(place);
+    for (const auto& [key, place] : p.sections) section_marks_[key] = mark(place);
+    texts_ = p.texts;
+    overrides_ = p.overrides;
+  }
+
  protected:
   std::vector<std::pair<std::string, std::string>> overrides_;  // resolved key -> override text
   std::map<std::string, YAML::Mark> marks_;          // key -> where its value is written
@@ -300,6 +339,14 @@ class YamlReader {
   std::map<std::string, std::string> texts_;         // key -> the value as written
   std::set<std::string> bad_;                        // keys with a type problem: no range checks
 };
+
+// In file order; problems without a place (overrides) last.
+inline void sort_problems(std::vector<ConfigProblem>& problems) {
+  std::stable_sort(problems.begin(), problems.end(), [](const ConfigProblem& a, const ConfigProblem& b) {
+    const auto rank = [](const ConfigProblem& p) { return p.line == 0 ? std::pair(INT32_MAX, 0) : std::pair(p.line, p.column); };
+    return rank(a) < rank(b);
+  });
+}
 
 // The parsed file; throws ConfigError (one problem) when it cannot be read or is not valid YAML.
 YAML::Node load_yaml_file(const std::string& path);

@@ -4,6 +4,7 @@
 
 #include "framework/config/config_error.h"
 #include "framework/config/pipeline_config.h"
+#include "config_test_util.h"
 #include "test_util.h"
 
 namespace reglage::config {
@@ -33,7 +34,7 @@ std::string write_config(const TempDir& tmp, const std::string& launch_lines) {
 
 std::vector<ConfigProblem> problems_of(const std::string& path) {
   try {
-    load_pipeline(path, {}, 1);
+    test::load_checked(path, {}, 1);
   } catch (const ConfigError& e) {
     return e.problems();
   }
@@ -62,17 +63,17 @@ void expect_problem(const std::vector<ConfigProblem>& problems, const std::strin
 
 TEST(LaunchConfig, WatchdogDefaultsValuesAndRoundTrip) {
   TempDir tmp;
-  PipelineConfig c = load_pipeline(write_config(tmp, "  np: 2\n"), {}, 2);
+  PipelineConfig c = test::load_checked(write_config(tmp, "  np: 2\n"), {}, 2);
   EXPECT_EQ(c.launch.startup_timeout_s, 600);
   EXPECT_EQ(c.launch.hang_timeout_s, 1800);
-  c = load_pipeline(write_config(tmp, "  startup_timeout_s: 42.5\n  hang_timeout_s: 90\n"), {}, 1);
+  c = test::load_checked(write_config(tmp, "  startup_timeout_s: 42.5\n  hang_timeout_s: 90\n"), {}, 1);
   EXPECT_EQ(c.launch.startup_timeout_s, 42.5);
   EXPECT_EQ(c.launch.hang_timeout_s, 90);
   const std::string yaml = to_yaml(c);
   EXPECT_NE(yaml.find("startup_timeout_s: 42.5"), std::string::npos) << yaml;
   EXPECT_NE(yaml.find("hang_timeout_s: 90"), std::string::npos) << yaml;
   std::ofstream(tmp.path("again.yaml")) << yaml;
-  const PipelineConfig again = load_pipeline(tmp.path("again.yaml"), {}, 1);
+  const PipelineConfig again = test::load_checked(tmp.path("again.yaml"), {}, 1);
   EXPECT_EQ(again.launch.startup_timeout_s, 42.5);
   EXPECT_EQ(again.launch.hang_timeout_s, 90);
 }

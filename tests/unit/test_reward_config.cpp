@@ -9,6 +9,7 @@
 #include "framework/config/reward_config.h"
 #include "reward/combine.h"
 #include "reward/reward_factory.h"
+#include "config_test_util.h"
 #include "test_util.h"
 
 namespace reglage::config {
@@ -57,7 +58,7 @@ struct PpoConfigDir {
 
 std::vector<ConfigProblem> problems_of(const std::string& path, int world_size = 1) {
   try {
-    load_pipeline(path, {}, world_size);
+    test::load_checked(path, {}, world_size);
   } catch (const ConfigError& e) {
     return e.problems();
   }
@@ -101,25 +102,36 @@ const std::string kSumReward =
 
 TEST(RewardConfig, PpoStageWithSumRewardParses) {
   PpoConfigDir dir;
-  const PipelineConfig c = load_pipeline(dir.write(kSumReward + "    kl_coef: 0.1\n    kl_estimator: k3\n"
+  const PipelineConfig c = test::load_checked(dir.write(kSumReward + "    kl_coef: 0.1\n    kl_estimator: k3\n"
                                                                 "    rollout_batch_size: 8\n    minibatch_size: 4\n"),
                                          {}, 2);
   ASSERT_EQ(c.stages.size(), 3u);
   const StageConfig& s = c.stages[2];
-  EXPECT_EQ(s.type, "ppo");
+  EXPECT_EQ(s.type, StageType::kPpo);
   EXPECT_EQ(s.ppo.max_iterations, 5);
   EXPECT_EQ(s.ppo.kl_coef, 0.1);
-  EXPECT_EQ(s.ppo.kl_estimator, "k3");
+  EXPECT_EQ(s.ppo.kl_estimator, KlEstimator::kK3);
   EXPECT_EQ(s.ppo.rollout_batch_size, 8);
   EXPECT_EQ(s.ppo.minibatch_size, 4);
+  try {
+    check_world_size(c, 3);
+    ADD_FAILURE() << "8 responses over 3 ranks accepted";
+  } catch (const ConfigError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("stages[2].rollout_batch_size = 8 (rollout_batch_size x samples_per_prompt = 8 must be "
+                        "divisible by world size 3)"),
+              std::string::npos)
+        << what;
+    EXPECT_NE(what.find("stages[2].minibatch_size = 4 (must be divisible by world size 3)"), std::string::npos) << what;
+  }
   EXPECT_EQ(s.ppo.gamma, 1.0);  // defaults
   EXPECT_EQ(s.ppo.clip_range, 0.2);
   const RewardSpec& r = s.reward;
-  EXPECT_EQ(r.type, "sum");
+  EXPECT_EQ(r.type, RewardType::kSum);
   EXPECT_TRUE(r.normalize);
   EXPECT_EQ(r.clip, 4.0);
   ASSERT_EQ(r.parts.size(), 3u);
-  EXPECT_EQ(r.parts[0].type, "model");
+  EXPECT_EQ(r.parts[0].type, RewardType::kModel);
   EXPECT_EQ(r.parts[0].weight, 1.5);
   EXPECT_EQ(r.parts[0].stage, "rm");
   EXPECT_EQ(r.parts[0].batch_size, 8);
@@ -156,7 +168,7 @@ TEST(RewardConfig, PpoStageWithSumRewardParses) {
   EXPECT_EQ(stage_yaml(c, c.stages[0]), stage_yaml(changed, changed.stages[0]));
   // config.yaml reads back as the same pipeline.
   const std::string again = write_text(dir.tmp.path("again.yaml"), yaml);
-  const PipelineConfig reread = load_pipeline(again, {}, 2);
+  const PipelineConfig reread = test::load_checked(again, {}, 2);
   EXPECT_EQ(stage_yaml(reread, reread.stages[2]), stage_yaml(c, c.stages[2]));
 }
 
@@ -182,7 +194,8 @@ TEST(RewardConfig, MistakesAreLocatedAndNamed) {
   expect_problem(problems, "stages[2].kl_coef", 24, "must be >= 0");
   expect_problem(problems, "stages[2].kl_estimator", 25, "expected k1 or k3");
   expect_problem(problems, "stages[2].minibatch_size", 27, "must divide rollout_batch_size x samples_per_prompt = 6");
-  expect_problem(problems, "stages[2].rollout_batch_size", 26, "must be divisible by world size 4");
+  // The world-size checks run after loading (check_world_size), once the rest is valid: not among these.
+  for (const ConfigProblem& p : problems) EXPECT_NE(p.key, "stages[2].rollout_batch_size") << p.message;
   expect_problem(problems, "stages[2].reward.parts[0].stage", 31, "is a sft stage; a model reward needs a reward_model stage");
   expect_problem(problems, "stages[2].reward.parts[1].type", 32, "expected model, rules, http or sum");
   expect_problem(problems, "stages[2].reward.parts[2].rules[0].pattern", 33, "not used by a contains rule");
@@ -216,12 +229,12 @@ TEST(RewardConfig, RewardFileLoadsAloneOrWrapped) {
   TempDir tmp;
   const RewardSpec alone = load_reward_file(write_text(
       tmp.path("r.yaml"), "type: rules\nrules:\n  - {kind: contains, words: [Tim], weight: 2}\nnormalize: false\n"));
-  EXPECT_EQ(alone.type, "rules");
+  EXPECT_EQ(alone.type, RewardType::kRules);
   ASSERT_EQ(alone.rules.size(), 1u);
   EXPECT_EQ(alone.rules[0].weight, 2.0);
   const RewardSpec wrapped = load_reward_file(
       write_text(tmp.path("w.yaml"), "reward:\n  type: model\n  path: " + tmp.path("") + "\n  batch_size: 4\n"));
-  EXPECT_EQ(wrapped.type, "model");
+  EXPECT_EQ(wrapped.type, RewardType::kModel);
   EXPECT_EQ(wrapped.batch_size, 4);
   try {
     load_reward_file(write_text(tmp.path("s.yaml"), "type: model\nstage: rm\n"));
@@ -278,7 +291,7 @@ TEST(RewardFactory, ErrorsNameThePart) {
         << e.what();
   }
   RewardSpec bad_regex;
-  bad_regex.type = "rules";
+  bad_regex.type = RewardType::kRules;
   bad_regex.rules.resize(1);
   bad_regex.rules[0].kind = "regex";
   bad_regex.rules[0].pattern = "a(b";
@@ -290,7 +303,7 @@ TEST(RewardFactory, ErrorsNameThePart) {
     EXPECT_NE(std::string(e.what()).find("rules[0]: pattern 'a(b' does not compile"), std::string::npos) << e.what();
   }
   RewardSpec missing;
-  missing.type = "model";
+  missing.type = RewardType::kModel;
   missing.stage = "rm";
   ctx.run_dir = tmp.path("run");
   try {
