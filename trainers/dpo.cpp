@@ -7,18 +7,13 @@
 // run_dir/<stage>/final/: the adapter (PEFT) and the lineage, loadable like an sft stage's.
 #include <chrono>
 #include <cmath>
-#include <iostream>
 #include <tuple>
 
 #include "framework/core/error.h"
-#include "framework/core/progress.h"
 #include "framework/data/preference_data.h"
-#include "framework/lora/adapter.h"
-#include "framework/metrics/metrics_log.h"
-#include "framework/metrics/progress_line.h"
 #include "framework/rl/preference_math.h"
-#include "trainers/policy_setup.h"
-#include "trainers/train_state.h"
+#include "trainers/preference_stage.h"
+#include "trainers/stage_session.h"
 
 namespace reglage::trainers {
 
@@ -88,17 +83,10 @@ BatchLoss batch_loss(model::CausalLM& m, const data::PreferenceBatch& batch, con
 
 DpoStats evaluate(StageContext& ctx, model::CausalLM& m, const data::PreferenceDataset& eval,
                   const model::AdapterSet& active, int64_t batch_size, int64_t pad_id) {
-  torch::NoGradGuard no_grad;
-  m->eval();
-  std::vector<int64_t> all(eval.pairs.size());
-  for (size_t i = 0; i < all.size(); ++i) all[i] = int64_t(i);
-  const auto mine = data::shard(all, ctx.comm.rank(), ctx.comm.size());
   DpoStats stats;
-  for (size_t start = 0; start < mine.size(); start += size_t(batch_size)) {
-    std::vector<int64_t> chunk(mine.begin() + start, mine.begin() + std::min(mine.size(), start + batch_size));
+  StageSession::evaluate_in_chunks(m, ctx, int64_t(eval.pairs.size()), batch_size, [&](const std::vector<int64_t>& chunk) {
     stats.add(batch_loss(m, data::collate_pairs(eval, chunk, pad_id), active, ctx.stage.dpo));
-  }
-  m->train();
+  });
   stats.all_reduce(ctx.comm);
   return stats;
 }
@@ -110,7 +98,7 @@ void run_dpo(StageContext& ctx) {
   const auto& st = ctx.stage;
   const int rank = ctx.comm.rank(), world = ctx.comm.size();
 
-  // ---- setup: model + adapter, data, optimizer -----------------------------------------------------
+  // ---- setup: model + adapter, data, optimizer, resume ---------------------------------------------
   Policy policy = load_policy(ctx);
   auto& m = policy.model;
   const auto [train_data, eval_data] = load_preference_splits(st, policy);
@@ -122,26 +110,16 @@ void run_dpo(StageContext& ctx) {
   auto& params = trainable.params;
   train::AdamW optimizer(params, trainable.names, adamw_config(st));
   data::DataSampler sampler(int64_t(train_data.pairs.size()), cfg.seed);
-  torch::manual_seed(cfg.seed * 1000003ULL + uint64_t(rank));  // LoRA dropout: a stream per rank
-
-  // ---- resume -------------------------------------------------------------------------------------
   TrainState state{params, trainable.names, optimizer, sampler};
-  int64_t start_step = 0;
-  if (auto ckpt = load_latest_checkpoint(ctx, state)) start_step = *ckpt;
-  dist::broadcast_tensors(ctx.comm, params, 0, "broadcast weights");
-  metrics::MetricsLog log;
-  if (ctx.is_root()) log = metrics::MetricsLog(ctx.metrics_path(), start_step);
-  ctx.log(start_step > 0 ? "resuming at step " + std::to_string(start_step) + " of " + std::to_string(steps)
-                         : "dpo (" + st.dpo.loss + ", beta " + std::to_string(st.dpo.beta) + "): " +
-                               std::to_string(steps) + " steps on " + std::to_string(train_data.pairs.size()) +
-                               " pairs, " + std::to_string(world) + " rank(s)");
+  StageSession session(ctx, steps, "step");
+  const int64_t start_step = session.resume(
+      state, "dpo (" + st.dpo.loss + ", beta " + std::to_string(st.dpo.beta) + "): " + std::to_string(steps) +
+                 " steps on " + std::to_string(train_data.pairs.size()) + " pairs, " + std::to_string(world) +
+                 " rank(s)");
 
   // ---- the loop -------------------------------------------------------------------------------------
   m->train();
   const int64_t micro = st.batch_size / world / st.grad_accum;
-  core::progress_stage(st.name, steps);
-  core::progress_step(start_step);
-  metrics::ProgressLine progress(st.name, "step", steps, start_step, ctx.progress_mode(), std::cout);
   for (int64_t step = start_step; step < steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     const double lr = train::scheduled_lr(step, steps, st.lr, st.warmup_steps, st.schedule, st.min_lr_ratio);
@@ -154,51 +132,31 @@ void run_dpo(StageContext& ctx) {
       (r.dpo.loss.sum() / double(st.batch_size)).backward();  // mean over the global batch
       stats.add(r);
     }
-    dist::all_reduce_gradients(ctx.comm, params);  // sync point
-    const double grad_norm = train::clip_grad_norm(params, st.max_grad_norm);
-    optimizer.step(lr);
-    optimizer.zero_grad();
+    const double grad_norm = session.optimizer_step(params, optimizer, lr);
     stats.all_reduce(ctx.comm);
     const int64_t done = step + 1;
-    core::progress_step(done);
     if (!std::isfinite(stats.loss) || !std::isfinite(grad_norm))
       fail("stage '", st.name, "' step ", done, ": loss = ", stats.loss, ", grad norm = ", grad_norm, " (not finite)");
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const bool log_step = done % st.log_every == 0 || done == steps;
-    double tokens = 0;  // chosen + rejected, over the global batch; each is run twice (reference, policy)
-    for (int64_t i : global) {
-      const auto& pair = train_data.pairs[size_t(i)];
-      tokens += double(pair.chosen.size() + pair.rejected.size());
-    }
     auto rec = stats.metrics();
-    progress.update(done, {{"loss", rec["loss"].get<double>()}, {"accuracy", rec["accuracy"].get<double>()},
-                           {"margin", rec["margin"].get<double>()}},
-                    tokens, log_step);
-    if (ctx.is_root() && log_step) {
-      rec["step"] = done;
-      rec["split"] = "train";
-      rec["lr"] = lr;
-      rec["grad_norm"] = grad_norm;
-      rec["pairs_per_s"] = stats.pairs / seconds;
-      log.write(rec);
-    }
-    const bool last = done == steps;
-    if (eval_data && ((st.eval_every > 0 && done % st.eval_every == 0) || last)) {
+    // tokens: chosen + rejected over the global batch; each is run twice (reference, policy)
+    session.show(done, {{"loss", rec["loss"].get<double>()}, {"accuracy", rec["accuracy"].get<double>()},
+                        {"margin", rec["margin"].get<double>()}},
+                 pair_tokens(train_data, global));
+    if (session.log_due(done)) session.record(train_record(rec, done, lr, grad_norm, stats.pairs / seconds));
+    if (eval_data && session.due(st.eval_every, done)) {
       auto ev = evaluate(ctx, m, *eval_data, trainable.active, std::max<int64_t>(micro, 1), pad_id).metrics();
-      ev["step"] = done;
-      ev["split"] = "eval";
-      if (ctx.is_root()) log.write(ev);
+      session.record(eval_record(ev, done));
       ctx.log("step " + std::to_string(done) + " eval accuracy " + std::to_string(ev["accuracy"].get<double>()) +
               " margin " + std::to_string(ev["margin"].get<double>()) + " loss " +
               std::to_string(ev["loss"].get<double>()));
     }
-    if ((st.checkpoint_every > 0 && done % st.checkpoint_every == 0) || last) save_checkpoint(ctx, state, done);
+    session.maybe_checkpoint(done);
   }
-  progress.finish();
+  session.finish();
 
   // ---- output: the adapter (PEFT), loadable like an sft stage's ------------------------------------
-  publish_final(ctx, policy.lineage,
-                [&](const std::string& dir) { lora::save_peft(m, st.name, dir, policy.lineage.base_model); });
+  session.publish(policy);
 }
 
 }  // namespace reglage::trainers
