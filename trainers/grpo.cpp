@@ -124,9 +124,7 @@ class Grpo : public RlAlgorithm {
 }  // namespace
 
 void run_grpo(StageContext& ctx) {
-  Policy policy = load_policy(ctx);
-  Grpo grpo(ctx, policy);
-  run_rl_stage(ctx, policy, grpo);
+  run_rl_stage(ctx, [&](Policy& p) -> std::unique_ptr<RlAlgorithm> { return std::make_unique<Grpo>(ctx, p); });
 }
 
 }  // namespace reglage::trainers

@@ -13,7 +13,6 @@
 #include "framework/io/model_io.h"
 #include "framework/lora/adapter.h"
 #include "framework/model/config.h"
-#include "trainers/stage_traits.h"
 
 namespace reglage::trainers {
 
@@ -70,13 +69,6 @@ Trainable setup_trainable(const StageContext& ctx, model::CausalLM& m) {
       }
   }
   return t;
-}
-
-PreferenceSplits load_preference_splits(const config::StageConfig& st, const Policy& policy) {
-  const auto opt = stage_data_options(st, policy.model->config().max_seq_len);
-  PreferenceSplits out{data::load_preference_jsonl(st.data, *policy.tok, opt), std::nullopt};
-  if (!st.eval_data.empty()) out.eval = data::load_preference_jsonl(st.eval_data, *policy.tok, opt);
-  return out;
 }
 
 train::AdamWConfig adamw_config(const config::StageConfig& st) {

@@ -41,14 +41,6 @@ struct Trainable {
 };
 Trainable setup_trainable(const StageContext& ctx, model::CausalLM& m);
 
-// A preference stage's pairs: `data` and, when given, `eval_data`, read with stage_data_options
-// (stage_traits.h).
-struct PreferenceSplits {
-  data::PreferenceDataset train;
-  std::optional<data::PreferenceDataset> eval;
-};
-PreferenceSplits load_preference_splits(const config::StageConfig& st, const Policy& policy);
-
 train::AdamWConfig adamw_config(const config::StageConfig& st);
 // max_steps, or ceil(rows * epochs / batch_size)
 int64_t total_steps(const config::StageConfig& st, int64_t rows);

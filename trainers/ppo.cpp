@@ -177,9 +177,7 @@ class Ppo : public RlAlgorithm {
 }  // namespace
 
 void run_ppo(StageContext& ctx) {
-  Policy policy = load_policy(ctx);
-  Ppo ppo(ctx, policy);
-  run_rl_stage(ctx, policy, ppo);
+  run_rl_stage(ctx, [&](Policy& p) -> std::unique_ptr<RlAlgorithm> { return std::make_unique<Ppo>(ctx, p); });
 }
 
 }  // namespace reglage::trainers

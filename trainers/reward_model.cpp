@@ -4,7 +4,6 @@
 // stage (or full training) and a scalar head read at each sequence's last token. Loss over the global batch:
 // mean of -log sigmoid(r_chosen - r_rejected - margin). Output in run_dir/<stage>/final/: the adapter (PEFT)
 // or model directory, reward_head.safetensors, and the lineage that makes it loadable alone.
-#include <chrono>
 #include <cmath>
 
 #include "framework/core/error.h"
@@ -47,10 +46,7 @@ struct PairStats {
   }
   // Sums across ranks (collective).
   void all_reduce(dist::Communicator& comm) {
-    auto t = torch::tensor({loss, correct, margin, reward_sum, reward_sq, pairs}, torch::kFloat64);
-    comm.all_reduce_sum(t, "allreduce reward metrics");
-    loss = t[0].item<double>(), correct = t[1].item<double>(), margin = t[2].item<double>();
-    reward_sum = t[3].item<double>(), reward_sq = t[4].item<double>(), pairs = t[5].item<double>();
+    all_reduce_fields(comm, {&loss, &correct, &margin, &reward_sum, &reward_sq, &pairs}, "allreduce reward metrics");
   }
   nlohmann::json metrics() const {
     const double n = std::max(pairs, 1.0), mean = reward_sum / (2 * n);
@@ -77,62 +73,49 @@ PairStats evaluate(StageContext& ctx, model::CausalLM& m, model::ScalarHead& hea
 }  // namespace
 
 void run_reward_model(StageContext& ctx) {
-  const auto& cfg = ctx.pipeline;
   const auto& st = ctx.stage;
-  const int rank = ctx.comm.rank(), world = ctx.comm.size();
 
   // ---- setup: model + adapter + head, data, optimizer, resume -------------------------------------
-  Policy policy = load_policy(ctx);
-  auto& m = policy.model;
-  const auto [train_data, eval_data] = load_preference_splits(st, policy);
-  const int64_t pad_id = std::max<int64_t>(policy.tok->eos_id(), 0);
-  const int64_t steps = total_steps(st, int64_t(train_data.pairs.size()));
-  check_step_memory(ctx, m->config(), 2 * (st.batch_size / world / st.grad_accum), longest_sequence(train_data));
-
+  PreferenceInputs in = load_preference_inputs(ctx);
+  auto& m = in.policy.model;
   Trainable trainable = setup_trainable(ctx, m);
-  model::ScalarHead head(m->config().dim, cfg.seed + 17);
+  model::ScalarHead head(m->config().dim, ctx.pipeline.seed + 17);
   trainable.params.push_back(head->weight);
   trainable.names.push_back("reward_head.weight");
   trainable.params.push_back(head->bias);
   trainable.names.push_back("reward_head.bias");
-  auto& params = trainable.params;
-  train::AdamW optimizer(params, trainable.names, adamw_config(st));
-  data::DataSampler sampler(int64_t(train_data.pairs.size()), cfg.seed);
-  TrainState state{params, trainable.names, optimizer, sampler};
-  StageSession session(ctx, steps, "step");
-  const int64_t start_step = session.resume(state, "training " + std::to_string(steps) + " steps on " +
-                                                       std::to_string(train_data.pairs.size()) + " pairs, " +
-                                                       std::to_string(world) + " rank(s)");
+  train::AdamW optimizer(trainable.params, trainable.names, adamw_config(st));
+  data::DataSampler sampler(int64_t(in.train.pairs.size()), ctx.pipeline.seed);
+  TrainState state{trainable.params, trainable.names, optimizer, sampler};
+  StageSession session(ctx, in.steps, "step");
+  const int64_t start_step = session.resume(state, "training " + std::to_string(in.steps) + " steps on " +
+                                                       std::to_string(in.train.pairs.size()) + " pairs, " +
+                                                       std::to_string(ctx.comm.size()) + " rank(s)");
 
-  // ---- the loop -------------------------------------------------------------------------------------
+  // ---- the loop: Bradley-Terry over this rank's micro-batches, the mean over the global batch ---------
   m->train();
-  const int64_t micro = st.batch_size / world / st.grad_accum;
-  for (int64_t step = start_step; step < steps; ++step) {
-    const auto t0 = std::chrono::steady_clock::now();
-    const double lr = train::scheduled_lr(step, steps, st.lr, st.warmup_steps, st.schedule, st.min_lr_ratio);
-    const auto global = sampler.next_global_batch(st.batch_size);
-    const auto mine = data::shard(global, rank, world);
+  const int64_t micro = st.batch_size / ctx.comm.size() / st.grad_accum;
+  for (int64_t step = start_step; step < in.steps; ++step) {
+    const auto b = session.begin_step(step, sampler);
     PairStats stats;
     for (int64_t k = 0; k < st.grad_accum; ++k) {
-      std::vector<int64_t> chunk(mine.begin() + k * micro, mine.begin() + (k + 1) * micro);
-      auto batch = data::collate_pairs(train_data, chunk, pad_id);
+      auto batch = data::collate_pairs(in.train, b.micro_batch(k, micro), in.pad_id);
       auto [c, r] = pair_rewards(m, head, batch, trainable.active);
       auto loss = bradley_terry_sum(c, r, batch.margin);
-      (loss / double(st.batch_size)).backward();  // mean over the global batch
+      (loss / double(st.batch_size)).backward();
       stats.add(c.detach(), r.detach(), loss.detach());
     }
-    const double grad_norm = session.optimizer_step(params, optimizer, lr);
+    const double grad_norm = session.optimizer_step(trainable.params, optimizer, b.lr);
     stats.all_reduce(ctx.comm);
     const int64_t done = step + 1;
     if (!std::isfinite(stats.loss) || !std::isfinite(grad_norm))
       fail("stage '", st.name, "' step ", done, ": loss = ", stats.loss, ", grad norm = ", grad_norm, " (not finite)");
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    auto rec = stats.metrics();
+    const auto rec = stats.metrics();
     session.show(done, {{"loss", rec["loss"].get<double>()}, {"accuracy", rec["accuracy"].get<double>()}},
-                 pair_tokens(train_data, global));
-    if (session.log_due(done)) session.record(train_record(rec, done, lr, grad_norm, stats.pairs / seconds));
-    if (eval_data && session.due(st.eval_every, done)) {
-      auto ev = evaluate(ctx, m, head, *eval_data, trainable.active, std::max<int64_t>(micro, 1), pad_id).metrics();
+                 pair_tokens(in.train, b.global));
+    if (session.log_due(done)) session.record(train_record(rec, done, b.lr, grad_norm, stats.pairs / b.seconds()));
+    if (in.eval && session.due(st.eval_every, done)) {
+      auto ev = evaluate(ctx, m, head, *in.eval, trainable.active, std::max<int64_t>(micro, 1), in.pad_id).metrics();
       session.record(eval_record(ev, done));
       ctx.log("step " + std::to_string(done) + " eval accuracy " + std::to_string(ev["accuracy"].get<double>()) +
               " loss " + std::to_string(ev["loss"].get<double>()));
@@ -142,7 +125,7 @@ void run_reward_model(StageContext& ctx) {
   session.finish();
 
   // ---- output: adapter or model, and the head ----------------------------------------------------------
-  session.publish(policy, [&](const std::string& dir) {
+  session.publish(in.policy, [&](const std::string& dir) {
     io::write_safetensors(dir + "/reward_head.safetensors", {{"weight", head->weight}, {"bias", head->bias}});
   });
 }

@@ -40,12 +40,15 @@ void IterationSums::all_reduce(dist::Communicator& comm, const std::string& op) 
   for (size_t i = 0; i < v.size(); ++i) v[i] = t[int64_t(i)].item<double>();
 }
 
-void run_rl_stage(StageContext& ctx, Policy& policy, RlAlgorithm& algo) {
+void run_rl_stage(StageContext& ctx, const RlAlgorithmFactory& make_algorithm) {
   const auto& cfg = ctx.pipeline;
   const auto& st = ctx.stage;
   const auto& o = st.ppo;  // the keys ppo and grpo share
   const int rank = ctx.comm.rank(), world = ctx.comm.size();
+  Policy policy = load_policy(ctx);
   auto& m = policy.model;
+  const std::unique_ptr<RlAlgorithm> algorithm = make_algorithm(policy);
+  RlAlgorithm& algo = *algorithm;
 
   // ---- setup: reward (on the shared base when it can), prompts, resume -----------------------------------
   reward::RewardBuildContext reward_ctx{cfg.run_dir, cfg.model.path, m, policy.lineage};

@@ -10,6 +10,8 @@
 // An RlAlgorithm (ppo.cpp, grpo.cpp) supplies the row layout of 1, the passes of 3, all of 4, the update of
 // 5 and its own metrics; run_rl_stage owns the rest (reward source, prompts, resume, the loop, the output).
 #pragma once
+#include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -72,7 +74,9 @@ class RlAlgorithm {
   virtual void write_output(const std::string& /*dir*/) {}
 };
 
-// Runs a ppo or grpo stage to its end with `algo` (whose adapters are already on policy.model).
-void run_rl_stage(StageContext& ctx, Policy& policy, RlAlgorithm& algo);
+// Runs a ppo or grpo stage to its end: loads the policy, has `make_algorithm` put the algorithm's adapters
+// (and heads, optimizers) on it, then runs the iterations and publishes the output.
+using RlAlgorithmFactory = std::function<std::unique_ptr<RlAlgorithm>(Policy& policy)>;
+void run_rl_stage(StageContext& ctx, const RlAlgorithmFactory& make_algorithm);
 
 }  // namespace reglage::trainers

@@ -4,7 +4,6 @@
 // (the stage's LoRA adapter, or the base weights for full training) are summed across ranks, so N ranks
 // compute what one rank would with the same global batch. The loss is the mean cross-entropy over the
 // completion tokens of the whole global batch.
-#include <chrono>
 #include <cmath>
 
 #include "framework/core/error.h"
@@ -42,9 +41,8 @@ double evaluate(StageContext& ctx, model::CausalLM& m, const data::SftDataset& e
 }  // namespace
 
 void run_sft(StageContext& ctx) {
-  const auto& cfg = ctx.pipeline;
   const auto& st = ctx.stage;
-  const int rank = ctx.comm.rank(), world = ctx.comm.size();
+  const int world = ctx.comm.size();
 
   // ---- setup: model, adapters, data, optimizer, resume --------------------------------------------
   Policy policy = load_policy(ctx);
@@ -57,52 +55,44 @@ void run_sft(StageContext& ctx) {
     ctx.warn(st.data + ": " + std::to_string(train_data.skipped) + " malformed rows skipped, " +
              std::to_string(train_data.truncated) + " rows truncated");
   const int64_t pad_id = std::max<int64_t>(policy.tok->eos_id(), 0);
-
   const int64_t steps = total_steps(st, int64_t(train_data.rows.size()));
   check_step_memory(ctx, m->config(), st.batch_size / world / st.grad_accum, longest_sequence(train_data));
-  Trainable trainable = setup_trainable(ctx, m);
-  auto& params = trainable.params;
-  train::AdamW optimizer(params, trainable.names, adamw_config(st));
-  data::DataSampler sampler(int64_t(train_data.rows.size()), cfg.seed);
-  TrainState state{params, trainable.names, optimizer, sampler};
+
   StageSession session(ctx, steps, "step");
+  Trainable trainable = setup_trainable(ctx, m);
+  train::AdamW optimizer(trainable.params, trainable.names, adamw_config(st));
+  data::DataSampler sampler(int64_t(train_data.rows.size()), ctx.pipeline.seed);
+  TrainState state{trainable.params, trainable.names, optimizer, sampler};
   const int64_t start_step = session.resume(state, "training " + std::to_string(steps) + " steps on " +
                                                        std::to_string(train_data.rows.size()) + " rows, " +
                                                        std::to_string(world) + " rank(s)");
 
-  // ---- the loop -------------------------------------------------------------------------------------
+  // ---- the loop: forward/backward over this rank's micro-batches, normalised by the global target count -
   m->train();
   const int64_t micro = st.batch_size / world / st.grad_accum;
   for (int64_t step = start_step; step < steps; ++step) {
-    const auto t0 = std::chrono::steady_clock::now();
-    const double lr = train::scheduled_lr(step, steps, st.lr, st.warmup_steps, st.schedule, st.min_lr_ratio);
-    const auto global = sampler.next_global_batch(st.batch_size);
-    const int64_t targets = data::count_target_tokens(train_data, global);  // same on every rank
-    const auto mine = data::shard(global, rank, world);
-
-    // forward/backward over this rank's micro-batches; the loss is normalised by the global target count
+    const auto b = session.begin_step(step, sampler);
+    const int64_t targets = data::count_target_tokens(train_data, b.global);  // same on every rank
     double loss_sum = 0;
     int64_t input_tokens = 0;
     for (int64_t k = 0; k < st.grad_accum; ++k) {
-      std::vector<int64_t> chunk(mine.begin() + k * micro, mine.begin() + (k + 1) * micro);
-      auto batch = data::collate(train_data, chunk, pad_id);
+      auto batch = data::collate(train_data, b.micro_batch(k, micro), pad_id);
       auto loss = micro_batch_loss_sum(m, batch, trainable.active);
       (loss / double(targets)).backward();
       loss_sum += loss.item<double>();
       input_tokens += batch.valid.sum().item<int64_t>();
     }
-    const double grad_norm = session.optimizer_step(params, optimizer, lr);
+    const double grad_norm = session.optimizer_step(trainable.params, optimizer, b.lr);
 
     const double loss = dist::all_reduce_sum(ctx.comm, loss_sum, "allreduce loss") / double(targets);
     const double tokens = dist::all_reduce_sum(ctx.comm, double(input_tokens), "allreduce tokens");
     if (!std::isfinite(loss) || !std::isfinite(grad_norm))
       fail("stage '", st.name, "' step ", step + 1, ": loss = ", loss, ", grad norm = ", grad_norm, " (not finite)");
     const int64_t done = step + 1;
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (session.log_due(done))
-      session.record({{"step", done}, {"split", "train"}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
-                      {"epoch", sampler.state().epoch}, {"tokens", tokens}, {"tokens_per_s", tokens / seconds}});
-    session.show(done, {{"loss", loss}, {"lr", lr}}, tokens);
+      session.record({{"step", done}, {"split", "train"}, {"loss", loss}, {"lr", b.lr}, {"grad_norm", grad_norm},
+                      {"epoch", sampler.state().epoch}, {"tokens", tokens}, {"tokens_per_s", tokens / b.seconds()}});
+    session.show(done, {{"loss", loss}, {"lr", b.lr}}, tokens);
     if (eval_data && session.due(st.eval_every, done)) {
       const double eval_loss = evaluate(ctx, m, *eval_data, trainable.active, std::max<int64_t>(micro, 1), pad_id);
       session.record({{"step", done}, {"split", "eval"}, {"loss", eval_loss}});

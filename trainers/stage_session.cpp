@@ -32,6 +32,20 @@ int64_t StageSession::resume(TrainState& state, const std::string& fresh_message
   return start_;
 }
 
+StageSession::Step StageSession::begin_step(int64_t step, data::DataSampler& sampler) const {
+  const auto& st = ctx_.stage;
+  Step s;
+  s.start = std::chrono::steady_clock::now();
+  s.lr = train::scheduled_lr(step, total_, st.lr, st.warmup_steps, st.schedule, st.min_lr_ratio);
+  s.global = sampler.next_global_batch(st.batch_size);
+  s.mine = data::shard(s.global, ctx_.comm.rank(), ctx_.comm.size());
+  return s;
+}
+
+double StageSession::Step::seconds() const {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 double StageSession::optimizer_step(const std::vector<torch::Tensor>& params, train::AdamW& optimizer, double lr) {
   dist::all_reduce_gradients(ctx_.comm, params);  // sync point: every rank's gradients summed
   const double grad_norm = train::clip_grad_norm(params, ctx_.stage.max_grad_norm);

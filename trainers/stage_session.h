@@ -13,6 +13,7 @@
 //   }
 //   session.publish(policy);
 #pragma once
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -21,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "framework/data/sft_data.h"
 #include "framework/metrics/metrics_log.h"
 #include "framework/metrics/progress_line.h"
 #include "framework/train/adamw.h"
@@ -46,6 +48,21 @@ class StageSession {
   bool due(int64_t every, int64_t done) const { return (every > 0 && done % every == 0) || done == total_; }
   // A step the trainer logs: every log_every steps and the last.
   bool log_due(int64_t done) const { return done % ctx_.stage.log_every == 0 || done == total_; }
+
+  // The start of step `step` (0-based) of a supervised stage: its learning rate (lr, warmup_steps, schedule),
+  // the sampler's next global batch and this rank's shard of it.
+  struct Step {
+    std::chrono::steady_clock::time_point start;
+    double lr = 0;
+    std::vector<int64_t> global;  // (batch_size) row indices, the same on every rank
+    std::vector<int64_t> mine;    // (batch_size / world) this rank's rows
+    // Micro-batch k of grad_accum, `micro` rows of mine.
+    std::vector<int64_t> micro_batch(int64_t k, int64_t micro) const {
+      return std::vector<int64_t>(mine.begin() + k * micro, mine.begin() + (k + 1) * micro);
+    }
+    double seconds() const;  // since start
+  };
+  Step begin_step(int64_t step, data::DataSampler& sampler) const;
 
   // Sums the gradients of `params` over ranks (sync point), clips them to max_grad_norm, steps the
   // optimizer at `lr` and zeroes the gradients. Returns the norm before clipping.
