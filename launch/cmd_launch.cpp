@@ -106,7 +106,7 @@ struct Launch {
       record = json::object();
     }
     for (const auto& st : cfg.stages) {
-      json s = {{"type", st.type}, {"state", "pending"}};
+      json s = {{"type", config::to_string(st.type)}, {"state", "pending"}};
       if (record.contains("stages") && record["stages"].contains(st.name))
         s["state"] = record["stages"][st.name].value("state", "pending");
       const std::string metrics = checkpoint::RunLayout(cfg.run_dir).metrics(st.name);

@@ -19,7 +19,7 @@ namespace {
 std::unique_ptr<RewardSource> make_source(const config::RewardSpec& spec, RewardBuildContext& ctx,
                                           const std::string& key, const std::string& adapter) {
   try {
-    if (spec.type == "model") {
+    if (spec.type == config::RewardType::kModel) {
       const std::string dir = spec.stage.empty() ? spec.path : checkpoint::RunLayout(ctx.run_dir).final_dir(spec.stage);
       if (!ctx.shared) return make_model_source(dir, spec.batch_size, ctx.base_model);
       bool used = false;
@@ -27,8 +27,8 @@ std::unique_ptr<RewardSource> make_source(const config::RewardSpec& spec, Reward
       ctx.models_shared += used ? 1 : 0;
       return source;
     }
-    if (spec.type == "rules") return make_rules_source(spec.rules);
-    if (spec.type == "http") {
+    if (spec.type == config::RewardType::kRules) return make_rules_source(spec.rules);
+    if (spec.type == config::RewardType::kHttp) {
       HttpRewardConfig http = spec.http;
       if (!spec.token_env.empty()) {
         const char* token = std::getenv(spec.token_env.c_str());
@@ -38,7 +38,7 @@ std::unique_ptr<RewardSource> make_source(const config::RewardSpec& spec, Reward
       }
       return make_http_source(http);
     }
-    if (spec.type == "sum") {
+    if (spec.type == config::RewardType::kSum) {
       std::vector<std::pair<double, std::unique_ptr<RewardSource>>> parts;
       for (size_t i = 0; i < spec.parts.size(); ++i)
         parts.emplace_back(spec.parts[i].weight,
@@ -46,7 +46,7 @@ std::unique_ptr<RewardSource> make_source(const config::RewardSpec& spec, Reward
                                        adapter + "-" + std::to_string(i)));
       return make_sum_source(std::move(parts));
     }
-    fail("type = '", spec.type, "' (expected model, rules, http or sum)");
+    fail("type: missing (expected ", config::choice_list<config::RewardType>(), ")");
   } catch (const Error& e) {
     const std::string what = e.what();
     if (what.rfind(key + ": ", 0) == 0 || what.rfind(key + ".", 0) == 0) throw;  // a nested part named itself

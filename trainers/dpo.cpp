@@ -80,7 +80,8 @@ BatchLoss batch_loss(model::CausalLM& m, const data::PreferenceBatch& batch, con
 DpoStats evaluate(StageContext& ctx, model::CausalLM& m, const data::PreferenceDataset& eval,
                   const model::AdapterSet& active, int64_t batch_size, int64_t pad_id) {
   DpoStats stats;
-  StageSession::evaluate_in_chunks(m, ctx, int64_t(eval.pairs.size()), batch_size, [&](const std::vector<int64_t>& chunk) {
+  const int64_t rows = int64_t(eval.pairs.size());
+  StageSession::evaluate_in_chunks(m, ctx, rows, batch_size, [&](const std::vector<int64_t>& chunk) {
     stats.add(batch_loss(m, data::collate_pairs(eval, chunk, pad_id), active, ctx.stage.dpo));
   });
   stats.all_reduce(ctx.comm);
@@ -101,8 +102,9 @@ void run_dpo(StageContext& ctx) {
   train::AdamW optimizer(trainable.params, trainable.names, adamw_config(st));
   data::DataSampler sampler(int64_t(in.train.pairs.size()), ctx.pipeline.seed);
   TrainState state{trainable.params, trainable.names, optimizer, sampler};
+  const std::string loss_name = config::to_string(st.dpo.loss);
   const int64_t start_step = session.resume(
-      state, "dpo (" + st.dpo.loss + ", beta " + std::to_string(st.dpo.beta) + "): " + std::to_string(in.steps) +
+      state, "dpo (" + loss_name + ", beta " + std::to_string(st.dpo.beta) + "): " + std::to_string(in.steps) +
                  " steps on " + std::to_string(in.train.pairs.size()) + " pairs, " + std::to_string(world) +
                  " rank(s)");
 

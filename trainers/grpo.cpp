@@ -48,7 +48,7 @@ class Grpo : public RlAlgorithm {
   TrainState train_state(data::DataSampler& sampler, nlohmann::json* extra) override {
     return {trainable_.params, trainable_.names, optimizer_, sampler, nullptr, extra};
   }
-  std::string kl_estimator() const override { return "k3"; }
+  config::KlEstimator kl_estimator() const override { return config::KlEstimator::kK3; }
   size_t own_stats() const override { return kGrpoStatsEnd - kCommonStats; }
 
   // This rank's whole prompts, each group_size times: a group is group_size consecutive rows.

@@ -9,8 +9,6 @@
 #include "framework/checkpoint/run_lock.h"
 #include "framework/config/config_error.h"
 #include "framework/config/pipeline_config.h"
-#include "framework/data/preference_data.h"
-#include "framework/data/sft_data.h"
 #include "framework/io/model_io.h"
 #include "framework/core/error.h"
 #include "framework/core/file_util.h"
@@ -154,12 +152,13 @@ void run_pipeline(const RunOptions& opt, dist::Communicator& comm) {
         continue;
       }
     }
-    entry = {{"type", st.type}, {"state", "running"}, {"config_hash", hash}};
+    entry = {{"type", config::to_string(st.type)}, {"state", "running"}, {"config_hash", hash}};
     save_record();
     if (root) fs::create_directories(ctx.stage_dir());
     comm.barrier("stage start");
     stage_traits(st.type).run(ctx);
-    entry = {{"type", st.type}, {"state", "done"}, {"config_hash", hash}, {"output", ctx.final_dir()}};
+    entry = {{"type", config::to_string(st.type)}, {"state", "done"}, {"config_hash", hash},
+             {"output", ctx.final_dir()}};
     save_record();
   }
   comm.barrier("pipeline end");

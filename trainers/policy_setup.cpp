@@ -46,7 +46,7 @@ Trainable setup_trainable(const StageContext& ctx, model::CausalLM& m) {
   const auto& cfg = ctx.pipeline;
   const auto& st = ctx.stage;
   Trainable t;
-  if (st.train == "lora") {
+  if (st.train == config::TrainMode::kLora) {
     lora::LoraConfig lc;
     lc.rank = cfg.lora.rank;
     lc.alpha = cfg.lora.alpha;
@@ -60,7 +60,7 @@ Trainable setup_trainable(const StageContext& ctx, model::CausalLM& m) {
     }
     t.active = {st.name};
   } else {
-    const auto mode = st.train == "full" ? lora::TrainMode::kFull : lora::TrainMode::kFullFreezeLower;
+    const auto mode = st.train == config::TrainMode::kFull ? lora::TrainMode::kFull : lora::TrainMode::kFullFreezeLower;
     lora::set_trainable(m, mode, "", st.freeze_layers);
     for (const auto& item : m->named_parameters())
       if (item.value().requires_grad()) {

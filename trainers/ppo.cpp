@@ -82,7 +82,7 @@ class Ppo : public RlAlgorithm {
   void save_extra(nlohmann::json& extra) const override { extra["kl_coef"] = kl_ctl_.coef(); }
   void restore_extra(const nlohmann::json& extra) override { kl_ctl_.set_coef(extra.at("kl_coef").get<double>()); }
   model::AdapterSet critic() const override { return {critic_}; }
-  std::string kl_estimator() const override { return o_.kl_estimator; }
+  config::KlEstimator kl_estimator() const override { return o_.kl_estimator; }
   size_t own_stats() const override { return kPpoStatsEnd - kCommonStats; }
 
   // Each prompt samples_per_prompt times, then sharded: a prompt's samples may span ranks.

@@ -61,7 +61,8 @@ struct PairStats {
 PairStats evaluate(StageContext& ctx, model::CausalLM& m, model::ScalarHead& head, const data::PreferenceDataset& eval,
                    const model::AdapterSet& active, int64_t batch_size, int64_t pad_id) {
   PairStats stats;
-  StageSession::evaluate_in_chunks(m, ctx, int64_t(eval.pairs.size()), batch_size, [&](const std::vector<int64_t>& chunk) {
+  const int64_t rows = int64_t(eval.pairs.size());
+  StageSession::evaluate_in_chunks(m, ctx, rows, batch_size, [&](const std::vector<int64_t>& chunk) {
     auto batch = data::collate_pairs(eval, chunk, pad_id);
     auto [c, r] = pair_rewards(m, head, batch, active);
     stats.add(c, r, bradley_terry_sum(c, r, batch.margin));

@@ -142,22 +142,23 @@ void run_rl_stage(StageContext& ctx, const RlAlgorithmFactory& make_algorithm) {
     const double iter_s = seconds_since(t_iter);
     warn_reward_hacking(ctx, done, kl_per_seq, length);
     if (session.log_due(done)) {
-      const nlohmann::json common = {{"step", done},
-                  {"split", "train"},
-                  {"reward_mean", reward_mean},
-                  {"reward_std", std::sqrt(std::max(0.0, sums[kRewardSq] / responses - reward_mean * reward_mean))},
-                  {"kl", kl_per_seq},
-                  {"entropy", sums[kEntropy] / minibatches},
-                  {"policy_loss", sums[kPolicyLoss] / minibatches},
-                  {"clip_fraction", sums[kClipFrac] / minibatches},
-                  {"response_length", length},
-                  {"actor_lr", info.actor_lr},
-                  {"time_generate_s", gen_s},
-                  {"time_score_s", score_s},
-                  {"time_reference_s", reference_s},
-                  {"time_train_s", train_s},
-                  {"generate_tokens_per_s", sums[kTokens] / std::max(gen_s, 1e-9)},
-                  {"tokens_per_s", (sums[kTokens] + sums[kPromptTokens]) / std::max(iter_s, 1e-9)}};
+      const nlohmann::json common = {
+          {"step", done},
+          {"split", "train"},
+          {"reward_mean", reward_mean},
+          {"reward_std", std::sqrt(std::max(0.0, sums[kRewardSq] / responses - reward_mean * reward_mean))},
+          {"kl", kl_per_seq},
+          {"entropy", sums[kEntropy] / minibatches},
+          {"policy_loss", sums[kPolicyLoss] / minibatches},
+          {"clip_fraction", sums[kClipFrac] / minibatches},
+          {"response_length", length},
+          {"actor_lr", info.actor_lr},
+          {"time_generate_s", gen_s},
+          {"time_score_s", score_s},
+          {"time_reference_s", reference_s},
+          {"time_train_s", train_s},
+          {"generate_tokens_per_s", sums[kTokens] / std::max(gen_s, 1e-9)},
+          {"tokens_per_s", (sums[kTokens] + sums[kPromptTokens]) / std::max(iter_s, 1e-9)}};
       rec.update(common);
       session.record(rec);
     }

@@ -54,7 +54,7 @@ class RlAlgorithm {
   virtual void restore_extra(const nlohmann::json& /*extra*/) {}
   // The critic's adapter, for RolloutSpec::critic; none without a critic.
   virtual model::AdapterSet critic() const { return {}; }
-  virtual std::string kl_estimator() const = 0;  // the per-token KL estimate of step 3
+  virtual config::KlEstimator kl_estimator() const = 0;  // the per-token KL estimate of step 3
   // How many IterationSums slots the algorithm adds.
   virtual size_t own_stats() const = 0;
 

@@ -29,7 +29,8 @@ torch::Tensor micro_batch_loss_sum(model::CausalLM& m, const data::SftBatch& bat
 double evaluate(StageContext& ctx, model::CausalLM& m, const data::SftDataset& eval, const model::AdapterSet& active,
                 int64_t batch_size, int64_t pad_id) {
   double loss_sum = 0;
-  StageSession::evaluate_in_chunks(m, ctx, int64_t(eval.rows.size()), batch_size, [&](const std::vector<int64_t>& chunk) {
+  const int64_t rows = int64_t(eval.rows.size());
+  StageSession::evaluate_in_chunks(m, ctx, rows, batch_size, [&](const std::vector<int64_t>& chunk) {
     loss_sum += micro_batch_loss_sum(m, data::collate(eval, chunk, pad_id), active).item<double>();
   });
   std::vector<int64_t> all(eval.rows.size());

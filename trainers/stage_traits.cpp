@@ -10,21 +10,22 @@
 namespace reglage::trainers {
 
 const std::vector<StageTraits>& all_stage_traits() {
+  using config::StageType;
   static const std::vector<StageTraits> table = {
-      // type            trainer           policy  data
-      {"sft",          run_sft,          true,   DataKind::kRows},
-      {"reward_model", run_reward_model, false,  DataKind::kPairs},
-      {"ppo",          run_ppo,          true,   DataKind::kPrompts},
-      {"dpo",          run_dpo,          true,   DataKind::kPairs},
-      {"grpo",         run_grpo,         true,   DataKind::kPrompts},
+      // type                   trainer           policy  data
+      {StageType::kSft,         run_sft,          true,   DataKind::kRows},
+      {StageType::kRewardModel, run_reward_model, false,  DataKind::kPairs},
+      {StageType::kPpo,         run_ppo,          true,   DataKind::kPrompts},
+      {StageType::kDpo,         run_dpo,          true,   DataKind::kPairs},
+      {StageType::kGrpo,        run_grpo,         true,   DataKind::kPrompts},
   };
   return table;
 }
 
-const StageTraits& stage_traits(const std::string& type) {
+const StageTraits& stage_traits(config::StageType type) {
   for (const auto& t : all_stage_traits())
     if (t.type == type) return t;
-  fail("stage type '", type, "' has no trainer");
+  fail("stage type '", config::to_string(type), "' has no row in the stage table");  // a row missing above
 }
 
 std::optional<LimitProblem> data_limit_problem(const config::StageConfig& st, int64_t context) {
@@ -42,7 +43,8 @@ std::optional<LimitProblem> data_limit_problem(const config::StageConfig& st, in
 }
 
 data::SftDataOptions stage_data_options(const config::StageConfig& st, int64_t context) {
-  if (auto problem = data_limit_problem(st, context)) fail("stage '", st.name, "': ", problem->field, " = ", problem->message);
+  if (auto problem = data_limit_problem(st, context))
+    fail("stage '", st.name, "': ", problem->field, " = ", problem->message);
   data::SftDataOptions opt;
   opt.chat_template = st.chat_template;
   opt.skip_bad_rows = st.skip_bad_rows;
@@ -59,8 +61,9 @@ data::SftDataOptions stage_data_options(const config::StageConfig& st, int64_t c
 namespace {
 
 // Rule lists compile (regexes), in sum parts too.
-void validate_rules(const config::RewardSpec& spec, const std::string& key, std::vector<config::ConfigProblem>& problems) {
-  if (spec.type == "rules") {
+void validate_rules(const config::RewardSpec& spec, const std::string& key,
+                    std::vector<config::ConfigProblem>& problems) {
+  if (spec.type == config::RewardType::kRules) {
     try {
       reward::make_rules_source(spec.rules);
     } catch (const Error& e) {

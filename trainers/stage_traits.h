@@ -1,7 +1,7 @@
 // What the pipeline knows about each stage type, in one table: its trainer, whether its output is a policy,
 // whether its data rows are prompts, and the pre-run check of its inputs. The pre-run check (pipeline.cpp)
 // and the trainers read data through the same stage_data_options, so they keep and drop the same rows.
-// Adding a stage type: a trainer file, one row in stage_traits.cpp, and the name in config/.
+// Adding a stage type: a trainer file, one row in stage_traits.cpp, and the enum value in config/choices.h.
 #pragma once
 #include <optional>
 #include <string>
@@ -22,7 +22,7 @@ enum class DataKind {
 };
 
 struct StageTraits {
-  std::string type;      // as written in `type:`
+  config::StageType type;
   StageRunner run;       // the trainer
   bool produces_policy;  // final/ holds a policy (what export and eval-stage take); false: a reward model
   DataKind data;
@@ -31,8 +31,8 @@ struct StageTraits {
 
 // Every stage type, in the order the docs list them.
 const std::vector<StageTraits>& all_stage_traits();
-// The row of `type`; throws naming the type when there is none (config validation rules that out).
-const StageTraits& stage_traits(const std::string& type);
+// The row of `type` (every StageType has one).
+const StageTraits& stage_traits(config::StageType type);
 
 // A length limit a stage's settings break against the model's context, or nothing. Rows and pairs: max_seq_len
 // must not exceed the context. Prompts: min(max_seq_len or the context, the context) - max_new_tokens must

@@ -66,16 +66,16 @@ void emit_rule(YAML::Emitter& out, const RuleConfig& r) {
 // token_env names the variable instead.
 void emit_reward(YAML::Emitter& out, const RewardSpec& r, bool top_level) {
   out << YAML::BeginMap;
-  out << YAML::Key << "type" << YAML::Value << r.type;
+  out << YAML::Key << "type" << YAML::Value << (r.type ? to_string(*r.type) : "");
   if (!top_level) out << YAML::Key << "weight" << YAML::Value << format_double(r.weight);
-  if (r.type == "model") {
+  if (r.type == RewardType::kModel) {
     out << YAML::Key << (r.stage.empty() ? "path" : "stage") << YAML::Value << (r.stage.empty() ? r.path : r.stage);
     out << YAML::Key << "batch_size" << YAML::Value << r.batch_size;
-  } else if (r.type == "rules") {
+  } else if (r.type == RewardType::kRules) {
     out << YAML::Key << "rules" << YAML::Value << YAML::BeginSeq;
     for (const RuleConfig& rule : r.rules) emit_rule(out, rule);
     out << YAML::EndSeq;
-  } else if (r.type == "http") {
+  } else if (r.type == RewardType::kHttp) {
     const HttpRewardConfig& h = r.http;
     out << YAML::Key << "url" << YAML::Value << h.url;
     out << YAML::Key << "timeout_s" << YAML::Value << format_double(h.timeout_s);
@@ -84,7 +84,7 @@ void emit_reward(YAML::Emitter& out, const RewardSpec& r, bool top_level) {
     out << YAML::Key << "backoff_s" << YAML::Value << format_double(h.backoff_s);
     out << YAML::Key << "batch_size" << YAML::Value << h.batch_size;
     if (!r.token_env.empty()) out << YAML::Key << "token_env" << YAML::Value << r.token_env;
-  } else if (r.type == "sum") {
+  } else if (r.type == RewardType::kSum) {
     out << YAML::Key << "parts" << YAML::Value << YAML::BeginSeq;
     for (const RewardSpec& part : r.parts) emit_reward(out, part, false);
     out << YAML::EndSeq;
@@ -110,7 +110,7 @@ void emit_ppo(YAML::Emitter& out, const PpoSettings& o) {
   real("kl_coef", o.kl_coef);
   real("kl_target", o.kl_target);
   real("kl_horizon", o.kl_horizon);
-  out << YAML::Key << "kl_estimator" << YAML::Value << o.kl_estimator;
+  out << YAML::Key << "kl_estimator" << YAML::Value << to_string(o.kl_estimator);
   real("gamma", o.gamma);
   real("lam", o.lam);
   real("clip_range", o.clip_range);
@@ -152,16 +152,16 @@ void emit_stage(YAML::Emitter& out, const StageConfig& s) {
   auto flag = [&](const char* k, bool v) { out << YAML::Key << k << YAML::Value << v; };
   out << YAML::BeginMap;
   str("name", s.name);
-  str("type", s.type);
+  str("type", to_string(s.type));
   str("data", s.data);
   str("eval_data", s.eval_data);
-  if (s.type == "ppo") {
+  if (s.type == StageType::kPpo) {
     emit_ppo(out, s.ppo);
-  } else if (s.type == "grpo") {
-    str("train", s.train);
+  } else if (s.type == StageType::kGrpo) {
+    str("train", to_string(s.train));
     emit_grpo(out, s.grpo, s.ppo);
   } else {
-    str("train", s.train);
+    str("train", to_string(s.train));
     num("freeze_layers", s.freeze_layers);
     num("max_steps", s.max_steps);
     num("epochs", s.epochs);
@@ -174,7 +174,7 @@ void emit_stage(YAML::Emitter& out, const StageConfig& s) {
   real("adam_beta2", s.adam_beta2);
   real("adam_eps", s.adam_eps);
   num("warmup_steps", s.warmup_steps);
-  str("schedule", s.schedule);
+  str("schedule", to_string(s.schedule));
   real("min_lr_ratio", s.min_lr_ratio);
   real("max_grad_norm", s.max_grad_norm);
   num("checkpoint_every", s.checkpoint_every);
@@ -184,15 +184,15 @@ void emit_stage(YAML::Emitter& out, const StageConfig& s) {
   str("init_from", s.init_from);
   str("chat_template", s.chat_template);
   num("max_seq_len", s.max_seq_len);
-  if (s.type != "ppo" && s.type != "grpo") flag("truncate", s.truncate);
+  if (s.type != StageType::kPpo && s.type != StageType::kGrpo) flag("truncate", s.truncate);
   flag("skip_bad_rows", s.skip_bad_rows);
-  if (s.type == "ppo" || s.type == "grpo") {
+  if (s.type == StageType::kPpo || s.type == StageType::kGrpo) {
     out << YAML::Key << "reward" << YAML::Value;
     emit_reward(out, s.reward, true);
   }
-  if (s.type == "dpo") {  // only dpo stages: the other stages' emitted config (and hash) stays as it was
+  if (s.type == StageType::kDpo) {  // only dpo stages: the other stages' emitted config (and hash) stays as it was
     real("beta", s.dpo.beta);
-    str("loss", s.dpo.loss);
+    str("loss", to_string(s.dpo.loss));
     real("label_smoothing", s.dpo.label_smoothing);
     real("rpo_alpha", s.dpo.rpo_alpha);
   }

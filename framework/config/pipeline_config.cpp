@@ -13,11 +13,11 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
 #include "framework/config/config_error.h"
-#include "framework/config/stage_types.h"
 #include "framework/config/yaml_reader.h"
 
 namespace reglage::config {
@@ -243,6 +243,15 @@ class Loader : public YamlReader {
 
  private:
   std::set<std::string> stage_bad_;                  // stages that are not mappings
+  std::map<std::string, std::string> type_texts_;    // "stages[i]" -> its type as written ("" = absent)
+
+  // The stage's type; none when absent or unknown (then only the checks common to all types run).
+  std::optional<StageType> type_of(const std::string& p) const {
+    StageType t;
+    auto it = type_texts_.find(p);
+    if (it == type_texts_.end() || !parse_choice(it->second, t)) return std::nullopt;
+    return t;
+  }
 
 
   void read_seed(const YAML::Node& root, uint64_t& out) {
@@ -296,17 +305,20 @@ class Loader : public YamlReader {
       return s;
     }
     section_marks_[p] = node.Mark();
-    read_string(node, p, "type", s.type);
+    std::string type;  // as written: an unknown type still gets the key checks of an untyped stage
+    read_string(node, p, "type", type);
+    type_texts_[p] = type;
+    parse_choice(type, s.type);
     std::vector<std::string> valid = kStageKeys;
     for (const auto* keys : {&kPpoKeys, &kDpoKeys, &kGrpoKeys})
       for (const std::string& key : *keys)
         if (!contains(valid, key)) valid.push_back(key);
     check_keys(node, p, valid);
-    check_stage_type_keys(node, p, s.type);
+    check_stage_type_keys(node, p, type);
     read_string(node, p, "name", s.name);
     read_string(node, p, "data", s.data);
     read_string(node, p, "eval_data", s.eval_data);
-    read_string(node, p, "train", s.train);
+    read_choice(node, p, "train", s.train);
     read_int(node, p, "freeze_layers", s.freeze_layers);
     read_int(node, p, "max_steps", s.max_steps);
     read_int(node, p, "epochs", s.epochs);
@@ -318,7 +330,7 @@ class Loader : public YamlReader {
     read_double(node, p, "adam_beta2", s.adam_beta2);
     read_double(node, p, "adam_eps", s.adam_eps);
     read_int(node, p, "warmup_steps", s.warmup_steps);
-    read_string(node, p, "schedule", s.schedule);
+    read_choice(node, p, "schedule", s.schedule);
     read_double(node, p, "min_lr_ratio", s.min_lr_ratio);
     read_double(node, p, "max_grad_norm", s.max_grad_norm);
     read_int(node, p, "checkpoint_every", s.checkpoint_every);
@@ -333,9 +345,9 @@ class Loader : public YamlReader {
     const YAML::Node reward = lookup(node, "reward");
     if (reward.IsDefined() && !reward.IsNull()) read_reward(*this, reward, p + ".reward", s.reward, /*top_level=*/true);
     read_ppo(node, p, s.ppo);
-    read_double(node, p, "beta", s.type == "grpo" ? s.grpo.beta : s.dpo.beta);
+    read_double(node, p, "beta", type == "grpo" ? s.grpo.beta : s.dpo.beta);
     read_int(node, p, "group_size", s.grpo.group_size);
-    read_string(node, p, "loss", s.dpo.loss);
+    read_choice(node, p, "loss", s.dpo.loss);
     read_double(node, p, "label_smoothing", s.dpo.label_smoothing);
     read_double(node, p, "rpo_alpha", s.dpo.rpo_alpha);
     return s;
@@ -455,7 +467,7 @@ class Loader : public YamlReader {
     read_double(node, p, "kl_coef", o.kl_coef);
     read_double(node, p, "kl_target", o.kl_target);
     read_double(node, p, "kl_horizon", o.kl_horizon);
-    read_string(node, p, "kl_estimator", o.kl_estimator);
+    read_choice(node, p, "kl_estimator", o.kl_estimator);
     read_double(node, p, "gamma", o.gamma);
     read_double(node, p, "lam", o.lam);
     read_double(node, p, "clip_range", o.clip_range);
@@ -485,7 +497,6 @@ class Loader : public YamlReader {
     check(k("kl_coef"), o.kl_coef >= 0, o.kl_coef, "must be >= 0");
     check(k("kl_target"), o.kl_target >= 0, o.kl_target, "must be >= 0; 0 = fixed kl_coef");
     check(k("kl_horizon"), o.kl_horizon > 0, o.kl_horizon, "must be > 0");
-    check_choice(k("kl_estimator"), o.kl_estimator, {"k1", "k3"});
     check(k("gamma"), o.gamma >= 0 && o.gamma <= 1, o.gamma, "must be in [0, 1]");
     check(k("lam"), o.lam >= 0 && o.lam <= 1, o.lam, "must be in [0, 1]");
     check(k("clip_range"), o.clip_range > 0, o.clip_range, "must be > 0");
@@ -508,7 +519,7 @@ class Loader : public YamlReader {
     if (o.minibatch_size > 0 && responses > 0)
       check(k("minibatch_size"), responses % o.minibatch_size == 0, o.minibatch_size,
             "must divide rollout_batch_size x samples_per_prompt = " + std::to_string(responses));
-    if (s.reward.type.empty() && !bad_.count(k("reward")))
+    if (text_of(k("reward.type")).empty() && !bad_.count(k("reward")))
       add(k("reward"), mark_of(k("reward")), "required: the reward to optimise, e.g. {type: model, stage: rm}");
   }
 
@@ -529,7 +540,7 @@ class Loader : public YamlReader {
     check_max(k("entropy_coef"), o.entropy_coef, kMaxCoef);
     check_max(k("actor_lr"), o.actor_lr, 1.0, " (a peak learning rate)");
     check_max(k("warn_response_length"), o.warn_response_length, kMaxSeqLen);
-    if (s.type == "grpo") {
+    if (s.type == StageType::kGrpo) {
       check_max(k("group_size"), s.grpo.group_size, kMaxSamples);
       check_max(k("beta"), s.grpo.beta, kMaxCoef);
       return;
@@ -567,7 +578,7 @@ class Loader : public YamlReader {
     check(k("warn_kl"), o.warn_kl >= 0, o.warn_kl, "must be >= 0; 0 = off");
     check(k("warn_response_length"), o.warn_response_length >= 0, o.warn_response_length, "must be >= 0; 0 = off");
     check_rollout_bounds(s, p);
-    check(k("train"), s.train == "lora", s.train,
+    check(k("train"), s.train == TrainMode::kLora, to_string(s.train),
           "grpo stages train a LoRA adapter: the reference policy is the model with the adapter off");
     if (o.rollout_batch_size > 0 && world_size > 0)
       check(k("rollout_batch_size"), o.rollout_batch_size % world_size == 0, o.rollout_batch_size,
@@ -580,7 +591,7 @@ class Loader : public YamlReader {
     if (o.minibatch_size > 0 && o.rollout_batch_size > 0 && g.group_size >= 2)
       check(k("minibatch_size"), responses % o.minibatch_size == 0, o.minibatch_size,
             "must divide rollout_batch_size x group_size = " + std::to_string(responses));
-    if (s.reward.type.empty() && !bad_.count(k("reward")))
+    if (text_of(k("reward.type")).empty() && !bad_.count(k("reward")))
       add(k("reward"), mark_of(k("reward")), "required: the reward to optimise, e.g. {type: rules, rules: [...]}");
   }
 
@@ -590,15 +601,14 @@ class Loader : public YamlReader {
     check(k("beta"), o.beta > 0, o.beta, "must be > 0");
     check_max(k("beta"), o.beta, kMaxCoef);
     check_max(k("rpo_alpha"), o.rpo_alpha, kMaxCoef);
-    check_choice(k("loss"), o.loss, {"sigmoid", "ipo", "cdpo"});
     check(k("rpo_alpha"), o.rpo_alpha >= 0, o.rpo_alpha, "must be >= 0 (0 = no NLL term)");
-    if (o.loss == "cdpo")
+    if (o.loss == LossType::kCdpo)
       check(k("label_smoothing"), o.label_smoothing > 0 && o.label_smoothing < 0.5, o.label_smoothing,
             "must be in (0, 0.5) with loss: cdpo");
     else
       check(k("label_smoothing"), o.label_smoothing == 0, o.label_smoothing,
-            "only loss: cdpo uses it (this stage's loss is " + o.loss + ")");
-    check(k("train"), s.train == "lora", s.train,
+            "only loss: cdpo uses it (this stage's loss is " + std::string(to_string(o.loss)) + ")");
+    check(k("train"), s.train == TrainMode::kLora, to_string(s.train),
           "dpo stages train a LoRA adapter: the reference policy is the model with the adapter off");
   }
 
@@ -622,9 +632,10 @@ class Loader : public YamlReader {
       const std::string p = "stages[" + std::to_string(i) + "]";
       if (stage_bad_.count(p)) continue;
       validate_stage(c.stages[i], i, p, first_index, names, world_size);
-      if (c.stages[i].type == "dpo") validate_dpo(c.stages[i], p);
-      if (c.stages[i].type == "ppo" || c.stages[i].type == "grpo") {
-        if (c.stages[i].type == "ppo") validate_ppo(c.stages[i], p, world_size);
+      const std::optional<StageType> type = type_of(p);
+      if (type == StageType::kDpo) validate_dpo(c.stages[i], p);
+      if (type == StageType::kPpo || type == StageType::kGrpo) {
+        if (type == StageType::kPpo) validate_ppo(c.stages[i], p, world_size);
         else validate_grpo(c.stages[i], p, world_size);
         validate_reward_stages(*this, c.stages[i].reward, p + ".reward", &c, i);
       }
@@ -646,11 +657,11 @@ class Loader : public YamlReader {
       const size_t first = first_index.at(s.name);
       check(k("name"), first == index, s.name, "repeated stage name; stages[" + std::to_string(first) + "] has it too");
     }
-    if (s.type.empty()) {
-      if (!bad_.count(k("type"))) add(k("type"), mark_of(k("type")), "required (" + one_of(known_stage_types()) + ")");
+    const std::optional<StageType> type = type_of(p);
+    if (type_texts_.at(p).empty()) {
+      if (!bad_.count(k("type"))) add(k("type"), mark_of(k("type")), "required (" + choice_list<StageType>() + ")");
     } else {
-      check(k("type"), contains(known_stage_types(), s.type), s.type,
-            "unknown stage type; expected " + one_of(known_stage_types()));
+      check(k("type"), type.has_value(), type_texts_.at(p), "unknown stage type; expected " + choice_list<StageType>());
     }
     if (s.data.empty()) {
       if (!bad_.count(k("data"))) add(k("data"), mark_of(k("data")), "required (the training JSONL)");
@@ -658,12 +669,11 @@ class Loader : public YamlReader {
       check_exists(k("data"), s.data);
     }
     if (check_data_files) check_exists(k("eval_data"), s.eval_data);
-    check_choice(k("train"), s.train, {"lora", "full", "full_freeze_lower"});
     check(k("freeze_layers"), s.freeze_layers >= 0, s.freeze_layers, "must be >= 0");
     check_max(k("freeze_layers"), s.freeze_layers, kMaxLayers);
-    check(k("freeze_layers"), s.freeze_layers <= 0 || s.train == "full_freeze_lower", s.freeze_layers,
+    check(k("freeze_layers"), s.freeze_layers <= 0 || s.train == TrainMode::kFullFreezeLower, s.freeze_layers,
           "only with train: full_freeze_lower");
-    if (s.type != "ppo" && s.type != "grpo") {  // these count iterations and rollouts instead (validate_ppo/grpo)
+    if (type != StageType::kPpo && type != StageType::kGrpo) {  // these count iterations and rollouts instead (validate_ppo/grpo)
       check(k("max_steps"), s.max_steps >= 0, s.max_steps, "must be >= 0");
       check(k("epochs"), s.epochs >= 0, s.epochs, "must be >= 0");
       check_max(k("max_steps"), s.max_steps, kMaxSteps);
@@ -696,7 +706,6 @@ class Loader : public YamlReader {
     check(k("adam_eps"), s.adam_eps < 1, s.adam_eps, "must be < 1 (it guards a division; typical 1e-8)");
     check(k("warmup_steps"), s.warmup_steps >= 0, s.warmup_steps, "must be >= 0");
     check_max(k("warmup_steps"), s.warmup_steps, kMaxSteps);
-    check_choice(k("schedule"), s.schedule, {"cosine", "linear", "constant"});
     check(k("min_lr_ratio"), s.min_lr_ratio >= 0 && s.min_lr_ratio <= 1, s.min_lr_ratio, "must be in [0, 1]");
     check(k("max_grad_norm"), s.max_grad_norm >= 0, s.max_grad_norm, "must be >= 0; 0 = off");
     check_max(k("max_grad_norm"), s.max_grad_norm, kMaxGradNorm);

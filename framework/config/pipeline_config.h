@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "framework/config/choices.h"
 #include "framework/config/reward_config.h"
 
 namespace reglage::config {
@@ -43,7 +44,7 @@ struct PpoSettings {
   double kl_coef = 0.05;            // initial KL penalty coefficient, >= 0
   double kl_target = 0.0;           // > 0: adaptive coefficient aiming at this KL per sequence; 0 = fixed
   double kl_horizon = 10000;        // adaptive KL horizon in responses, > 0
-  std::string kl_estimator = "k1";  // k1 | k3: per-token KL estimate against the reference
+  KlEstimator kl_estimator = KlEstimator::kK1;  // k1 | k3: per-token KL estimate against the reference
   double gamma = 1.0;               // GAE discount, [0, 1]
   double lam = 0.95;                // GAE lambda, [0, 1]
   double clip_range = 0.2;          // policy ratio clipping, > 0
@@ -60,7 +61,7 @@ struct PpoSettings {
 // LoRA adapter off, so dpo stages train a LoRA adapter.
 struct DpoSettings {
   double beta = 0.1;                // strength of the implicit KL to the reference, > 0
-  std::string loss = "sigmoid";     // sigmoid (DPO) | ipo | cdpo
+  LossType loss = LossType::kSigmoid;  // sigmoid (DPO) | ipo | cdpo
   double label_smoothing = 0.0;     // cdpo: the assumed share of flipped labels, in (0, 0.5); else 0
   double rpo_alpha = 0.0;           // weight of the chosen response's per-token NLL added to the loss
                                     // (RPO, Pang et al. 2024; TRL's rpo_alpha), >= 0; 0 = plain DPO
@@ -80,10 +81,10 @@ struct GrpoSettings {
 
 struct StageConfig {
   std::string name;                 // unique, [A-Za-z0-9_-]+ (required)
-  std::string type;                 // sft | reward_model | ppo | dpo | grpo (required)
+  StageType type = StageType::kSft; // sft | reward_model | ppo | dpo | grpo (required)
   std::string data;                 // training JSONL; for ppo and grpo the prompts (required, must exist)
   std::string eval_data;            // optional held-out JSONL (must exist when given)
-  std::string train = "lora";       // lora | full | full_freeze_lower
+  TrainMode train = TrainMode::kLora;  // lora | full | full_freeze_lower
   int64_t freeze_layers = 0;        // with full_freeze_lower: embedding + first K layers frozen
   int64_t max_steps = 0;            // optimizer steps; exactly one of max_steps / epochs is > 0
   int64_t epochs = 0;               // passes over the data (steps = ceil(rows * epochs / batch_size))
@@ -95,7 +96,7 @@ struct StageConfig {
   double adam_beta2 = 0.999;        // [0, 1)
   double adam_eps = 1e-8;           // > 0
   int64_t warmup_steps = 0;         // linear warm-up from 0, >= 0
-  std::string schedule = "cosine";  // cosine | linear | constant (after warm-up)
+  Schedule schedule = Schedule::kCosine;  // cosine | linear | constant (after warm-up)
   double min_lr_ratio = 0.0;        // the schedule ends at lr * min_lr_ratio, [0, 1]
   double max_grad_norm = 1.0;       // clip by global norm; 0 = off
   int64_t checkpoint_every = 0;     // steps between checkpoints; 0 = only at the end

@@ -22,7 +22,7 @@ constexpr int64_t kMaxRetries = 100;
 constexpr double kMaxBackoffS = 3600;
 constexpr int64_t kMaxChars = 1000000000;
 
-const std::vector<std::string> kRewardTypes = {"model", "rules", "http", "sum"};
+const std::vector<std::string> kRewardTypes = choice_names<RewardType>();
 const std::vector<std::string> kRuleKinds = {"regex", "not_regex", "contains", "excludes", "exact_reference", "length"};
 const std::vector<std::string> kRuleKeys = {"principle", "kind",           "weight",     "pattern",   "words",
                                             "case_sensitive", "whole_word", "min_chars", "max_chars",
@@ -140,13 +140,16 @@ void read_reward(YamlReader& r, const YAML::Node& node, const std::string& p, Re
     r.add(p, node.Mark(), "= " + describe(node) + " (expected a mapping with type: " + one_of(kRewardTypes) + ")");
     return;
   }
-  r.read_string(node, p, "type", out.type);
-  r.check_section(node, p, reward_keys(out.type, top_level));
+  std::string type;  // as written; an unknown type allows every type's keys
+  r.read_string(node, p, "type", type);
+  r.check_section(node, p, reward_keys(type, top_level));
   const auto k = [&](const char* f) { return child_key(p, f); };
-  if (out.type.empty()) {
+  if (type.empty()) {
     if (!r.bad_key(k("type"))) r.add(k("type"), node.Mark(), "required (" + one_of(kRewardTypes) + ")");
   } else {
-    r.check_choice(k("type"), out.type, kRewardTypes);
+    RewardType t;
+    if (parse_choice(type, t)) out.type = t;
+    else r.check_choice(k("type"), type, kRewardTypes);
   }
   r.read_double(node, p, "weight", out.weight);
   r.read_bool(node, p, "normalize", out.normalize);
@@ -154,7 +157,7 @@ void read_reward(YamlReader& r, const YAML::Node& node, const std::string& p, Re
   r.check(k("weight"), std::isfinite(out.weight), out.weight, "must be a finite number");
   r.check(k("clip"), out.clip >= 0 && std::isfinite(out.clip), out.clip, "must be >= 0; 0 = no clipping");
 
-  if (out.type == "model") {
+  if (out.type == RewardType::kModel) {
     r.read_string(node, p, "stage", out.stage);
     r.read_string(node, p, "path", out.path);
     r.read_int(node, p, "batch_size", out.batch_size);
@@ -164,7 +167,7 @@ void read_reward(YamlReader& r, const YAML::Node& node, const std::string& p, Re
     r.check_exists(k("path"), out.path);
     r.check(k("batch_size"), out.batch_size > 0, out.batch_size, "must be > 0");
     r.check_max(k("batch_size"), out.batch_size, kMaxRewardBatch);
-  } else if (out.type == "rules") {
+  } else if (out.type == RewardType::kRules) {
     const YAML::Node rules = lookup(node, "rules");
     if (!rules.IsDefined() || rules.IsNull()) {
       r.add(k("rules"), node.Mark(), "required: a list of checks, e.g. [{kind: contains, words: [Tim]}]");
@@ -174,7 +177,7 @@ void read_reward(YamlReader& r, const YAML::Node& node, const std::string& p, Re
       for (size_t i = 0; i < rules.size(); ++i)
         out.rules.push_back(read_rule(r, rules[i], k("rules") + "[" + std::to_string(i) + "]"));
     }
-  } else if (out.type == "http") {
+  } else if (out.type == RewardType::kHttp) {
     HttpRewardConfig& h = out.http;
     r.read_string(node, p, "url", h.url);
     r.read_double(node, p, "timeout_s", h.timeout_s);
@@ -202,7 +205,7 @@ void read_reward(YamlReader& r, const YAML::Node& node, const std::string& p, Re
     r.check_max(k("batch_size"), h.batch_size, kMaxRewardBatch);
     if (!h.token.empty() && !out.token_env.empty())
       r.add(k("token_env"), r.mark_of(k("token_env")), "set only one of token and token_env");
-  } else if (out.type == "sum") {
+  } else if (out.type == RewardType::kSum) {
     const YAML::Node parts = lookup(node, "parts");
     if (!parts.IsDefined() || parts.IsNull()) {
       r.add(k("parts"), node.Mark(), "required: a list of weighted rewards, e.g. [{weight: 1, type: model, stage: rm}]");
@@ -220,12 +223,12 @@ void read_reward(YamlReader& r, const YAML::Node& node, const std::string& p, Re
 
 void validate_reward_stages(YamlReader& r, const RewardSpec& spec, const std::string& p, const PipelineConfig* pipeline,
                             size_t stage_index) {
-  if (spec.type == "sum") {
+  if (spec.type == RewardType::kSum) {
     for (size_t i = 0; i < spec.parts.size(); ++i)
       validate_reward_stages(r, spec.parts[i], child_key(p, "parts[" + std::to_string(i) + "]"), pipeline, stage_index);
     return;
   }
-  if (spec.type != "model" || spec.stage.empty()) return;
+  if (spec.type != RewardType::kModel || spec.stage.empty()) return;
   const std::string key = child_key(p, "stage");
   if (pipeline == nullptr) {
     r.check(key, false, spec.stage, "a reward file outside a pipeline names its model by path, not stage");
@@ -237,11 +240,11 @@ void validate_reward_stages(YamlReader& r, const RewardSpec& spec, const std::st
   if (found == pipeline->stages.size()) {
     std::vector<std::string> names;
     for (const StageConfig& s : pipeline->stages)
-      if (s.type == "reward_model") names.push_back(s.name);
+      if (s.type == StageType::kRewardModel) names.push_back(s.name);
     r.check(key, false, spec.stage,
             "no stage has this name; reward_model stages: " + (names.empty() ? std::string("none") : join(names, ", ")));
-  } else if (pipeline->stages[found].type != "reward_model") {
-    r.check(key, false, spec.stage, "stage '" + spec.stage + "' is a " + pipeline->stages[found].type +
+  } else if (pipeline->stages[found].type != StageType::kRewardModel) {
+    r.check(key, false, spec.stage, "stage '" + spec.stage + "' is a " + to_string(pipeline->stages[found].type) +
                                         " stage; a model reward needs a reward_model stage");
   } else {
     r.check(key, found < stage_index, spec.stage, "stage '" + spec.stage + "' must come before this stage");
@@ -297,13 +300,13 @@ RewardSpec load_reward_file(const std::string& path, const PipelineConfig* pipel
 
 std::string describe_reward(const RewardSpec& spec) {
   std::string s;
-  if (spec.type == "model") {
+  if (spec.type == RewardType::kModel) {
     s = spec.stage.empty() ? "model " + spec.path : "model stage " + spec.stage;
-  } else if (spec.type == "rules") {
+  } else if (spec.type == RewardType::kRules) {
     s = "rules (" + std::to_string(spec.rules.size()) + " checks)";
-  } else if (spec.type == "http") {
+  } else if (spec.type == RewardType::kHttp) {
     s = "http " + spec.http.url;
-  } else if (spec.type == "sum") {
+  } else if (spec.type == RewardType::kSum) {
     s = "sum of (";
     for (size_t i = 0; i < spec.parts.size(); ++i) {
       std::ostringstream w;
@@ -311,9 +314,7 @@ std::string describe_reward(const RewardSpec& spec) {
       s += (i ? ", " : "") + w.str() + " * " + describe_reward(spec.parts[i]);
     }
     s += ")";
-  } else {
-    s = spec.type;
-  }
+  }  // no type (no reward): ""
   if (spec.normalize) s += ", normalized";
   if (spec.clip > 0) {
     std::ostringstream c;

@@ -9,8 +9,11 @@
 //            parts: [{weight: 1.0, type: model, stage: rm}, {weight: 0.5, type: rules, rules: [...]}]}
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "framework/config/choices.h"
 
 namespace reglage::config {
 
@@ -40,7 +43,7 @@ struct HttpRewardConfig {
 };
 
 struct RewardSpec {
-  std::string type;                 // model | rules | http | sum (required)
+  std::optional<RewardType> type;   // model | rules | http | sum (required; none = no reward)
   double weight = 1.0;              // only inside sum parts: this part's weight
   // model
   std::string stage;                // a reward_model stage of the pipeline (run_dir/<stage>/final) ...

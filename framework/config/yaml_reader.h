@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "framework/config/choices.h"
 #include "framework/config/pipeline_config.h"
 
 namespace reglage::config::detail {
@@ -256,6 +257,22 @@ class YamlReader {
     }
     out = v;
     return true;
+  }
+
+  // The scalar at `key` as written; "" when absent (or not a scalar).
+  std::string text_of(const std::string& key) const {
+    auto it = texts_.find(key);
+    return it == texts_.end() ? std::string() : it->second;
+  }
+
+  // A choice (choices.h) by its name; "= text (expected a, b or c)" for another name (out untouched).
+  template <typename E>
+  bool read_choice(const YAML::Node& map, const std::string& prefix, const std::string& name, E& out) {
+    std::string text;
+    if (!read_string(map, prefix, name, text)) return false;
+    if (parse_choice(text, out)) return true;
+    check(child_key(prefix, name), false, text, "expected " + choice_list<E>());
+    return false;
   }
 
   // A value problem "key = value (requirement)" unless the value already had a type problem.

@@ -17,7 +17,7 @@ GrpoLossResult grpo_loss(const torch::Tensor& logp, const torch::Tensor& old_log
   auto unclipped = -a * ratio;
   auto clipped = -a * ratio.clamp(1.0 - clip_range, 1.0 + clip_range);
   auto surrogate = torch::max(unclipped, clipped);                         // (b, R)
-  auto kl = kl_estimate(lp, torch::where(valid, ref_logp, zero), "k3");                           // (b, R), graph through logp
+  auto kl = kl_estimate(lp, torch::where(valid, ref_logp, zero), config::KlEstimator::kK3);                           // (b, R), graph through logp
   auto tokens = m.sum(1).clamp_min(1.0);                                   // (b)
   auto per_token = beta == 0.0 ? surrogate : surrogate + beta * kl;        // (b, R)
   GrpoLossResult out;

@@ -13,14 +13,11 @@ torch::Tensor masked_mean(const torch::Tensor& x, const torch::Tensor& mask) {
   return masked_sum(x, mask) / mask.sum().clamp_min(1.0);
 }
 
-torch::Tensor kl_estimate(const torch::Tensor& logp, const torch::Tensor& ref_logp, const std::string& estimator) {
-  if (estimator == "k1") return logp - ref_logp;
-  if (estimator == "k3") {
-    auto log_ratio = ref_logp - logp;  // log(pi_ref / pi)
-    // expm1 keeps it >= 0 in float32 for tiny |log_ratio|, where exp(d) - 1 - d rounds below 0.
-    return torch::expm1(log_ratio) - log_ratio;
-  }
-  fail("kl estimator '", estimator, "' (expected k1 or k3)");
+torch::Tensor kl_estimate(const torch::Tensor& logp, const torch::Tensor& ref_logp, config::KlEstimator estimator) {
+  if (estimator == config::KlEstimator::kK1) return logp - ref_logp;
+  auto log_ratio = ref_logp - logp;  // k3; log(pi_ref / pi)
+  // expm1 keeps it >= 0 in float32 for tiny |log_ratio|, where exp(d) - 1 - d rounds below 0.
+  return torch::expm1(log_ratio) - log_ratio;
 }
 
 torch::Tensor token_rewards(const torch::Tensor& scores, const torch::Tensor& kl, const torch::Tensor& mask,

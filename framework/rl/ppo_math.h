@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "framework/config/choices.h"
 #include "framework/dist/communicator.h"
 
 namespace reglage::rl {
@@ -21,8 +22,7 @@ torch::Tensor masked_mean(const torch::Tensor& x, const torch::Tensor& mask);
 //   k1: logp - ref_logp                                  (unbiased, can be negative per token)
 //   k3: exp(ref_logp - logp) - 1 - (ref_logp - logp)     (unbiased, >= 0, lower variance; computed with
 //       expm1 so it stays >= 0 after rounding)
-// Throws reglage::Error on another estimator name.
-torch::Tensor kl_estimate(const torch::Tensor& logp, const torch::Tensor& ref_logp, const std::string& estimator);
+torch::Tensor kl_estimate(const torch::Tensor& logp, const torch::Tensor& ref_logp, config::KlEstimator estimator);
 
 // Per-token rewards (B, T), no gradient:
 //   r_t = -kl_coef * kl_t * m_t  +  [t == last valid token of the row] * score

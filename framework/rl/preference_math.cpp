@@ -14,19 +14,21 @@ torch::Tensor sequence_logprobs(const torch::Tensor& logits, const torch::Tensor
 }
 
 DpoResult dpo_loss(const torch::Tensor& pi_c, const torch::Tensor& pi_r, const torch::Tensor& ref_c,
-                   const torch::Tensor& ref_r, double beta, const std::string& loss, double label_smoothing) {
+                   const torch::Tensor& ref_r, double beta, config::LossType loss, double label_smoothing) {
   auto rc = beta * (pi_c - ref_c);  // (n)
   auto rr = beta * (pi_r - ref_r);  // (n)
   auto h = rc - rr;
   torch::Tensor per_pair;
-  if (loss == "sigmoid") {
-    per_pair = -F::logsigmoid(h);
-  } else if (loss == "cdpo") {
-    per_pair = -(1.0 - label_smoothing) * F::logsigmoid(h) - label_smoothing * F::logsigmoid(-h);
-  } else if (loss == "ipo") {
-    per_pair = (h / beta - 1.0 / (2.0 * beta)).pow(2);
-  } else {
-    fail("dpo loss '", loss, "' is not known (expected sigmoid, ipo or cdpo)");
+  switch (loss) {
+    case config::LossType::kSigmoid:
+      per_pair = -F::logsigmoid(h);
+      break;
+    case config::LossType::kCdpo:
+      per_pair = -(1.0 - label_smoothing) * F::logsigmoid(h) - label_smoothing * F::logsigmoid(-h);
+      break;
+    case config::LossType::kIpo:
+      per_pair = (h / beta - 1.0 / (2.0 * beta)).pow(2);
+      break;
   }
   return {per_pair, rc.detach(), rr.detach()};
 }

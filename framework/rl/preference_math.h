@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <string>
 
+#include "framework/config/choices.h"
+
 namespace reglage::rl {
 
 // Summed log-probability of each row's target tokens: logits (N, T, V) predicting targets (N, T) int64,
@@ -19,14 +21,13 @@ torch::Tensor sequence_logprobs(const torch::Tensor& logits, const torch::Tensor
 //   cdpo (conservative DPO, labels flipped with probability eps = label_smoothing):
 //                                           -(1 - eps) log sigmoid(h) - eps log sigmoid(-h)
 //   ipo (Azar et al. 2023):                 (h / beta - 1 / (2 beta))^2
-// Throws reglage::Error on another loss name.
 struct DpoResult {
   torch::Tensor loss;             // (n), with the graph through pi_c and pi_r
   torch::Tensor chosen_reward;    // (n) rc, no graph
   torch::Tensor rejected_reward;  // (n) rr, no graph
 };
 DpoResult dpo_loss(const torch::Tensor& pi_c, const torch::Tensor& pi_r, const torch::Tensor& ref_c,
-                   const torch::Tensor& ref_r, double beta, const std::string& loss, double label_smoothing);
+                   const torch::Tensor& ref_r, double beta, config::LossType loss, double label_smoothing);
 
 // The RPO term (Pang et al. 2024): the chosen responses' negative log-likelihood per token,
 // -pi_c / chosen_tokens, each (n) -> (n), with the graph through pi_c. A row with no tokens counts as one.

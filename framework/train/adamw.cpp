@@ -83,16 +83,19 @@ double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm)
   return norm;
 }
 
-double scheduled_lr(int64_t step, int64_t total, double lr, int64_t warmup, const std::string& schedule,
+double scheduled_lr(int64_t step, int64_t total, double lr, int64_t warmup, config::Schedule schedule,
                     double min_ratio) {
   if (warmup > 0 && step < warmup) return lr * double(step + 1) / double(warmup);
   const int64_t decay_steps = total - warmup;
-  if (schedule == "constant" || decay_steps <= 1) return lr;
+  if (schedule == config::Schedule::kConstant || decay_steps <= 1) return lr;
   const double progress = double(step - warmup) / double(decay_steps - 1);  // 0 .. 1
   const double min_lr = lr * min_ratio;
-  if (schedule == "linear") return min_lr + (lr - min_lr) * (1.0 - progress);
-  if (schedule == "cosine") return min_lr + (lr - min_lr) * 0.5 * (1.0 + std::cos(M_PI * progress));
-  fail("schedule '", schedule, "' is not known (expected cosine, linear or constant)");
+  switch (schedule) {
+    case config::Schedule::kLinear: return min_lr + (lr - min_lr) * (1.0 - progress);
+    case config::Schedule::kCosine: return min_lr + (lr - min_lr) * 0.5 * (1.0 + std::cos(M_PI * progress));
+    case config::Schedule::kConstant: break;
+  }
+  return lr;
 }
 
 }  // namespace reglage::train

@@ -9,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include "framework/config/choices.h"
+
 namespace reglage::train {
 
 struct AdamWConfig {
@@ -52,7 +54,7 @@ double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm)
 
 // Learning rate at optimizer step `step` (0-based) of `total`: linear warm-up from lr/warmup to lr over
 // `warmup` steps, then cosine | linear | constant decay to lr * min_ratio at the last step.
-double scheduled_lr(int64_t step, int64_t total, double lr, int64_t warmup, const std::string& schedule,
+double scheduled_lr(int64_t step, int64_t total, double lr, int64_t warmup, config::Schedule schedule,
                     double min_ratio);
 
 }  // namespace reglage::train

@@ -4,7 +4,6 @@
 
 #include "framework/config/config_error.h"
 #include "framework/config/pipeline_config.h"
-#include "framework/config/stage_types.h"
 #include "test_util.h"
 
 namespace reglage::config {
@@ -106,10 +105,10 @@ TEST(ConfigLoad, FullConfigParses) {
   ASSERT_EQ(c.stages.size(), 2u);
   const StageConfig& s = c.stages[0];
   EXPECT_EQ(s.name, "sft");
-  EXPECT_EQ(s.type, "sft");
+  EXPECT_EQ(s.type, StageType::kSft);
   EXPECT_EQ(s.data, dir.data);
   EXPECT_EQ(s.eval_data, dir.eval);
-  EXPECT_EQ(s.train, "lora");
+  EXPECT_EQ(s.train, TrainMode::kLora);
   EXPECT_EQ(s.max_steps, 200);
   EXPECT_EQ(s.epochs, 0);
   EXPECT_EQ(s.batch_size, 16);
@@ -120,7 +119,7 @@ TEST(ConfigLoad, FullConfigParses) {
   EXPECT_EQ(s.adam_beta2, 0.95);
   EXPECT_EQ(s.adam_eps, 1e-6);
   EXPECT_EQ(s.warmup_steps, 10);
-  EXPECT_EQ(s.schedule, "linear");
+  EXPECT_EQ(s.schedule, Schedule::kLinear);
   EXPECT_EQ(s.min_lr_ratio, 0.1);
   EXPECT_EQ(s.max_grad_norm, 0.5);
   EXPECT_EQ(s.checkpoint_every, 50);
@@ -134,7 +133,7 @@ TEST(ConfigLoad, FullConfigParses) {
   EXPECT_TRUE(s.skip_bad_rows);
   const StageConfig& t = c.stages[1];
   EXPECT_EQ(t.name, "sft-full_2");
-  EXPECT_EQ(t.train, "full_freeze_lower");
+  EXPECT_EQ(t.train, TrainMode::kFullFreezeLower);
   EXPECT_EQ(t.freeze_layers, 2);
   EXPECT_EQ(t.epochs, 3);
   EXPECT_EQ(t.max_steps, 0);
@@ -158,17 +157,17 @@ TEST(ConfigLoad, DefaultsFilled) {
   const StageConfig& s = c.stages[0];
   EXPECT_EQ(s.lr, 0.001);
   EXPECT_EQ(s.eval_data, "");
-  EXPECT_EQ(s.train, "lora");
+  EXPECT_EQ(s.train, TrainMode::kLora);
   EXPECT_EQ(s.grad_accum, 1);
   EXPECT_EQ(s.adam_beta2, defaults.adam_beta2);
   EXPECT_EQ(s.adam_eps, defaults.adam_eps);
-  EXPECT_EQ(s.schedule, "cosine");
+  EXPECT_EQ(s.schedule, Schedule::kCosine);
   EXPECT_EQ(s.max_grad_norm, 1.0);
   EXPECT_EQ(s.keep_checkpoints, 2);
   EXPECT_EQ(s.log_every, 1);
   EXPECT_EQ(s.chat_template, "plain");
   EXPECT_FALSE(s.truncate);
-  EXPECT_EQ(known_stage_types(), (std::vector<std::string>{"sft", "reward_model", "ppo", "dpo", "grpo"}));
+  EXPECT_EQ(choice_names<StageType>(), (std::vector<std::string>{"sft", "reward_model", "ppo", "dpo", "grpo"}));
 }
 
 TEST(ConfigYaml, RoundTrip) {
@@ -363,7 +362,7 @@ TEST(ConfigLoad, GrpoDefaultsValuesAndRoundTrip) {
                                                 "    reward: {type: rules, rules: [{kind: exact_reference}]}\n");
   const PipelineConfig c = load_pipeline(path, {}, 2);
   const StageConfig& g = c.stages[1];
-  EXPECT_EQ(g.type, "grpo");
+  EXPECT_EQ(g.type, StageType::kGrpo);
   EXPECT_EQ(g.grpo.group_size, GrpoSettings{}.group_size);
   EXPECT_EQ(g.grpo.group_size, 8);
   EXPECT_EQ(g.grpo.beta, 0.0);  // 0 is allowed: no KL term
@@ -371,7 +370,7 @@ TEST(ConfigLoad, GrpoDefaultsValuesAndRoundTrip) {
   EXPECT_EQ(g.ppo.max_iterations, 3);
   EXPECT_EQ(g.ppo.rollout_batch_size, 4);
   EXPECT_EQ(g.ppo.actor_lr, PpoSettings{}.actor_lr);
-  EXPECT_EQ(g.reward.type, "rules");
+  EXPECT_EQ(g.reward.type, RewardType::kRules);
   const std::string yaml = stage_yaml(c, g);
   EXPECT_NE(yaml.find("group_size: 8"), std::string::npos) << yaml;
   EXPECT_EQ(yaml.find("kl_coef"), std::string::npos) << yaml;  // ppo-only keys are not part of a grpo stage
@@ -564,12 +563,12 @@ TEST(ConfigDpo, KeysAndDefaults) {
   auto c = load_pipeline(with_dpo(dir, ""), {}, 1);
   ASSERT_EQ(c.stages.size(), 2u);
   EXPECT_EQ(c.stages[1].dpo.beta, 0.1);
-  EXPECT_EQ(c.stages[1].dpo.loss, "sigmoid");
+  EXPECT_EQ(c.stages[1].dpo.loss, LossType::kSigmoid);
   EXPECT_EQ(c.stages[1].dpo.label_smoothing, 0.0);
   EXPECT_EQ(c.stages[1].dpo.rpo_alpha, 0.0);
   c = load_pipeline(with_dpo(dir, "    loss: cdpo\n    label_smoothing: 0.2\n    beta: 0.5\n"), {}, 1);
   EXPECT_EQ(c.stages[1].dpo.beta, 0.5);
-  EXPECT_EQ(c.stages[1].dpo.loss, "cdpo");
+  EXPECT_EQ(c.stages[1].dpo.loss, LossType::kCdpo);
   EXPECT_EQ(c.stages[1].dpo.label_smoothing, 0.2);
 }
 

@@ -106,20 +106,20 @@ TEST(RewardConfig, PpoStageWithSumRewardParses) {
                                          {}, 2);
   ASSERT_EQ(c.stages.size(), 3u);
   const StageConfig& s = c.stages[2];
-  EXPECT_EQ(s.type, "ppo");
+  EXPECT_EQ(s.type, StageType::kPpo);
   EXPECT_EQ(s.ppo.max_iterations, 5);
   EXPECT_EQ(s.ppo.kl_coef, 0.1);
-  EXPECT_EQ(s.ppo.kl_estimator, "k3");
+  EXPECT_EQ(s.ppo.kl_estimator, KlEstimator::kK3);
   EXPECT_EQ(s.ppo.rollout_batch_size, 8);
   EXPECT_EQ(s.ppo.minibatch_size, 4);
   EXPECT_EQ(s.ppo.gamma, 1.0);  // defaults
   EXPECT_EQ(s.ppo.clip_range, 0.2);
   const RewardSpec& r = s.reward;
-  EXPECT_EQ(r.type, "sum");
+  EXPECT_EQ(r.type, RewardType::kSum);
   EXPECT_TRUE(r.normalize);
   EXPECT_EQ(r.clip, 4.0);
   ASSERT_EQ(r.parts.size(), 3u);
-  EXPECT_EQ(r.parts[0].type, "model");
+  EXPECT_EQ(r.parts[0].type, RewardType::kModel);
   EXPECT_EQ(r.parts[0].weight, 1.5);
   EXPECT_EQ(r.parts[0].stage, "rm");
   EXPECT_EQ(r.parts[0].batch_size, 8);
@@ -216,12 +216,12 @@ TEST(RewardConfig, RewardFileLoadsAloneOrWrapped) {
   TempDir tmp;
   const RewardSpec alone = load_reward_file(write_text(
       tmp.path("r.yaml"), "type: rules\nrules:\n  - {kind: contains, words: [Tim], weight: 2}\nnormalize: false\n"));
-  EXPECT_EQ(alone.type, "rules");
+  EXPECT_EQ(alone.type, RewardType::kRules);
   ASSERT_EQ(alone.rules.size(), 1u);
   EXPECT_EQ(alone.rules[0].weight, 2.0);
   const RewardSpec wrapped = load_reward_file(
       write_text(tmp.path("w.yaml"), "reward:\n  type: model\n  path: " + tmp.path("") + "\n  batch_size: 4\n"));
-  EXPECT_EQ(wrapped.type, "model");
+  EXPECT_EQ(wrapped.type, RewardType::kModel);
   EXPECT_EQ(wrapped.batch_size, 4);
   try {
     load_reward_file(write_text(tmp.path("s.yaml"), "type: model\nstage: rm\n"));
@@ -278,7 +278,7 @@ TEST(RewardFactory, ErrorsNameThePart) {
         << e.what();
   }
   RewardSpec bad_regex;
-  bad_regex.type = "rules";
+  bad_regex.type = RewardType::kRules;
   bad_regex.rules.resize(1);
   bad_regex.rules[0].kind = "regex";
   bad_regex.rules[0].pattern = "a(b";
@@ -290,7 +290,7 @@ TEST(RewardFactory, ErrorsNameThePart) {
     EXPECT_NE(std::string(e.what()).find("rules[0]: pattern 'a(b' does not compile"), std::string::npos) << e.what();
   }
   RewardSpec missing;
-  missing.type = "model";
+  missing.type = RewardType::kModel;
   missing.stage = "rm";
   ctx.run_dir = tmp.path("run");
   try {

@@ -61,7 +61,8 @@ TEST(RewardFactory, ModelPartsOfASumEachGetTheirOwnAdapter) {
   RewardBuildContext ctx{"", test::model_260k(), io::load_lineage(base, torch::kFloat32), base};
   auto sum = make_reward_source(spec, ctx);
   EXPECT_EQ(ctx.models_shared, 3);
-  for (const char* name : {"reward-0", "reward-1", "reward-2"}) EXPECT_TRUE(lora::has_adapter(ctx.shared, name)) << name;
+  for (const char* name : {"reward-0", "reward-1", "reward-2"})
+    EXPECT_TRUE(lora::has_adapter(ctx.shared, name)) << name;
 
   const std::vector<RewardInput> batch = {{"Once upon a time", " there was a cat.", ""},
                                           {"Tom had a ball", " and he liked to play.", ""},

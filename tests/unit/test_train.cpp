@@ -76,13 +76,13 @@ TEST(Train, AdamWStateRoundTrip) {
 
 TEST(Train, ScheduleByHand) {
   // warm-up 2 steps to lr 1.0, then cosine over the remaining 5 to 0.1
-  EXPECT_DOUBLE_EQ(train::scheduled_lr(0, 7, 1.0, 2, "cosine", 0.1), 0.5);
-  EXPECT_DOUBLE_EQ(train::scheduled_lr(1, 7, 1.0, 2, "cosine", 0.1), 1.0);
-  EXPECT_DOUBLE_EQ(train::scheduled_lr(2, 7, 1.0, 2, "cosine", 0.1), 1.0);
-  EXPECT_NEAR(train::scheduled_lr(4, 7, 1.0, 2, "cosine", 0.1), 0.55, 1e-12);  // half way: (1 + 0.1) / 2
-  EXPECT_NEAR(train::scheduled_lr(6, 7, 1.0, 2, "cosine", 0.1), 0.1, 1e-12);
-  EXPECT_NEAR(train::scheduled_lr(4, 7, 1.0, 2, "linear", 0.0), 0.5, 1e-12);
-  EXPECT_DOUBLE_EQ(train::scheduled_lr(5, 7, 1.0, 2, "constant", 0.0), 1.0);
+  EXPECT_DOUBLE_EQ(train::scheduled_lr(0, 7, 1.0, 2, config::Schedule::kCosine, 0.1), 0.5);
+  EXPECT_DOUBLE_EQ(train::scheduled_lr(1, 7, 1.0, 2, config::Schedule::kCosine, 0.1), 1.0);
+  EXPECT_DOUBLE_EQ(train::scheduled_lr(2, 7, 1.0, 2, config::Schedule::kCosine, 0.1), 1.0);
+  EXPECT_NEAR(train::scheduled_lr(4, 7, 1.0, 2, config::Schedule::kCosine, 0.1), 0.55, 1e-12);  // half way: (1 + 0.1) / 2
+  EXPECT_NEAR(train::scheduled_lr(6, 7, 1.0, 2, config::Schedule::kCosine, 0.1), 0.1, 1e-12);
+  EXPECT_NEAR(train::scheduled_lr(4, 7, 1.0, 2, config::Schedule::kLinear, 0.0), 0.5, 1e-12);
+  EXPECT_DOUBLE_EQ(train::scheduled_lr(5, 7, 1.0, 2, config::Schedule::kConstant, 0.0), 1.0);
 }
 
 TEST(Train, ClipGradNorm) {
