@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "framework/checkpoint/run_layout.h"
 #include "framework/config/config_error.h"
 #include "framework/config/pipeline_config.h"
 #include "framework/config/reward_config.h"
@@ -36,6 +37,7 @@
 #include "reward/reward_factory.h"
 #include "reward/rules.h"
 #include "trainers/ppo_rollout.h"
+#include "trainers/stage_traits.h"
 
 namespace reglage::launch {
 
@@ -72,9 +74,9 @@ StagePolicy load_stage_policy(const config::PipelineConfig& cfg, const std::stri
     for (const auto& s : cfg.stages) names += ", " + s.name;
     fail("--stage ", stage, ": no such stage in ", cfg.source, " (expected one of: ", names, ")");
   }
-  if (st->type == config::StageType::kRewardModel)
+  if (!trainers::stage_traits(st->type).produces_policy)
     fail("--stage ", stage, ": a reward_model stage is not a policy (expected base or an sft, dpo, ppo or grpo stage)");
-  const std::string dir = cfg.run_dir + "/" + stage + "/final";
+  const std::string dir = checkpoint::RunLayout(cfg.run_dir).final_dir(stage);
   if (!core::is_directory(dir)) fail("--stage ", stage, ": no output in ", dir, " (has the stage run?)");
   const io::StageOutput out = io::read_stage_output(dir, cfg.model.path);  // checks it against its manifest
   p.lineage = out.lineage;
@@ -142,15 +144,16 @@ int cmd_eval_stage(Args& args) {
 
   const auto cfg = config::load_pipeline(config_path, {}, config::DataFiles::may_be_missing);
   const config::StageConfig* st = cfg.find_stage(stage);
+  const bool takes_prompts = st != nullptr && trainers::stage_traits(st->type).takes_prompts();  // ppo, grpo
   config::RewardSpec reward_spec;
   if (!reward_path.empty()) reward_spec = config::load_reward_file(reward_path, &cfg);
-  else if (st != nullptr && (st->type == config::StageType::kPpo || st->type == config::StageType::kGrpo)) reward_spec = st->reward;
+  else if (takes_prompts) reward_spec = st->reward;
 
   StagePolicy policy = load_stage_policy(cfg, stage, merge_weight);
   auto& m = policy.model;
   m->eval();
   auto tok = io::load_model_tokenizer(cfg.model.path, cfg.model.tokenizer, m->config().vocab_size);
-  const int64_t new_tokens = max_new > 0 ? max_new : (st != nullptr && (st->type == config::StageType::kPpo || st->type == config::StageType::kGrpo) ? st->ppo.max_new_tokens : 120);
+  const int64_t new_tokens = max_new > 0 ? max_new : (takes_prompts ? st->ppo.max_new_tokens : 120);
   data::SftDataOptions opt;
   opt.chat_template = st != nullptr ? st->chat_template : "plain";
   opt.max_seq_len = m->config().max_seq_len - new_tokens;

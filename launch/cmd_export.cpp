@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "framework/checkpoint/run_layout.h"
 #include "framework/config/pipeline_config.h"
 #include "framework/core/error.h"
 #include "framework/core/file_util.h"
@@ -20,6 +21,7 @@
 #include "framework/io/model_io.h"
 #include "framework/model/config.h"
 #include "launch/commands.h"
+#include "trainers/stage_traits.h"
 
 namespace reglage::launch {
 
@@ -33,12 +35,12 @@ const char* kUsage =
 const config::StageConfig& policy_stage(const config::PipelineConfig& cfg, const std::string& stage) {
   std::string policies;  // the stages of this run that do have one
   for (const auto& s : cfg.stages)
-    if (s.type != config::StageType::kRewardModel) policies += (policies.empty() ? "" : ", ") + s.name;
+    if (trainers::stage_traits(s.type).produces_policy) policies += (policies.empty() ? "" : ", ") + s.name;
   const config::StageConfig* st = cfg.find_stage(stage);
   if (st == nullptr)
     fail("--stage ", stage, ": no such stage in ", cfg.source, " (policy stages: ", policies.empty() ? "none" : policies,
          ")");
-  if (st->type == config::StageType::kRewardModel)
+  if (!trainers::stage_traits(st->type).produces_policy)
     fail("--stage ", stage, ": its type is reward_model, which is not a policy and has nothing to export (policy stages: ",
          policies.empty() ? "none" : policies, ")");
   return *st;
@@ -71,7 +73,8 @@ int cmd_export(int argc, char** argv) {
   io::check_export_dir(out_dir, "--out ");
   if (!core::is_directory(run_dir))
     fail(run_dir, ": no such run directory (expected the run_dir of a pipeline run, holding config.yaml)");
-  const std::string config_path = core::path_join(run_dir, "config.yaml");
+  const checkpoint::RunLayout layout(run_dir);
+  const std::string config_path = layout.config_yaml();
   if (!core::file_exists(config_path))
     fail(config_path, ": not found (expected the resolved config reglage run writes into its run_dir)");
   // The run's outputs are read from RUN_DIR, wherever the config's run_dir pointed when it ran (the value is
@@ -79,7 +82,7 @@ int cmd_export(int argc, char** argv) {
   const auto cfg = config::load_pipeline(config_path, {"run_dir=" + nlohmann::json(run_dir).dump()},
                                          config::DataFiles::may_be_missing);
   const config::StageConfig& st = policy_stage(cfg, stage);
-  const std::string final_dir = core::path_join(run_dir, stage + "/final");
+  const std::string final_dir = layout.final_dir(stage);
   if (!core::is_directory(final_dir)) fail("--stage ", stage, ": no output in ", final_dir, " (has the stage finished?)");
   const io::StageOutput out = io::read_stage_output(final_dir, cfg.model.path);
 

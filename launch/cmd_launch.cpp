@@ -26,6 +26,7 @@
 #include <sstream>
 #include <thread>
 
+#include "framework/checkpoint/run_layout.h"
 #include "framework/checkpoint/run_lock.h"
 #include "framework/config/config_error.h"
 #include "framework/config/pipeline_config.h"
@@ -100,15 +101,15 @@ struct Launch {
     json out = json::object();
     json record;
     try {
-      record = json::parse(core::read_file(cfg.run_dir + "/pipeline.json"));
+      record = json::parse(core::read_file(checkpoint::RunLayout(cfg.run_dir).pipeline_json()));
     } catch (const std::exception&) {
       record = json::object();
     }
     for (const auto& st : cfg.stages) {
-      json s = {{"type", st.type}, {"state", "pending"}};
+      json s = {{"type", config::to_string(st.type)}, {"state", "pending"}};
       if (record.contains("stages") && record["stages"].contains(st.name))
         s["state"] = record["stages"][st.name].value("state", "pending");
-      const std::string metrics = cfg.run_dir + "/" + st.name + "/metrics.jsonl";
+      const std::string metrics = checkpoint::RunLayout(cfg.run_dir).metrics(st.name);
       if (core::file_exists(metrics))
         for (const auto& [split, rec] : metrics::last_records(metrics))
           if (!rec.empty()) s["last_" + split] = rec;

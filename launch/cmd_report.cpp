@@ -4,6 +4,7 @@
 #include <iostream>
 #include <string>
 
+#include "framework/checkpoint/run_layout.h"
 #include "framework/core/error.h"
 #include "framework/core/file_util.h"
 #include "framework/metrics/report.h"
@@ -19,7 +20,7 @@ int cmd_report(int argc, char** argv) {
   if (argc < 1 || argv[0][0] == '-') fail("usage: reglage report RUN_DIR [--out FILE]");
   const std::string run_dir = argv[0];
   Args args(argc - 1, argv + 1, "report");
-  const std::string out = args.str("out", core::path_join(run_dir, "report.html"));
+  const std::string out = args.str("out", checkpoint::RunLayout(run_dir).report_html());
   args.finish();
 
   const std::string page = metrics::render_report(run_dir);

@@ -15,9 +15,9 @@ namespace {
 
 class ModelSource : public RewardSource {
  public:
-  // shared: a model to add the reward adapter to (when non-null and on the same lineage).
+  // shared: a model to add the reward adapter to, named `adapter` (when non-null and on the same lineage).
   ModelSource(const std::string& dir, int64_t batch_size, const std::string& base_model, model::CausalLM shared,
-              const io::Lineage* shared_lineage)
+              const io::Lineage* shared_lineage, const std::string& adapter = kRewardAdapter)
       : dir_(dir), batch_size_(batch_size) {
     if (!core::is_directory(dir)) fail("reward model ", dir, ": directory not found");
     checkpoint::verify_output(dir);  // its files as the reward_model stage wrote them
@@ -29,17 +29,17 @@ class ModelSource : public RewardSource {
     if (!full && shared && shared_lineage != nullptr && !lineage.base_model.empty() &&
         lineage.base_model == shared_lineage->base_model && lineage.adapters == shared_lineage->adapters) {
       model_ = shared;
-      lora::load_peft(model_, "reward", dir);
-      for (auto& [key, t] : lora::adapter_tensors(model_, "reward")) t.set_requires_grad(false);  // frozen
-      active_ = {"reward"};
+      lora::load_peft(model_, adapter, dir);
+      for (auto& [key, t] : lora::adapter_tensors(model_, adapter)) t.set_requires_grad(false);  // frozen
+      active_ = {adapter};
       shared_ = true;
     } else if (full) {
       model_ = io::load_model(dir);  // fully trained reward model
     } else {
       if (lineage.base_model.empty()) fail("reward model ", dir, ": no reglage_lineage.json naming its base model");
-      model_ = io::load_lineage(lineage, torch::kFloat32);
-      lora::load_peft(model_, "reward", dir);
-      active_ = {"reward"};
+      model_ = io::load_lineage(lineage, torch::kFloat32);  // its own copy: the name cannot collide
+      lora::load_peft(model_, kRewardAdapter, dir);
+      active_ = {kRewardAdapter};
     }
     const std::string tok_source = lineage.base_model.empty() ? dir : lineage.base_model;
     tok_ = io::load_model_tokenizer(tok_source, "", model_->config().vocab_size);
@@ -110,9 +110,10 @@ std::unique_ptr<RewardSource> make_model_source(const std::string& final_dir, in
 
 std::unique_ptr<RewardSource> make_model_source_on(const std::string& final_dir, int64_t batch_size,
                                                    model::CausalLM shared, const io::Lineage& shared_lineage,
-                                                   bool* shared_used) {
+                                                   bool* shared_used, const std::string& adapter) {
   if (batch_size <= 0) fail("reward model ", final_dir, ": batch_size = ", batch_size, " (must be > 0)");
-  auto source = std::make_unique<ModelSource>(final_dir, batch_size, shared_lineage.base_model, shared, &shared_lineage);
+  auto source =
+      std::make_unique<ModelSource>(final_dir, batch_size, shared_lineage.base_model, shared, &shared_lineage, adapter);
   if (shared_used) *shared_used = source->shared();
   return source;
 }

@@ -4,6 +4,7 @@
 #include <utility>
 #include <vector>
 
+#include "framework/checkpoint/run_layout.h"
 #include "framework/core/error.h"
 #include "reward/combine.h"
 #include "reward/http_source.h"
@@ -12,14 +13,17 @@
 
 namespace reglage::reward {
 
-std::unique_ptr<RewardSource> make_reward_source(const config::RewardSpec& spec, RewardBuildContext& ctx,
-                                                 const std::string& key) {
+namespace {
+
+// `adapter`: the name a model reward's adapter takes on the shared base, unique per part of a sum.
+std::unique_ptr<RewardSource> make_source(const config::RewardSpec& spec, RewardBuildContext& ctx,
+                                          const std::string& key, const std::string& adapter) {
   try {
     if (spec.type == config::RewardType::kModel) {
-      const std::string dir = spec.stage.empty() ? spec.path : ctx.run_dir + "/" + spec.stage + "/final";
+      const std::string dir = spec.stage.empty() ? spec.path : checkpoint::RunLayout(ctx.run_dir).final_dir(spec.stage);
       if (!ctx.shared) return make_model_source(dir, spec.batch_size, ctx.base_model);
       bool used = false;
-      auto source = make_model_source_on(dir, spec.batch_size, ctx.shared, ctx.shared_lineage, &used);
+      auto source = make_model_source_on(dir, spec.batch_size, ctx.shared, ctx.shared_lineage, &used, adapter);
       ctx.models_shared += used ? 1 : 0;
       return source;
     }
@@ -38,7 +42,8 @@ std::unique_ptr<RewardSource> make_reward_source(const config::RewardSpec& spec,
       std::vector<std::pair<double, std::unique_ptr<RewardSource>>> parts;
       for (size_t i = 0; i < spec.parts.size(); ++i)
         parts.emplace_back(spec.parts[i].weight,
-                           make_reward_source(spec.parts[i], ctx, key + ".parts[" + std::to_string(i) + "]"));
+                           make_source(spec.parts[i], ctx, key + ".parts[" + std::to_string(i) + "]",
+                                       adapter + "-" + std::to_string(i)));
       return make_sum_source(std::move(parts));
     }
     fail("type: missing (expected ", config::choice_list<config::RewardType>(), ")");
@@ -47,6 +52,13 @@ std::unique_ptr<RewardSource> make_reward_source(const config::RewardSpec& spec,
     if (what.rfind(key + ": ", 0) == 0 || what.rfind(key + ".", 0) == 0) throw;  // a nested part named itself
     fail(key, ": ", what);
   }
+}
+
+}  // namespace
+
+std::unique_ptr<RewardSource> make_reward_source(const config::RewardSpec& spec, RewardBuildContext& ctx,
+                                                 const std::string& key) {
+  return make_source(spec, ctx, key, kRewardAdapter);
 }
 
 }  // namespace reglage::reward

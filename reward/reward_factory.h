@@ -20,6 +20,8 @@ struct RewardBuildContext {
   int64_t models_shared = 0;            // out: how many model rewards went onto `shared`
 };
 
+// Model rewards that go onto `shared` each add their adapter under a name of their own (model_source.h:
+// "reward", or per part of a sum "reward-0", "reward-1", ...), so several fit on one base.
 // Throws reglage::Error naming the part (e.g. "reward.parts[1]: ...") when a source cannot be built: a
 // missing reward-model directory, a regex that does not compile, an unset token_env variable.
 std::unique_ptr<RewardSource> make_reward_source(const config::RewardSpec& spec, RewardBuildContext& ctx,

@@ -5,20 +5,14 @@
 // the reference log-probabilities of both responses are computed first (no grad), then the policy's; the
 // loss (sigmoid | ipo | cdpo, framework/rl/preference_math.h) is averaged over the global batch. Output in
 // run_dir/<stage>/final/: the adapter (PEFT) and the lineage, loadable like an sft stage's.
-#include <chrono>
 #include <cmath>
-#include <iostream>
 #include <tuple>
 
 #include "framework/core/error.h"
-#include "framework/core/progress.h"
 #include "framework/data/preference_data.h"
-#include "framework/lora/adapter.h"
-#include "framework/metrics/metrics_log.h"
-#include "framework/metrics/progress_line.h"
 #include "framework/rl/preference_math.h"
-#include "trainers/policy_setup.h"
-#include "trainers/train_state.h"
+#include "trainers/preference_stage.h"
+#include "trainers/stage_session.h"
 
 namespace reglage::trainers {
 
@@ -52,10 +46,7 @@ struct DpoStats {
     pairs += double(r.loss.size(0));
   }
   void all_reduce(dist::Communicator& comm) {
-    auto t = torch::tensor({loss, correct, chosen, rejected, nll, pairs}, torch::kFloat64);
-    comm.all_reduce_sum(t, "allreduce dpo metrics");
-    loss = t[0].item<double>(), correct = t[1].item<double>(), chosen = t[2].item<double>();
-    rejected = t[3].item<double>(), nll = t[4].item<double>(), pairs = t[5].item<double>();
+    all_reduce_fields(comm, {&loss, &correct, &chosen, &rejected, &nll, &pairs}, "allreduce dpo metrics");
   }
   nlohmann::json metrics() const {
     const double n = std::max(pairs, 1.0);
@@ -88,17 +79,11 @@ BatchLoss batch_loss(model::CausalLM& m, const data::PreferenceBatch& batch, con
 
 DpoStats evaluate(StageContext& ctx, model::CausalLM& m, const data::PreferenceDataset& eval,
                   const model::AdapterSet& active, int64_t batch_size, int64_t pad_id) {
-  torch::NoGradGuard no_grad;
-  m->eval();
-  std::vector<int64_t> all(eval.pairs.size());
-  for (size_t i = 0; i < all.size(); ++i) all[i] = int64_t(i);
-  const auto mine = data::shard(all, ctx.comm.rank(), ctx.comm.size());
   DpoStats stats;
-  for (size_t start = 0; start < mine.size(); start += size_t(batch_size)) {
-    std::vector<int64_t> chunk(mine.begin() + start, mine.begin() + std::min(mine.size(), start + batch_size));
+  const int64_t rows = int64_t(eval.pairs.size());
+  StageSession::evaluate_in_chunks(m, ctx, rows, batch_size, [&](const std::vector<int64_t>& chunk) {
     stats.add(batch_loss(m, data::collate_pairs(eval, chunk, pad_id), active, ctx.stage.dpo));
-  }
-  m->train();
+  });
   stats.all_reduce(ctx.comm);
   return stats;
 }
@@ -106,99 +91,60 @@ DpoStats evaluate(StageContext& ctx, model::CausalLM& m, const data::PreferenceD
 }  // namespace
 
 void run_dpo(StageContext& ctx) {
-  const auto& cfg = ctx.pipeline;
   const auto& st = ctx.stage;
-  const int rank = ctx.comm.rank(), world = ctx.comm.size();
+  const int world = ctx.comm.size();
 
-  // ---- setup: model + adapter, data, optimizer -----------------------------------------------------
-  Policy policy = load_policy(ctx);
-  auto& m = policy.model;
-  const auto [train_data, eval_data] = load_preference_splits(st, policy);
-  const int64_t pad_id = std::max<int64_t>(policy.tok->eos_id(), 0);
-  const int64_t steps = total_steps(st, int64_t(train_data.pairs.size()));
-  check_step_memory(ctx, m->config(), 2 * (st.batch_size / world / st.grad_accum), longest_sequence(train_data));
+  // ---- setup: model + adapter (validated: train: lora), data, optimizer, resume -----------------------
+  PreferenceInputs in = load_preference_inputs(ctx);
+  auto& m = in.policy.model;
+  StageSession session(ctx, in.steps, "step");
+  Trainable trainable = setup_trainable(ctx, m);
+  train::AdamW optimizer(trainable.params, trainable.names, adamw_config(st));
+  data::DataSampler sampler(int64_t(in.train.pairs.size()), ctx.pipeline.seed);
+  TrainState state{trainable.params, trainable.names, optimizer, sampler};
+  const std::string loss_name = config::to_string(st.dpo.loss);
+  const int64_t start_step = session.resume(
+      state, "dpo (" + loss_name + ", beta " + std::to_string(st.dpo.beta) + "): " + std::to_string(in.steps) +
+                 " steps on " + std::to_string(in.train.pairs.size()) + " pairs, " + std::to_string(world) +
+                 " rank(s)");
 
-  Trainable trainable = setup_trainable(ctx, m);  // the stage's LoRA adapter (validated: train: lora)
-  auto& params = trainable.params;
-  train::AdamW optimizer(params, trainable.names, adamw_config(st));
-  data::DataSampler sampler(int64_t(train_data.pairs.size()), cfg.seed);
-  torch::manual_seed(cfg.seed * 1000003ULL + uint64_t(rank));  // LoRA dropout: a stream per rank
-
-  // ---- resume -------------------------------------------------------------------------------------
-  TrainState state{params, trainable.names, optimizer, sampler};
-  int64_t start_step = 0;
-  if (auto ckpt = load_latest_checkpoint(ctx, state)) start_step = *ckpt;
-  dist::broadcast_tensors(ctx.comm, params, 0, "broadcast weights");
-  metrics::MetricsLog log;
-  if (ctx.is_root()) log = metrics::MetricsLog(ctx.metrics_path(), start_step);
-  ctx.log(start_step > 0 ? "resuming at step " + std::to_string(start_step) + " of " + std::to_string(steps)
-                         : "dpo (" + std::string(config::to_string(st.dpo.loss)) + ", beta " + std::to_string(st.dpo.beta) + "): " +
-                               std::to_string(steps) + " steps on " + std::to_string(train_data.pairs.size()) +
-                               " pairs, " + std::to_string(world) + " rank(s)");
-
-  // ---- the loop -------------------------------------------------------------------------------------
+  // ---- the loop: reference then policy log-probs per micro-batch, the loss averaged over the global batch
   m->train();
   const int64_t micro = st.batch_size / world / st.grad_accum;
-  core::progress_stage(st.name, steps);
-  core::progress_step(start_step);
-  metrics::ProgressLine progress(st.name, "step", steps, start_step, ctx.progress_mode(), std::cout);
-  for (int64_t step = start_step; step < steps; ++step) {
-    const auto t0 = std::chrono::steady_clock::now();
-    const double lr = train::scheduled_lr(step, steps, st.lr, st.warmup_steps, st.schedule, st.min_lr_ratio);
-    const auto global = sampler.next_global_batch(st.batch_size);
-    const auto mine = data::shard(global, rank, world);
+  for (int64_t step = start_step; step < in.steps; ++step) {
+    const auto b = session.begin_step(step, sampler);
     DpoStats stats;
     for (int64_t k = 0; k < st.grad_accum; ++k) {
-      std::vector<int64_t> chunk(mine.begin() + k * micro, mine.begin() + (k + 1) * micro);
-      auto r = batch_loss(m, data::collate_pairs(train_data, chunk, pad_id), trainable.active, st.dpo);
-      (r.dpo.loss.sum() / double(st.batch_size)).backward();  // mean over the global batch
+      auto r = batch_loss(m, data::collate_pairs(in.train, b.micro_batch(k, micro), in.pad_id), trainable.active,
+                          st.dpo);
+      (r.dpo.loss.sum() / double(st.batch_size)).backward();
       stats.add(r);
     }
-    dist::all_reduce_gradients(ctx.comm, params);  // sync point
-    const double grad_norm = train::clip_grad_norm(params, st.max_grad_norm);
-    optimizer.step(lr);
-    optimizer.zero_grad();
+    const double grad_norm = session.optimizer_step(trainable.params, optimizer, b.lr);
     stats.all_reduce(ctx.comm);
     const int64_t done = step + 1;
-    core::progress_step(done);
     if (!std::isfinite(stats.loss) || !std::isfinite(grad_norm))
       fail("stage '", st.name, "' step ", done, ": loss = ", stats.loss, ", grad norm = ", grad_norm, " (not finite)");
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const bool log_step = done % st.log_every == 0 || done == steps;
-    double tokens = 0;  // chosen + rejected, over the global batch; each is run twice (reference, policy)
-    for (int64_t i : global) {
-      const auto& pair = train_data.pairs[size_t(i)];
-      tokens += double(pair.chosen.size() + pair.rejected.size());
-    }
     auto rec = stats.metrics();
-    progress.update(done, {{"loss", rec["loss"].get<double>()}, {"accuracy", rec["accuracy"].get<double>()},
-                           {"margin", rec["margin"].get<double>()}},
-                    tokens, log_step);
-    if (ctx.is_root() && log_step) {
-      rec["step"] = done;
-      rec["split"] = "train";
-      rec["lr"] = lr;
-      rec["grad_norm"] = grad_norm;
-      rec["pairs_per_s"] = stats.pairs / seconds;
-      log.write(rec);
-    }
-    const bool last = done == steps;
-    if (eval_data && ((st.eval_every > 0 && done % st.eval_every == 0) || last)) {
-      auto ev = evaluate(ctx, m, *eval_data, trainable.active, std::max<int64_t>(micro, 1), pad_id).metrics();
-      ev["step"] = done;
-      ev["split"] = "eval";
-      if (ctx.is_root()) log.write(ev);
+    // tokens: chosen + rejected over the global batch; each is run twice (reference, policy)
+    session.show(done,
+                 {{"loss", rec["loss"].get<double>()}, {"accuracy", rec["accuracy"].get<double>()},
+                  {"margin", rec["margin"].get<double>()}},
+                 pair_tokens(in.train, b.global));
+    if (session.log_due(done)) session.record(train_record(rec, done, b.lr, grad_norm, stats.pairs / b.seconds()));
+    if (in.eval && session.due(st.eval_every, done)) {
+      auto ev = evaluate(ctx, m, *in.eval, trainable.active, std::max<int64_t>(micro, 1), in.pad_id).metrics();
+      session.record(eval_record(ev, done));
       ctx.log("step " + std::to_string(done) + " eval accuracy " + std::to_string(ev["accuracy"].get<double>()) +
               " margin " + std::to_string(ev["margin"].get<double>()) + " loss " +
               std::to_string(ev["loss"].get<double>()));
     }
-    if ((st.checkpoint_every > 0 && done % st.checkpoint_every == 0) || last) save_checkpoint(ctx, state, done);
+    session.maybe_checkpoint(done);
   }
-  progress.finish();
+  session.finish();
 
   // ---- output: the adapter (PEFT), loadable like an sft stage's ------------------------------------
-  publish_final(ctx, policy.lineage,
-                [&](const std::string& dir) { lora::save_peft(m, st.name, dir, policy.lineage.base_model); });
+  session.publish(in.policy);
 }
 
 }  // namespace reglage::trainers

@@ -1,8 +1,5 @@
 #include "trainers/pipeline.h"
 
-#include "framework/data/prompt_data.h"
-#include "reward/rules.h"
-
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -12,14 +9,12 @@
 #include "framework/checkpoint/run_lock.h"
 #include "framework/config/config_error.h"
 #include "framework/config/pipeline_config.h"
-#include "framework/data/preference_data.h"
-#include "framework/data/sft_data.h"
 #include "framework/io/model_io.h"
 #include "framework/core/error.h"
 #include "framework/core/file_util.h"
 #include "framework/metrics/metrics_log.h"
 #include "trainers/policy_setup.h"
-#include "trainers/stage.h"
+#include "trainers/stage_traits.h"
 
 namespace reglage::trainers {
 
@@ -46,18 +41,10 @@ metrics::ProgressMode StageContext::progress_mode() const {
   return is_root() ? mode : metrics::ProgressMode::off;
 }
 
-const std::map<config::StageType, StageRunner>& stage_runners() {
-  using config::StageType;
-  static const std::map<StageType, StageRunner> runners = {{StageType::kSft, run_sft}, {StageType::kRewardModel, run_reward_model}, {StageType::kPpo, run_ppo}, {StageType::kDpo, run_dpo}, {StageType::kGrpo, run_grpo}};
-  return runners;
-}
-
 namespace {
 
-std::string pipeline_json_path(const std::string& run_dir) { return run_dir + "/pipeline.json"; }
-
-json read_pipeline_json(const std::string& run_dir) {
-  const std::string path = pipeline_json_path(run_dir);
+json read_pipeline_json(const checkpoint::RunLayout& layout) {
+  const std::string path = layout.pipeline_json();
   if (!core::file_exists(path)) return json{{"stages", json::object()}};
   try {
     auto j = json::parse(core::read_file(path));
@@ -81,44 +68,6 @@ std::string stage_hash(const config::PipelineConfig& cfg, const config::StageCon
 
 // Reads every stage's data before any stage runs, so a bad row in the last stage's file is reported before
 // hours of training in the first. Problems become one ConfigError naming the stage key.
-// Rule lists compile (regexes), in sum parts too: found before any stage runs.
-void validate_rules(const config::RewardSpec& spec, const std::string& key, std::vector<config::ConfigProblem>& problems) {
-  if (spec.type == config::RewardType::kRules) {
-    try {
-      reward::make_rules_source(spec.rules);
-    } catch (const Error& e) {
-      problems.push_back({0, 0, key, e.what()});
-    }
-  }
-  for (size_t i = 0; i < spec.parts.size(); ++i)
-    validate_rules(spec.parts[i], key + ".parts[" + std::to_string(i) + "]", problems);
-}
-
-// A ppo or grpo stage's prompts fit the context with max_new_tokens after them; its rules compile.
-void validate_ppo_inputs(const config::StageConfig& st, const std::string& key, int64_t context,
-                         const tokenizer::Tokenizer& tok, std::vector<config::ConfigProblem>& problems) {
-  const int64_t room = (st.max_seq_len > 0 ? std::min(st.max_seq_len, context) : context) - st.ppo.max_new_tokens;
-  if (room <= 0) {
-    problems.push_back({0, 0, key + "max_new_tokens", std::to_string(st.ppo.max_new_tokens) +
-                                                          " leaves no room for a prompt in the model's context of " +
-                                                          std::to_string(context) + " tokens"});
-    return;
-  }
-  data::SftDataOptions opt;
-  opt.chat_template = st.chat_template;
-  opt.max_seq_len = room;
-  opt.skip_bad_rows = st.skip_bad_rows;
-  for (const auto& [field, file] : {std::make_pair("data", st.data), std::make_pair("eval_data", st.eval_data)}) {
-    if (file.empty()) continue;
-    try {
-      data::load_prompt_jsonl(file, tok, opt);
-    } catch (const Error& e) {
-      problems.push_back({0, 0, key + field, e.what()});
-    }
-  }
-  validate_rules(st.reward, key + "reward", problems);
-}
-
 void validate_stage_inputs(const config::PipelineConfig& cfg) {
   std::vector<config::ConfigProblem> problems;
   const auto model_cfg = io::read_model_config(cfg.model.path);
@@ -129,28 +78,8 @@ void validate_stage_inputs(const config::PipelineConfig& cfg) {
     problems.push_back({0, 0, "model.tokenizer", e.what()});
     throw config::ConfigError(cfg.source, problems);
   }
-  for (size_t i = 0; i < cfg.stages.size(); ++i) {
-    const auto& st = cfg.stages[i];
-    if (st.type == config::StageType::kPpo || st.type == config::StageType::kGrpo) {
-      validate_ppo_inputs(st, "stages[" + std::to_string(i) + "].", model_cfg.max_seq_len, *tok, problems);
-      continue;
-    }
-    if (st.type != config::StageType::kSft && st.type != config::StageType::kRewardModel && st.type != config::StageType::kDpo) continue;
-    const auto opt = row_data_options(st, model_cfg.max_seq_len);
-    const std::string key = "stages[" + std::to_string(i) + "].";
-    if (st.max_seq_len > model_cfg.max_seq_len)
-      problems.push_back({0, 0, key + "max_seq_len", std::to_string(st.max_seq_len) + " exceeds the model's context of " +
-                                                         std::to_string(model_cfg.max_seq_len)});
-    for (const auto& [field, file] : {std::make_pair("data", st.data), std::make_pair("eval_data", st.eval_data)}) {
-      if (file.empty()) continue;
-      try {
-        if (st.type == config::StageType::kSft) data::load_sft_jsonl(file, *tok, opt);
-        else data::load_preference_jsonl(file, *tok, opt);
-      } catch (const Error& e) {
-        problems.push_back({0, 0, key + field, e.what()});
-      }
-    }
-  }
+  for (size_t i = 0; i < cfg.stages.size(); ++i)
+    validate_inputs(cfg.stages[i], "stages[" + std::to_string(i) + "].", model_cfg.max_seq_len, *tok, problems);
   if (!problems.empty()) throw config::ConfigError(cfg.source, problems);
 }
 
@@ -188,6 +117,7 @@ void run_pipeline(const RunOptions& opt, dist::Communicator& comm) {
   prepare_run_dir_on_root(cfg, comm);
   torch::set_num_threads(threads_per_rank(cfg.threads));
   const bool root = comm.rank() == 0;
+  const checkpoint::RunLayout layout(cfg.run_dir);
 
   // One run per run_dir (a second one would double the metrics and, with --restart-from, leave config.yaml
   // disagreeing with the weights). Rank 0 takes the lock and holds it until this function ends; every rank
@@ -211,23 +141,23 @@ void run_pipeline(const RunOptions& opt, dist::Communicator& comm) {
 
   // Rank 0 reads the record and everyone works from its copy.
   json record = json::parse(dist::broadcast_string(
-      comm, root ? read_pipeline_json(cfg.run_dir).dump() : std::string(), 0, "broadcast pipeline.json"));
+      comm, root ? read_pipeline_json(layout).dump() : std::string(), 0, "broadcast pipeline.json"));
   auto save_record = [&] {
-    if (root) core::write_file_atomic(pipeline_json_path(cfg.run_dir), record.dump(2) + "\n");
+    if (root) core::write_file_atomic(layout.pipeline_json(), record.dump(2) + "\n");
   };
-  if (root) core::write_file_atomic(cfg.run_dir + "/config.yaml", config::to_yaml(cfg));
+  if (root) core::write_file_atomic(layout.config_yaml(), config::to_yaml(cfg));
 
   std::map<std::string, std::string> hashes;
   bool restarting = false;
   for (const auto& st : cfg.stages) {
     const std::string hash = stage_hash(cfg, st, hashes);
     hashes[st.name] = hash;
-    StageContext ctx{cfg, st, comm, cfg.run_dir + "/" + st.name, hash};
+    StageContext ctx{cfg, st, comm, layout, hash};
     json& entry = record["stages"][st.name];
     restarting = restarting || st.name == opt.restart_from;
     if (restarting && !entry.is_null()) {
       // Start over: this stage's checkpoints, metrics and output go.
-      if (root) fs::remove_all(ctx.stage_dir);
+      if (root) fs::remove_all(ctx.stage_dir());
       entry = json();
       comm.barrier("restart stage");
     }
@@ -235,7 +165,7 @@ void run_pipeline(const RunOptions& opt, dist::Communicator& comm) {
     if (state == "done" || state == "running") {
       if (entry.value("config_hash", "") != hash)
         fail("stage '", st.name, "' ", state == "done" ? "already finished" : "was started",
-             " with a different configuration (", pipeline_json_path(cfg.run_dir),
+             " with a different configuration (", layout.pipeline_json(),
              "); use a new run_dir or --restart-from ", st.name);
       if (state == "done") {
         ctx.log("done already, skipped (output in " + ctx.final_dir() + ")");
@@ -244,25 +174,26 @@ void run_pipeline(const RunOptions& opt, dist::Communicator& comm) {
     }
     entry = {{"type", config::to_string(st.type)}, {"state", "running"}, {"config_hash", hash}};
     save_record();
-    if (root) fs::create_directories(ctx.stage_dir);
+    if (root) fs::create_directories(ctx.stage_dir());
     comm.barrier("stage start");
-    stage_runners().at(st.type)(ctx);
-    entry = {{"type", config::to_string(st.type)}, {"state", "done"}, {"config_hash", hash}, {"output", ctx.final_dir()}};
+    stage_traits(st.type).run(ctx);
+    entry = {{"type", config::to_string(st.type)}, {"state", "done"}, {"config_hash", hash},
+             {"output", ctx.final_dir()}};
     save_record();
   }
   comm.barrier("pipeline end");
 }
 
 void print_status(const std::string& run_dir) {
-  const json record = read_pipeline_json(run_dir);
+  const checkpoint::RunLayout layout(run_dir);
+  const json record = read_pipeline_json(layout);
   if (record["stages"].empty()) fail(run_dir, ": no pipeline has run here (no pipeline.json)");
   for (const auto& [name, entry] : record["stages"].items()) {
-    const std::string stage_dir = run_dir + "/" + name;
-    const auto steps = checkpoint::list_steps(stage_dir + "/checkpoints");
+    const auto steps = checkpoint::list_steps(layout.checkpoints(name));
     std::cout << name << " (" << entry.value("type", "?") << "): " << entry.value("state", "pending");
     if (!steps.empty()) std::cout << ", last checkpoint step " << steps.back();
     std::cout << "\n";
-    for (const auto& [split, last] : metrics::last_records(stage_dir + "/metrics.jsonl"))
+    for (const auto& [split, last] : metrics::last_records(layout.metrics(name)))
       std::cout << "  last " << split << ": " << last.dump() << "\n";
   }
 }

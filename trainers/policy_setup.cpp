@@ -24,7 +24,7 @@ Policy load_policy(const StageContext& ctx) {
   Policy p;
   p.lineage.base_model = cfg.model.path;
   if (!ctx.stage.init_from.empty()) {
-    const std::string from = cfg.run_dir + "/" + ctx.stage.init_from + "/final";
+    const std::string from = ctx.layout.final_dir(ctx.stage.init_from);
     // Its files as written (reglage_manifest.json), before any is read; load_lineage checks the earlier ones.
     if (core::is_directory(from)) checkpoint::verify_output(from, [&](const std::string& w) { ctx.warn(w); });
     if (core::file_exists(from + "/config.json")) {
@@ -69,34 +69,6 @@ Trainable setup_trainable(const StageContext& ctx, model::CausalLM& m) {
       }
   }
   return t;
-}
-
-data::SftDataOptions row_data_options(const config::StageConfig& st, int64_t context) {
-  data::SftDataOptions opt;
-  opt.chat_template = st.chat_template;
-  opt.max_seq_len = st.max_seq_len > 0 ? st.max_seq_len : context;
-  opt.truncate = st.truncate;
-  opt.skip_bad_rows = st.skip_bad_rows;
-  return opt;
-}
-
-data::SftDataOptions prompt_data_options(const config::StageConfig& st, int64_t context) {
-  const int64_t new_tokens = st.ppo.max_new_tokens;
-  data::SftDataOptions opt;
-  opt.chat_template = st.chat_template;
-  opt.max_seq_len = st.max_seq_len > 0 ? st.max_seq_len : context - new_tokens;
-  opt.skip_bad_rows = st.skip_bad_rows;
-  if (opt.max_seq_len <= 0)
-    fail("stage '", st.name, "': max_new_tokens = ", new_tokens, " leaves no room for a prompt in the model's ",
-         context, "-token context");
-  return opt;
-}
-
-PreferenceSplits load_preference_splits(const config::StageConfig& st, const Policy& policy) {
-  const auto opt = row_data_options(st, policy.model->config().max_seq_len);
-  PreferenceSplits out{data::load_preference_jsonl(st.data, *policy.tok, opt), std::nullopt};
-  if (!st.eval_data.empty()) out.eval = data::load_preference_jsonl(st.eval_data, *policy.tok, opt);
-  return out;
 }
 
 train::AdamWConfig adamw_config(const config::StageConfig& st) {
@@ -156,7 +128,7 @@ int64_t longest_sequence(const data::PromptDataset& data) {
 void publish_final(StageContext& ctx, const Lineage& lineage, const std::function<void(const std::string&)>& write) {
   if (ctx.is_root()) {
     namespace fs = std::filesystem;
-    const std::string tmp = ctx.final_dir() + ".tmp";
+    const std::string tmp = ctx.layout.final_tmp(ctx.stage.name);
     std::error_code ec;
     fs::remove_all(tmp, ec);
     fs::create_directories(tmp, ec);

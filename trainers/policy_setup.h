@@ -41,20 +41,6 @@ struct Trainable {
 };
 Trainable setup_trainable(const StageContext& ctx, model::CausalLM& m);
 
-// How a stage tokenises rows of training data: its chat template, truncate, skip_bad_rows, and max_seq_len
-// (0: the model's context).
-data::SftDataOptions row_data_options(const config::StageConfig& st, int64_t context);
-
-// How a ppo or grpo stage tokenises prompts: room is left for max_new_tokens (throws when there is none).
-data::SftDataOptions prompt_data_options(const config::StageConfig& st, int64_t context);
-
-// A preference stage's pairs: `data` and, when given, `eval_data`.
-struct PreferenceSplits {
-  data::PreferenceDataset train;
-  std::optional<data::PreferenceDataset> eval;
-};
-PreferenceSplits load_preference_splits(const config::StageConfig& st, const Policy& policy);
-
 train::AdamWConfig adamw_config(const config::StageConfig& st);
 // max_steps, or ceil(rows * epochs / batch_size)
 int64_t total_steps(const config::StageConfig& st, int64_t rows);

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "framework/checkpoint/run_layout.h"
 #include "framework/core/file_util.h"
 
 namespace reglage::checkpoint {
@@ -91,7 +92,7 @@ RunLock::~RunLock() {
 
 std::string RunLock::try_acquire(const std::string& run_dir, double wait_s) {
   if (fd_ >= 0) return "";
-  const std::string path = core::path_join(run_dir, kRunLockFile);
+  const std::string path = RunLayout(run_dir).lock_file();
   const int fd = open_lock_file(path);
   const std::string refused = lock_or_refusal(fd, run_dir, path, wait_s);
   if (!refused.empty()) {
@@ -112,7 +113,7 @@ std::string RunLock::try_acquire(const std::string& run_dir, double wait_s) {
 
 std::string run_dir_busy(const std::string& run_dir) {
   if (!core::is_directory(run_dir)) return "";  // nothing has run there
-  const std::string path = core::path_join(run_dir, kRunLockFile);
+  const std::string path = RunLayout(run_dir).lock_file();
   if (!core::file_exists(path)) return "";
   const int fd = open_lock_file(path);
   const std::string refused = lock_or_refusal(fd, run_dir, path, 0);

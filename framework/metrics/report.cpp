@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "framework/checkpoint/checkpoint.h"
+#include "framework/checkpoint/run_layout.h"
 #include "framework/core/error.h"
 #include "framework/core/file_util.h"
 
@@ -233,7 +234,8 @@ std::string html_escape(const std::string& text) {
 
 std::string render_report(const std::string& run_dir, const std::string& generated_at) {
   if (!core::is_directory(run_dir)) fail(run_dir, ": not a directory (expected the run_dir of a pipeline)");
-  const std::string pipeline_path = core::path_join(run_dir, "pipeline.json");
+  const checkpoint::RunLayout layout(run_dir);
+  const std::string pipeline_path = layout.pipeline_json();
   if (!core::file_exists(pipeline_path))
     fail(pipeline_path, ": not found (expected a run directory written by `reglage run`)");
   nlohmann::ordered_json pipeline;
@@ -246,7 +248,7 @@ std::string render_report(const std::string& run_dir, const std::string& generat
     fail(pipeline_path, ": expected an object with a \"stages\" object");
   const auto& stages = pipeline["stages"];
 
-  const std::string config_path = core::path_join(run_dir, "config.yaml");
+  const std::string config_path = layout.config_yaml();
   const bool has_config = core::file_exists(config_path);
   const std::string config_text = has_config ? core::read_file(config_path) : "";
   const std::vector<std::string> order = stage_order(config_text, stages);
@@ -254,7 +256,7 @@ std::string render_report(const std::string& run_dir, const std::string& generat
   // Read every stage's metrics first, so a malformed file fails before any output.
   std::map<std::string, StageMetrics> metrics;
   for (const std::string& name : order)
-    metrics[name] = read_stage_metrics(core::path_join(core::path_join(run_dir, name), "metrics.jsonl"));
+    metrics[name] = read_stage_metrics(layout.metrics(name));
 
   std::ostringstream page;
   page << "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>reglage report: "
@@ -279,7 +281,7 @@ std::string render_report(const std::string& run_dir, const std::string& generat
       return entry.is_object() && entry.contains(key) && entry[key].is_string() ? entry[key].get<std::string>()
                                                                                  : std::string("?");
     };
-    const auto steps = checkpoint::list_steps(core::path_join(core::path_join(run_dir, name), "checkpoints"));
+    const auto steps = checkpoint::list_steps(layout.checkpoints(name));
     const auto& last = metrics[name].last;
     page << "<tr><td>" << html_escape(name) << "</td><td>" << html_escape(text("type")) << "</td><td>"
          << html_escape(text("state")) << "</td><td>" << (steps.empty() ? "-" : "step " + std::to_string(steps.back()))
