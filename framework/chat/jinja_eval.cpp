@@ -249,7 +249,7 @@ class Interpreter {
       case ExprKind::List: case ExprKind::Tuple: {
         ValueList items;
         for (const auto& a : e.args) items.push_back(eval(*a, frame));
-        return Value::make_list(std::move(items));
+        return e.kind == ExprKind::Tuple ? Value::make_tuple(std::move(items)) : Value::make_list(std::move(items));
       }
       case ExprKind::Dict: {
         ValueDict items;

@@ -222,7 +222,7 @@ Value apply_filter(const std::string& name, const Value& input, const CallArgs& 
     if (input.is_undefined()) return Value::make_list({});
     if (!input.is_mapping()) jinja_raise("can only get item pairs from a mapping, not " + input.type_name());
     ValueList pairs;
-    for (const auto& [k, v] : *input.dict) pairs.push_back(Value::make_list({k, v}));
+    for (const auto& [k, v] : *input.dict) pairs.push_back(Value::make_tuple({k, v}));
     return Value::make_list(std::move(pairs));
   }
   if (name == "join") return filter_join(input, args);

@@ -122,7 +122,7 @@ Value dict_method(const Value& d, const std::string& name, const CallArgs& args)
   if (name == "items" || name == "keys" || name == "values") {
     ValueList out;
     for (const auto& [k, v] : *d.dict)
-      out.push_back(name == "items" ? Value::make_list({k, v}) : name == "keys" ? k : v);
+      out.push_back(name == "items" ? Value::make_tuple({k, v}) : name == "keys" ? k : v);
     return Value::make_list(std::move(out));
   }
   // get(key, default=None)

@@ -214,7 +214,7 @@ Value slice_value(const Value& v, const Value& start_v, const Value& stop_v, con
   }
   ValueList items;
   for (int64_t k : picks) items.push_back((*v.list)[k]);
-  return Value::make_list(std::move(items));
+  return v.tuple ? Value::make_tuple(std::move(items)) : Value::make_list(std::move(items));
 }
 
 }  // namespace reglage::chat

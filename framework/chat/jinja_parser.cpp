@@ -584,6 +584,8 @@ class Parser {
 
   ExprPtr parse_call(ExprPtr callee) {
     auto e = expr_node(ExprKind::Call, cur());
+    e->line = callee->line;  // errors point at the function's name, not at '('
+    e->col = callee->col;
     e->args.push_back(callee);
     parse_call_args(*e);
     return e;

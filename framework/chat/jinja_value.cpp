@@ -18,6 +18,12 @@ Value Value::make_list(ValueList items) {
   return v;
 }
 
+Value Value::make_tuple(ValueList items) {
+  Value v = make_list(std::move(items));
+  v.tuple = true;
+  return v;
+}
+
 Value Value::make_dict(ValueDict items) {
   Value v;
   v.kind = Kind::Dict;
@@ -215,8 +221,9 @@ std::string Value::repr() const {
     default: break;
   }
   if (kind == Kind::List) {
-    std::string out = "[";
+    std::string out = tuple ? "(" : "[";
     for (size_t k = 0; k < list->size(); ++k) out += (k ? ", " : "") + (*list)[k].repr();
+    if (tuple) return out + (list->size() == 1 ? ",)" : ")");
     return out + "]";
   }
   if (kind == Kind::Dict) {
@@ -254,7 +261,7 @@ bool values_equal(const Value& a, const Value& b) {
     case Kind::Undefined: case Kind::None: return true;
     case Kind::String: return a.s == b.s;
     case Kind::List:
-      if (a.list->size() != b.list->size()) return false;
+      if (a.tuple != b.tuple || a.list->size() != b.list->size()) return false;
       for (size_t k = 0; k < a.list->size(); ++k)
         if (!values_equal((*a.list)[k], (*b.list)[k])) return false;
       return true;

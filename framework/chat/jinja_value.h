@@ -35,6 +35,7 @@ struct Value {
   double f = 0.0;
   std::string s;                     // String; for Undefined: the name that was missing (for messages)
   std::shared_ptr<ValueList> list;   // List (immutable once built, so sharing is safe)
+  bool tuple = false;                // a List that is a Python tuple: prints as (a, b)
   std::shared_ptr<ValueDict> dict;   // Dict, and Namespace (whose attributes are mutable through `set ns.x`)
   std::shared_ptr<NativeFn> fn;      // Callable
 
@@ -45,6 +46,7 @@ struct Value {
   static Value floating(double x) { Value v; v.kind = Kind::Float; v.f = x; return v; }
   static Value string(std::string x) { Value v; v.kind = Kind::String; v.s = std::move(x); return v; }
   static Value make_list(ValueList items);
+  static Value make_tuple(ValueList items);
   static Value make_dict(ValueDict items);
   static Value make_namespace(ValueDict items);
   static Value callable(NativeFn fn);

@@ -59,8 +59,9 @@ TEST(ChatTemplates, ByteIdenticalToTransformers) {
     } catch (const Error& e) {
       std::string msg = e.what();
       EXPECT_NE(msg.find(name + ":"), std::string::npos) << msg;  // located in the template
-      if (want.rfind("TemplateError: ", 0) == 0)  // raise_exception: the template's own words
+      if (want.rfind("TemplateError: ", 0) == 0) {  // raise_exception: the template's own words
         EXPECT_NE(msg.find("raise_exception: " + want.substr(15)), std::string::npos) << msg;
+      }
       ++errors_matched;
     }
   }
