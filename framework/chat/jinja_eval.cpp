@@ -198,11 +198,9 @@ class Interpreter {
     return Value::callable([this, stmt, weak_scope](const CallArgs& args) -> Value {
       FramePtr defined_in = weak_scope.lock();
       if (!defined_in) jinja_raise("macro '" + stmt->text + "' is called outside the scope that defined it");
-      if (++call_depth_ > limits_.max_call_depth) {
-        call_depth_ = 0;
+      if (++call_depth_ > limits_.max_call_depth)
         error_at(stmt->line, stmt->col, "macro calls nest deeper than " + std::to_string(limits_.max_call_depth) +
-                                            " (endless recursion?)");
-      }
+                                            " (endless recursion in '" + stmt->text + "'?)");
       auto scope = std::make_shared<Frame>();
       scope->parent = defined_in;
       if (args.positional.size() > stmt->params.size())

@@ -143,6 +143,11 @@ class Parser {
                                          "autoescape", "trans", "do", "endraw"};
     for (const char* u : kUnsupported)
       if (w == u) error_at(tag, "the '" + w + "' tag is not supported by this renderer");
+    if (w.rfind("end", 0) == 0 || w == "else" || w == "elif") {
+      if (!enclosing) error_at(tag, "unexpected '" + w + "': no block is open here");
+      error_at(tag, "unexpected '" + w + "': the innermost open block is '" + enclosing->text + "' (line " +
+                        std::to_string(enclosing->line) + "), closed by {% " + enclosing_ends.back() + " %}");
+    }
     std::string hint;
     if (enclosing && !enclosing_ends.empty()) hint = " (the innermost open block is '" + enclosing->text + "', closed by {% " + enclosing_ends.back() + " %})";
     error_at(tag, "unknown tag '" + w + "'" + hint);
@@ -279,6 +284,7 @@ class Parser {
   StmtPtr parse_call_block(const Token& tag) {
     auto s = node<Stmt>(tag);
     s->kind = StmtKind::CallBlock;
+    s->text = "caller";  // the name its body is called by, for messages
     if (is_op("(")) s->params = parse_params();
     s->expr = parse_expression(true);
     if (s->expr->kind != ExprKind::Call) error_at(tag, "expected a macro call after 'call'");
