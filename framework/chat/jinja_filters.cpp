@@ -190,6 +190,7 @@ Value filter_sort(const Value& input, const CallArgs& args) {
 Value filter_round(const Value& input, const CallArgs& args) {
   int64_t precision = arg_or(args, 0, "precision", Value::integer(0)).i;
   std::string method = arg_or(args, 1, "method", Value::string("common")).str();
+  if (method == "common" && input.kind == Kind::Int) return input;  // Python's round(int, n) is the int
   double scale = std::pow(10.0, static_cast<double>(precision)), x = input.as_double() * scale;
   double r = method == "ceil" ? std::ceil(x) : method == "floor" ? std::floor(x) : std::nearbyint(x);
   if (method != "common" && method != "ceil" && method != "floor") jinja_raise("method must be common, ceil or floor");

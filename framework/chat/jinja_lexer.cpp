@@ -55,7 +55,10 @@ class Lexer {
       }
       if (!text.empty()) push(TokenType::Data, text, pos);
       size_t body = tag + 2 + ((sign == '-' || sign == '+') ? 1 : 0);
-      if (kind == '#') {
+      size_t raw_body = kind == '%' ? match_raw_open(body) : std::string::npos;
+      if (raw_body != std::string::npos) {
+        pos = lex_raw(tag, raw_body, line_starting);
+      } else if (kind == '#') {
         pos = skip_comment(tag, body);
       } else {
         push(kind == '%' ? TokenType::BlockBegin : TokenType::VarBegin, kind == '%' ? "{%" : "{{", tag);
@@ -127,6 +130,41 @@ class Lexer {
     if (marker == '-') return skip_space(end_pos);
     if (marker != '+' && end_pos < src_.size() && src_[end_pos] == '\n') return end_pos + 1;
     return end_pos;
+  }
+
+  // "{% raw %}" (or "-%}"): returns the position after it, or npos when the tag is not raw. No trim_blocks
+  // newline removal after it, as in jinja2's root_raw_re.
+  size_t match_raw_open(size_t body) const {
+    size_t k = skip_space(body);
+    if (src_.compare(k, 3, "raw") != 0) return std::string::npos;
+    k = skip_space(k + 3);
+    if (src_.compare(k, 3, "-%}") == 0) return skip_space(k + 3);
+    if (src_.compare(k, 2, "%}") == 0) return k + 2;
+    return std::string::npos;
+  }
+
+  // The text up to "{% endraw %}" is data, with the same whitespace rules as text before a block tag.
+  size_t lex_raw(size_t tag, size_t pos, bool line_starting) {
+    for (size_t open = src_.find("{%", pos); open != std::string::npos; open = src_.find("{%", open + 2)) {
+      char sign = open + 2 < src_.size() ? src_[open + 2] : 0;
+      size_t k = skip_space(open + 2 + ((sign == '-' || sign == '+') ? 1 : 0));
+      if (src_.compare(k, 6, "endraw") != 0) continue;
+      k = skip_space(k + 6);
+      char marker = 0;
+      if ((src_[k] == '-' || src_[k] == '+') && src_.compare(k + 1, 2, "%}") == 0) marker = src_[k++];
+      if (src_.compare(k, 2, "%}") != 0) continue;
+      std::string text = src_.substr(pos, open - pos);
+      if (sign == '-') {
+        text = rstrip_space(text);
+      } else if (sign != '+') {
+        size_t l_pos = text.rfind('\n');
+        l_pos = l_pos == std::string::npos ? 0 : l_pos + 1;
+        if ((l_pos > 0 || line_starting) && l_pos < text.size() && all_space(text.substr(l_pos))) text.resize(l_pos);
+      }
+      if (!text.empty()) push(TokenType::Data, text, pos);
+      return after_end(k + 2, marker);
+    }
+    error_at(tag, "missing {% endraw %} for this {% raw %}");
   }
 
   size_t skip_comment(size_t tag, size_t body) const {

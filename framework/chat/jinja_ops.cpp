@@ -57,9 +57,17 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
   if (a.is_number() && b.is_number()) {
     bool ints = is_integral(a) && is_integral(b);
     double x = a.as_double(), y = b.as_double();
-    if (op == "+") return ints ? Value::integer(as_int(a) + as_int(b)) : Value::floating(x + y);
-    if (op == "-") return ints ? Value::integer(as_int(a) - as_int(b)) : Value::floating(x - y);
-    if (op == "*") return ints ? Value::integer(as_int(a) * as_int(b)) : Value::floating(x * y);
+    if (ints && (op == "+" || op == "-" || op == "*")) {  // Python ints are unbounded; ours stop at 64 bits
+      int64_t r = 0;
+      bool overflow = op == "+" ? __builtin_add_overflow(as_int(a), as_int(b), &r)
+                    : op == "-" ? __builtin_sub_overflow(as_int(a), as_int(b), &r)
+                                : __builtin_mul_overflow(as_int(a), as_int(b), &r);
+      if (overflow) jinja_raise("integer overflow: the result of " + op + " does not fit in 64 bits");
+      return Value::integer(r);
+    }
+    if (op == "+") return Value::floating(x + y);
+    if (op == "-") return Value::floating(x - y);
+    if (op == "*") return Value::floating(x * y);
     if (op == "/") {
       if (y == 0) jinja_raise("division by zero");
       return Value::floating(x / y);
@@ -76,7 +84,8 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
     if (op == "**") {
       if (ints && as_int(b) >= 0) {
         int64_t r = 1, base = as_int(a);
-        for (int64_t k = 0; k < as_int(b); ++k) r *= base;
+        for (int64_t k = 0; k < as_int(b); ++k)
+          if (__builtin_mul_overflow(r, base, &r)) jinja_raise("integer overflow: the result of ** does not fit in 64 bits");
         return Value::integer(r);
       }
       return Value::floating(std::pow(x, y));

@@ -139,8 +139,8 @@ class Parser {
       body.insert(body.end(), inner.begin(), inner.end());
       return;
     }
-    static const char* kUnsupported[] = {"extends", "include", "import", "from", "block", "raw", "with",
-                                         "autoescape", "trans", "do", "endraw"};
+    static const char* kUnsupported[] = {"extends", "include", "import", "from", "block", "with",
+                                         "autoescape", "trans", "do"};
     for (const char* u : kUnsupported)
       if (w == u) error_at(tag, "the '" + w + "' tag is not supported by this renderer");
     if (w.rfind("end", 0) == 0 || w == "else" || w == "elif") {
