@@ -193,5 +193,33 @@ TEST(JinjaRender, LenientUndefined) {
             R"J(12|False)J");
 }
 
+TEST(JinjaRender, RawBlock) {
+  EXPECT_EQ(jinja(R"J(a
+  {% raw %}{{ x }} {% if %}{% endraw %}
+b)J", R"J({})J"),
+            R"J(a
+{{ x }} {% if %}b)J");
+}
+
+TEST(JinjaRender, FilterBlock) {
+  EXPECT_EQ(jinja(R"J({% filter upper %}hello {{ 'x' }}{% endfilter %}|{% filter replace('a', 'b') %}aaa{% endfilter %})J", R"J({})J"),
+            R"J(HELLO X|bbb)J");
+}
+
+TEST(JinjaRender, CallBlockWithArguments) {
+  EXPECT_EQ(jinja(R"J({% macro each(items) %}{% for i in items %}{{ caller(i) }}{% endfor %}{% endmacro %}{% call(x) each([1, 2]) %}<{{ x }}>{% endcall %})J", R"J({})J"),
+            R"J(<1><2>)J");
+}
+
+TEST(JinjaRender, CrLfNewlinesAndTrailingNewline) {
+  EXPECT_EQ(jinja("line1\r\n{% if true %}\r\n  x\r\n{% endif %}\r\nend\n", R"J({})J"),
+            "line1\n  x\nend");
+}
+
+TEST(JinjaRender, TuplesPrintAsTuples) {
+  EXPECT_EQ(jinja(R"J({{ (1, 2) }} {{ (1,) }} {{ {'a': 1} | items | list }} {{ (1, 2) | list }})J", R"J({})J"),
+            R"J((1, 2) (1,) [('a', 1)] [1, 2])J");
+}
+
 }  // namespace
 }  // namespace reglage::test
