@@ -55,6 +55,10 @@ Value get_item(const Value& object, const Value& key);
 ValueList iterate(const Value& v);
 // Python slicing of a list or str; absent bounds are Undefined/None.
 Value slice_value(const Value& v, const Value& start, const Value& stop, const Value& step);
+// range(stop) / range(start, stop[, step]) as a list, refused above jinja2's sandbox limit of 100000 items.
+Value builtin_range(const CallArgs& args);
+// The dict built by dict(a=1) and namespace(a=1) (also namespace(some_dict)).
+ValueDict keyword_dict(const CallArgs& args, const char* what);
 // A keyword argument by name or the positional one at `index`, else `fallback`.
 Value arg_or(const CallArgs& args, size_t index, const std::string& name, const Value& fallback);
 
