@@ -4,6 +4,7 @@
 #include "framework/core/error.h"
 
 namespace reglage::chat {
+
 Value builtin_range(const CallArgs& args) {
   std::vector<int64_t> bounds;
   for (const auto& a : args.positional) {
