@@ -42,6 +42,13 @@ int64_t floor_div(int64_t a, int64_t b) {
   return q;
 }
 
+constexpr size_t kMaxStringBytes = 64u << 20;  // a string built by ~ or + (doubling in a loop grows fast)
+
+Value checked_string(std::string s) {
+  if (s.size() > kMaxStringBytes) jinja_raise("a string longer than 64 MB was built (an endless loop?)");
+  return Value::string(std::move(s));
+}
+
 }  // namespace
 
 Value unary_op(const std::string& op, const Value& v) {
@@ -53,7 +60,7 @@ Value unary_op(const std::string& op, const Value& v) {
 }
 
 Value binary_op(const std::string& op, const Value& a, const Value& b) {
-  if (op == "~") return Value::string(a.str() + b.str());
+  if (op == "~") return checked_string(a.str() + b.str());
   if (a.is_number() && b.is_number()) {
     bool ints = is_integral(a) && is_integral(b);
     double x = a.as_double(), y = b.as_double();
@@ -82,17 +89,23 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
       return Value::floating(op == "//" ? q : x - q * y);
     }
     if (op == "**") {
-      if (ints && as_int(b) >= 0) {
-        int64_t r = 1, base = as_int(a);
-        for (int64_t k = 0; k < as_int(b); ++k)
-          if (__builtin_mul_overflow(r, base, &r)) jinja_raise("integer overflow: the result of ** does not fit in 64 bits");
+      if (ints && as_int(b) >= 0) {  // exponentiation by squaring, overflow checked
+        int64_t r = 1, base = as_int(a), e = as_int(b);
+        bool overflow = false;
+        while (e > 0 && !overflow) {
+          if (e & 1) overflow = __builtin_mul_overflow(r, base, &r);
+          e >>= 1;
+          if (e > 0 && !overflow) overflow = __builtin_mul_overflow(base, base, &base);
+        }
+        if (overflow) jinja_raise("integer overflow: the result of ** does not fit in 64 bits");
         return Value::integer(r);
       }
       return Value::floating(std::pow(x, y));
     }
   }
-  if (op == "+" && a.is_string() && b.is_string()) return Value::string(a.s + b.s);
+  if (op == "+" && a.is_string() && b.is_string()) return checked_string(a.s + b.s);
   if (op == "+" && a.is_list() && b.is_list()) {
+    if (a.list->size() + b.list->size() > 1000000) jinja_raise("a list longer than 1000000 items was built");
     ValueList items = *a.list;
     items.insert(items.end(), b.list->begin(), b.list->end());
     return Value::make_list(std::move(items));

@@ -214,7 +214,19 @@ std::string python_str_repr(const std::string& s) {
   return out;
 }
 
+namespace {
+// A namespace can hold itself (set ns.me = ns); printing stops at this depth the way Python prints "...".
+thread_local int repr_depth = 0;
+constexpr int kMaxReprDepth = 100;
+struct ReprDepth {
+  ReprDepth() { ++repr_depth; }
+  ~ReprDepth() { --repr_depth; }
+};
+}  // namespace
+
 std::string Value::repr() const {
+  ReprDepth guard;
+  if (repr_depth > kMaxReprDepth) return "...";
   switch (kind) {
     case Kind::String: return python_str_repr(s);
     case Kind::Undefined: return "Undefined";
@@ -244,7 +256,11 @@ std::string Value::str() const {
     case Kind::Float: return python_float_repr(f);
     case Kind::String: return s;
     case Kind::List: case Kind::Dict: return repr();
-    case Kind::Namespace: return "<Namespace " + Value::make_dict(*dict).repr() + ">";
+    case Kind::Namespace: {
+      ReprDepth guard;
+      if (repr_depth > kMaxReprDepth) return "...";
+      return "<Namespace " + Value::make_dict(*dict).repr() + ">";
+    }
     case Kind::Callable: return "<function>";
   }
   return "";

@@ -90,6 +90,20 @@ TEST(JinjaErrors, OutputSizeIsBounded) {
                                        nlohmann::ordered_json::array(), options, "t.jinja").size(), 2000u);
 }
 
+TEST(JinjaErrors, StringGrowthIsBounded) {
+  // Doubling a string 40 times would need a terabyte; it stops at 64 MB instead.
+  EXPECT_EQ(jinja_error("{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"),
+            "t.jinja:1:76: a string longer than 64 MB was built (an endless loop?)");
+}
+
+TEST(JinjaErrors, IntegerOverflowIsAnErrorNotAWrongNumber) {
+  // Python's ints are unbounded; the renderer's stop at 64 bits and says so.
+  EXPECT_EQ(jinja_error("{{ 10 ** 20 }}"), "t.jinja:1:7: integer overflow: the result of ** does not fit in 64 bits");
+  EXPECT_EQ(jinja_error("{{ 9223372036854775807 + 1 }}"),
+            "t.jinja:1:24: integer overflow: the result of + does not fit in 64 bits");
+  EXPECT_EQ(jinja("{{ 1 ** 1000000000000 }} {{ (-2) ** 3 }} {{ 0 ** 0 }}"), "1 -8 1");
+}
+
 TEST(JinjaErrors, DeepNestingIsRefusedNotRecursed) {
   std::string deep = "{{ " + std::string(500, '(') + "1" + std::string(500, ')') + " }}";
   EXPECT_NE(jinja_error(deep).find("template nests deeper than 200 levels"), std::string::npos);
