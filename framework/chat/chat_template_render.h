@@ -3,8 +3,11 @@
 // add_generation_prompt, bos_token, eos_token), same globals (raise_exception, strftime_now, namespace,
 // dict), same environment (trim_blocks, lstrip_blocks, lenient Undefined), byte for byte.
 //
-//   ChatTemplate tmpl(text, "models/x/tokenizer_config.json");
-//   std::string prompt = tmpl.render(messages, {.add_generation_prompt = true, .bos_token = "<s>"});
+//   ChatTemplate tmpl(text, "models/x/tokenizer_config.json");  // parses and checks once
+//   ChatRenderOptions options;
+//   options.add_generation_prompt = true;
+//   options.bos_token = "<s>";
+//   std::string prompt = tmpl.render(messages, options);         // messages: a JSON list of {role, content}
 #pragma once
 #include <optional>
 #include <string>

@@ -147,8 +147,8 @@ void utf8_append(std::string& out, uint32_t cp) {
 }
 
 std::vector<uint32_t> utf8_decode(const std::string& s) {
-  // Invalid bytes decode as themselves (U+0080..U+00FF would be wrong, so map them to U+FFFD-free raw values
-  // 0xDC80+byte like Python's surrogateescape); valid UTF-8 round-trips exactly through utf8_encode.
+  // An invalid byte b decodes to 0xDC00 + b (Python's surrogateescape), so that any input, valid UTF-8 or
+  // not, round-trips exactly through utf8_encode.
   std::vector<uint32_t> cps;
   cps.reserve(s.size());
   for (size_t k = 0; k < s.size();) {
