@@ -11,6 +11,7 @@
 #include <chrono>
 
 #include "bench/bench_train.h"
+#include "framework/config/choices.h"
 #include "framework/core/error.h"
 #include "framework/io/model_io.h"
 #include "framework/lora/adapter.h"
@@ -53,12 +54,15 @@ std::vector<Measurement> bench_train(const TrainOptions& opt) {
     const double peak = measure_matmul_peak(dtype);
     for (const auto& shape : opt.shapes) {
       for (const auto& mode : opt.modes) {
+        config::TrainMode train = config::TrainMode::kLora;
+        if (!config::parse_choice(mode, train) || train == config::TrainMode::kFullFreezeLower)
+          fail("--modes: unknown mode '", mode, "' (expected full or lora)");
         auto m = make_model(shape, opt, dtype);
         const auto& cfg = m->config();
         const int64_t B = shape == "stories15M" ? opt.batch_15m : opt.batch_260k, T = std::min(opt.seq, cfg.max_seq_len);
         model::AdapterSet active;
         std::vector<torch::Tensor> params;
-        if (mode == "lora") {
+        if (train == config::TrainMode::kLora) {
           lora::LoraConfig lc;
           lc.rank = 16;
           lc.alpha = 32;
@@ -66,10 +70,8 @@ std::vector<Measurement> bench_train(const TrainOptions& opt) {
           lora::add_adapter(m, "bench", lc, 1);
           params = lora::set_trainable(m, lora::TrainMode::kLora, "bench");
           active = {"bench"};
-        } else if (mode == "full") {
-          params = lora::set_trainable(m, lora::TrainMode::kFull);
         } else {
-          fail("--modes: unknown mode '", mode, "' (expected full or lora)");
+          params = lora::set_trainable(m, lora::TrainMode::kFull);
         }
         std::vector<std::string> names;
         for (size_t i = 0; i < params.size(); ++i) names.push_back("p" + std::to_string(i));
@@ -104,7 +106,7 @@ std::vector<Measurement> bench_train(const TrainOptions& opt) {
         ms.threads = opt.threads;
         ms.tokens_per_s = double(B * T) / step_s;
         ms.step_ms = 1000.0 * step_s;
-        ms.gflops = ms.tokens_per_s * (mode == "full" ? 6.0 : 4.0) * n_params / 1e9;
+        ms.gflops = ms.tokens_per_s * (train == config::TrainMode::kFull ? 6.0 : 4.0) * n_params / 1e9;
         ms.mfu = ms.gflops * 1e9 / peak;
         ms.peak_rss_mb = peak_rss_mb();
         print_json(ms);
