@@ -7,6 +7,7 @@
 //   reglage logits --model PATH --ids "1 403 407" --out FILE   write raw logits for checking a model
 //   reglage convert --model PATH --out DIR   save as a Hugging Face model directory
 //   reglage tokenize --model PATH --text T | --decode "IDS"   text to ids and back with a model's tokenizer
+//   reglage render-chat --model PATH --messages FILE.json   a conversation rendered by the model's chat template
 // Parse the subcommand, run it; any exception becomes one line on stderr and exit code 1.
 #include <cstdio>
 #include <iostream>
@@ -34,6 +35,7 @@ void print_usage() {
                "  logits     write a model's logits for given token ids (int32 T, int32 V, float32[T][V], int32[T])\n"
                "  convert    write a model (llama2.c or Hugging Face) as a Hugging Face model directory\n"
                "  tokenize   text to token ids, or ids to text, with a model's tokenizer (GGUF, Hugging Face, llama2.c)\n"
+               "  render-chat  a conversation rendered by a model's chat template (or a .jinja file), as transformers does\n"
                "run 'reglage <command> --help' for a command's options\n";
 }
 
@@ -52,9 +54,10 @@ int dispatch(const std::string& command, int argc, char** argv) {
   if (command == "logits") return reglage::launch::cmd_logits(args);
   if (command == "convert") return reglage::launch::cmd_convert(args);
   if (command == "tokenize") return reglage::launch::cmd_tokenize(args);
+  if (command == "render-chat") return reglage::launch::cmd_render_chat(args);
   if (command == "eval") return reglage::launch::cmd_eval(args);
   if (command == "serve-reward") return reglage::launch::cmd_serve_reward(args);
-  reglage::fail("unknown command '", command, "' (expected run, launch, status, report, export, eval, serve-reward, generate, logits, convert or tokenize)");
+  reglage::fail("unknown command '", command, "' (expected run, launch, status, report, export, eval, serve-reward, generate, logits, convert, tokenize or render-chat)");
 }
 
 }  // namespace

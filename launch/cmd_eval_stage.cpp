@@ -155,7 +155,7 @@ int cmd_eval_stage(Args& args) {
   auto tok = io::load_model_tokenizer(cfg.model.path, cfg.model.tokenizer, m->config().vocab_size);
   const int64_t new_tokens = max_new > 0 ? max_new : (takes_prompts ? st->ppo.max_new_tokens : 120);
   data::SftDataOptions opt;
-  opt.chat_template = st != nullptr ? st->chat_template : "plain";
+  opt.chat_template = st != nullptr ? st->chat_template : "auto";
   opt.max_seq_len = m->config().max_seq_len - new_tokens;
   if (opt.max_seq_len <= 0)
     fail("--max-new-tokens = ", new_tokens, " leaves no room for a prompt in the model's ", m->config().max_seq_len,

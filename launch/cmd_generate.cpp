@@ -1,6 +1,11 @@
-// reglage generate --model PATH [--tokenizer PATH] [--adapter DIR] (--prompt TEXT | --prompts FILE.jsonl)
+// reglage generate --model PATH [--tokenizer PATH] [--adapter DIR]
+//                  (--prompt TEXT | --chat TEXT | --prompts FILE.jsonl) [--chat-template SETTING]
 //                  [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
 //                  [--dtype float32|bfloat16] [--threads N] [--json]
+// --prompt is raw text (BOS added when the model's tokenizer adds one). --chat TEXT is a one-turn user message
+// and --prompts rows may be {"prompt": "..."} or {"messages": [...]}: conversations are rendered by the chat
+// template (--chat-template: auto = the model's own, the default; plain, chatml, llama2 or a .jinja file) with
+// the assistant header appended, as apply_chat_template(..., add_generation_prompt=True) does.
 // Prints each prompt followed by its continuation (one blank line between prompts of a batch);
 // with --json, one JSON object per prompt: prompt, text, ids, logprobs, stopped.
 #include <torch/torch.h>
@@ -12,6 +17,7 @@
 
 #include "framework/core/error.h"
 #include "framework/core/file_util.h"
+#include "framework/data/chat_format.h"
 #include "framework/generate/generate.h"
 #include "framework/io/model_io.h"
 #include "framework/lora/adapter.h"
@@ -22,22 +28,48 @@ namespace reglage::launch {
 
 namespace {
 
-// {"prompt": "..."} per line; blank lines skipped; errors name file:line.
-std::vector<std::string> read_prompts_jsonl(const std::string& path) {
+struct PromptInput {
+  std::string text;           // as printed: the prompt, conversations rendered
+  std::vector<int64_t> ids;
+};
+
+PromptInput raw_prompt(const tokenizer::Tokenizer& tok, const std::string& text) {
+  return {text, tok.encode(text, tok.add_bos(), /*add_eos=*/false)};
+}
+
+PromptInput chat_prompt(data::LazyChatFormat& chat, const data::Json& messages) {
+  data::ChatPrompt p = chat.get().encode_prompt(messages);
+  return {std::move(p.text), std::move(p.ids)};
+}
+
+// {"prompt": "..."} or {"messages": [...]} per line; blank lines skipped; errors name file:line.
+std::vector<PromptInput> read_prompts_jsonl(const std::string& path, const tokenizer::Tokenizer& tok,
+                                            data::LazyChatFormat& chat) {
   std::istringstream in(core::read_file(path));
-  std::vector<std::string> prompts;
+  std::vector<PromptInput> prompts;
   std::string line;
   for (int line_no = 1; std::getline(in, line); ++line_no) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    nlohmann::json j;
+    chat.at_line(line_no);
+    data::Json j;
     try {
-      j = nlohmann::json::parse(line);
+      j = data::Json::parse(line);
     } catch (const nlohmann::json::exception& e) {
       fail(path, ":", line_no, ": not valid JSON (", e.what(), ")");
     }
-    if (!j.is_object() || !j.contains("prompt") || !j["prompt"].is_string())
-      fail(path, ":", line_no, ": expected an object with a string \"prompt\"");
-    prompts.push_back(j["prompt"].get<std::string>());
+    const bool has_prompt = j.is_object() && j.contains("prompt") && j["prompt"].is_string();
+    const bool has_messages = j.is_object() && j.contains("messages");
+    if (has_prompt == has_messages)
+      fail(path, ":", line_no, ": expected an object with a string \"prompt\" or a list of \"messages\"");
+    if (has_prompt) {
+      prompts.push_back(raw_prompt(tok, j["prompt"].get<std::string>()));
+      continue;
+    }
+    try {
+      prompts.push_back(chat_prompt(chat, j["messages"]));
+    } catch (const Error& e) {
+      fail(path, ":", line_no, ": ", e.what());
+    }
   }
   if (prompts.empty()) fail(path, ": no prompts");
   return prompts;
@@ -58,6 +90,8 @@ int cmd_generate(Args& args) {
   const std::string adapter_dir = args.str("adapter");
   const std::string prompt = args.str("prompt");
   const std::string prompts_file = args.str("prompts");
+  const std::string chat_text = args.str("chat");
+  const std::string chat_template = args.str("chat-template", "auto");
   generate::SamplingParams params;
   params.max_new_tokens = args.integer("max-new-tokens", 64);
   params.temperature = args.number("temperature", 1.0);
@@ -68,7 +102,10 @@ int cmd_generate(Args& args) {
   const long long threads = args.integer("threads", 0);
   const bool as_json = args.flag("json");
   args.finish();
-  if (args.has("prompt") == args.has("prompts")) fail("give exactly one of --prompt TEXT or --prompts FILE.jsonl");
+  if (int(args.has("prompt")) + int(args.has("prompts")) + int(args.has("chat")) != 1)
+    fail("give exactly one of --prompt TEXT, --chat TEXT or --prompts FILE.jsonl");
+  if (!chat::is_chat_template_setting(chat_template))
+    fail("--chat-template = '", chat_template, "' (expected ", chat::chat_template_choices(), ")");
   params.validate();
   set_threads(threads);
 
@@ -84,13 +121,19 @@ int cmd_generate(Args& args) {
     if (std::find(params.stop_ids.begin(), params.stop_ids.end(), id) == params.stop_ids.end())
       params.stop_ids.push_back(id);
 
-  const std::vector<std::string> texts = args.has("prompt") ? std::vector<std::string>{prompt}
-                                                            : read_prompts_jsonl(prompts_file);
+  data::LazyChatFormat chat(chat_template, *tok, prompts_file.empty() ? "--chat" : prompts_file);
+  std::vector<PromptInput> inputs;
+  if (args.has("prompt")) inputs.push_back(raw_prompt(*tok, prompt));
+  else if (args.has("chat")) inputs.push_back(chat_prompt(chat, data::Json::array({{{"role", "user"}, {"content", chat_text}}})));
+  else inputs = read_prompts_jsonl(prompts_file, *tok, chat);
   std::vector<std::vector<int64_t>> prompt_ids;
-  for (const auto& t : texts) prompt_ids.push_back(tok->encode(t, tok->add_bos(), /*add_eos=*/false));
+  for (const auto& p : inputs) {
+    if (p.ids.empty()) fail("a prompt has no tokens: \"", p.text.substr(0, 60), "\"");
+    prompt_ids.push_back(p.ids);
+  }
   const auto results = generate::generate(m, prompt_ids, params, adapters);
 
-  for (size_t i = 0; i < texts.size(); ++i) {
+  for (size_t i = 0; i < inputs.size(); ++i) {
     // Continuation text: each piece decoded after the token before it (SentencePiece's space rule);
     // the stop token that ended the sequence is not printed.
     std::string text;
@@ -101,7 +144,7 @@ int cmd_generate(Args& args) {
       prev = id;
     }
     if (as_json) {
-      nlohmann::json j{{"prompt", texts[i]},
+      nlohmann::json j{{"prompt", inputs[i].text},
                        {"text", text},
                        {"ids", results[i].tokens},
                        {"logprobs", results[i].logprobs},
@@ -109,7 +152,7 @@ int cmd_generate(Args& args) {
       std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     } else {
       if (i > 0) std::cout << "\n";
-      std::cout << texts[i] << text << "\n";
+      std::cout << inputs[i].text << text << "\n";
     }
   }
   std::cout.flush();

@@ -32,6 +32,7 @@ int cmd_generate(Args& args);
 int cmd_logits(Args& args);
 int cmd_convert(Args& args);
 int cmd_tokenize(Args& args);
+int cmd_render_chat(Args& args);
 int cmd_eval(Args& args);
 int cmd_eval_stage(Args& args);  // eval --config ... --stage ...
 int cmd_serve_reward(Args& args);

@@ -169,8 +169,8 @@ const std::vector<Field<StageConfig>>& stage_fields() {
             "steps between evals on eval_data; 0 = only at the end (when given)"),
       field("log_every", &S::log_every, ge(1).le(kMaxSteps), "steps between train metric lines"),
       field("init_from", &S::init_from, any_value(), "an earlier stage's name: start from its output; empty = the base"),
-      field("chat_template", &S::chat_template, any_value(), "template for rows with \"messages\"")
-          .one_of({"plain", "chatml", "llama2"}),
+      field("chat_template", &S::chat_template, any_value(),
+            "rows with \"messages\": auto (the model's own), plain, chatml, llama2 or a .jinja file"),
       field("max_seq_len", &S::max_seq_len, ge(0, "; 0 = the model's context").le(kMaxSeqLen),
             "tokens per row; 0 = the model's context"),
       field("truncate", &S::truncate, any_value(), "rows longer than max_seq_len: false = error, true = cut (counted)",

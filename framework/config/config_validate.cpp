@@ -9,6 +9,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "framework/chat/chat_setting.h"
 #include "framework/config/config_error.h"
 #include "framework/config/config_loader.h"
 
@@ -133,6 +134,9 @@ void Loader::validate_stage(const PipelineConfig& c, size_t index, const std::st
     check_exists(k("data"), s.data);
   }
   if (check_data_files) check_exists(k("eval_data"), s.eval_data);
+  check(k("chat_template"), chat::is_chat_template_setting(s.chat_template), s.chat_template,
+        std::string("expected ") + chat::chat_template_choices());
+  if (chat::is_jinja_path(s.chat_template)) check_exists(k("chat_template"), s.chat_template);
 
   const unsigned mask = stage_mask(type);
   check_bounds(p, stage_fields(), s, mask);

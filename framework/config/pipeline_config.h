@@ -105,7 +105,7 @@ struct StageConfig {
   int64_t eval_every = 0;           // steps between evals on eval_data; 0 = only at the end (when given)
   int64_t log_every = 1;            // steps between train metric lines, >= 1
   std::string init_from;            // an earlier stage's name: start from its output; empty = the base
-  std::string chat_template = "plain";  // plain | chatml | llama2, for rows with "messages"
+  std::string chat_template = "auto";   // rows with "messages": auto | plain | chatml | llama2 | path.jinja
   int64_t max_seq_len = 0;          // tokens per row; 0 = the model's context
   bool truncate = false;            // rows longer than max_seq_len: false = error, true = cut (counted)
   bool skip_bad_rows = false;       // malformed rows: false = error, true = skipped (counted)

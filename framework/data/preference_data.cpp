@@ -6,10 +6,11 @@
 
 #include "framework/core/error.h"
 #include "framework/core/file_util.h"
+#include "framework/data/chat_format.h"
 
 namespace reglage::data {
 
-using nlohmann::json;
+using json = Json;  // ordered: a template's tojson sees the row's key order
 
 namespace {
 
@@ -23,78 +24,104 @@ std::string string_field(const json& row, const char* key) {
   return row[key].get<std::string>();
 }
 
-// "chosen"/"rejected" of a chat row: a string or {"role": "assistant", "content": "..."}
-std::string response_field(const json& row, const char* key) {
+// "chosen"/"rejected" of a chat row as an assistant message: a string, or {"role": "assistant", "content": ...}
+// (further fields are the template's business).
+json response_message(const json& row, const char* key) {
   if (row.contains(key) && row[key].is_object()) {
-    const json& m = row[key];
+    json m = row[key];
     if (m.value("role", std::string("assistant")) != "assistant")
       throw BadPair{std::string("\"") + key + "\" must be an assistant turn"};
-    return string_field(m, "content");
+    m["role"] = "assistant";
+    string_field(m, "content");
+    return m;
   }
-  return string_field(row, key);
+  return json{{"role", "assistant"}, {"content", string_field(row, key)}};
 }
 
-// (prompt text, chosen text, rejected text) of a row, the chat form rendered with the template.
-std::vector<std::pair<std::string, bool>> render_with(const std::string& tpl,
-                                                      std::vector<std::pair<std::string, std::string>> messages,
-                                                      const std::string& response) {
-  messages.emplace_back("assistant", response);
-  return render_chat(tpl, messages);
-}
-
-// BOS + segments + EOS; encoding stops once the side is longer than max_seq_len (cut set: the ids are then
-// an exact prefix of more than max_seq_len tokens, and prompt_tokens is exact or already over max_seq_len).
-std::vector<int64_t> encode_side(const tokenizer::Tokenizer& tok, const std::vector<std::pair<std::string, bool>>& segs,
-                                 int64_t max_seq_len, int64_t& prompt_tokens, bool& cut) {
+struct Side {
   std::vector<int64_t> ids;
-  cut = false;
-  prompt_tokens = -1;
-  if (tok.add_bos()) ids.push_back(tok.bos_id());
-  for (size_t i = 0; i < segs.size() && !cut; ++i) {
-    if (i + 1 == segs.size()) prompt_tokens = int64_t(ids.size());
-    const int64_t room = max_seq_len - int64_t(ids.size());
-    auto piece = tok.encode_prefix(segs[i].first, size_t(std::max<int64_t>(room, 0)));
-    cut = int64_t(piece.size()) > room;
-    ids.insert(ids.end(), piece.begin(), piece.end());
+  int64_t prompt_tokens = 0;  // exact, or already over max_seq_len when cut inside the prompt
+  bool cut = false;           // longer than max_seq_len: ids is an exact prefix of more than max_seq_len tokens
+};
+
+// BOS + prompt + response + EOS; encoding stops once the side is longer than max_seq_len.
+Side encode_plain_side(const tokenizer::Tokenizer& tok, const std::string& prompt, const std::string& response,
+                       int64_t max_seq_len) {
+  Side side;
+  if (tok.add_bos()) side.ids.push_back(tok.bos_id());
+  for (const std::string* text : {&prompt, &response}) {
+    if (text == &response) side.prompt_tokens = int64_t(side.ids.size());
+    const int64_t room = max_seq_len - int64_t(side.ids.size());
+    auto piece = tok.encode_prefix(*text, size_t(std::max<int64_t>(room, 0)));
+    side.cut = int64_t(piece.size()) > room;
+    side.ids.insert(side.ids.end(), piece.begin(), piece.end());
+    if (side.cut) {
+      if (text == &prompt) side.prompt_tokens = int64_t(side.ids.size());  // stopped inside the prompt
+      return side;  // no EOS: the ids are the side's exact first tokens
+    }
   }
-  if (cut) {  // no EOS: the ids are the side's exact first tokens
-    if (prompt_tokens < 0) prompt_tokens = int64_t(ids.size());  // stopped inside the prompt
-    return ids;
+  if (tok.eos_id() >= 0) side.ids.push_back(tok.eos_id());
+  return side;
+}
+
+// The conversation with its final assistant turn, by the chat format: the response is that turn's tokens
+// (its content and end-of-turn marker); what the template writes after it is not part of the side.
+Side encode_chat_side(const ChatFormat& format, const json& conversation, int64_t max_seq_len) {
+  Side side;
+  ChatTokens tokens;
+  try {
+    tokens = format.encode_conversation(conversation, size_t(max_seq_len));
+  } catch (const Error& e) {
+    throw BadPair{e.what()};
   }
-  if (tok.eos_id() >= 0) ids.push_back(tok.eos_id());
-  return ids;
+  size_t assistants = 0;
+  for (const auto& m : conversation) assistants += m["role"] == "assistant" ? 1 : 0;
+  side.cut = tokens.cut;
+  side.ids = std::move(tokens.ids);
+  if (tokens.turns.size() < assistants) {  // cut before the response
+    side.prompt_tokens = int64_t(side.ids.size());
+    return side;
+  }
+  const ByteSpan& response = tokens.turns.back();
+  side.prompt_tokens = int64_t(std::min(response.begin, side.ids.size()));
+  if (!side.cut) side.ids.resize(response.end);
+  return side;
 }
 
 // *cut: a side is longer than max_seq_len and holds only its first tokens.
-PreferencePair parse_pair(const json& row, const tokenizer::Tokenizer& tok, const SftDataOptions& opt, bool* cut) {
+PreferencePair parse_pair(const json& row, const tokenizer::Tokenizer& tok, const SftDataOptions& opt,
+                          LazyChatFormat& chat, bool* cut) {
   if (!row.is_object()) throw BadPair{"row must be a JSON object"};
-  std::vector<std::pair<std::string, bool>> chosen_segs, rejected_segs;
+  Side chosen, rejected;
+  bool same_text = false;  // the two responses are the same text
   if (row.contains("messages")) {
-    if (!row["messages"].is_array()) throw BadPair{"\"messages\" must be an array"};
-    std::vector<std::pair<std::string, std::string>> messages;
-    for (const auto& m : row["messages"]) {
-      if (!m.is_object()) throw BadPair{"each message must be an object"};
-      const std::string role = string_field(m, "role");
-      if (role != "system" && role != "user" && role != "assistant")
-        throw BadPair{"unknown role \"" + role + "\" (expected system, user or assistant)"};
-      messages.emplace_back(role, string_field(m, "content"));
+    const ChatFormat& format = chat.get();  // a config problem, not the row's: not skipped
+    try {
+      format.check_messages(row["messages"]);
+    } catch (const Error& e) {
+      throw BadPair{e.what()};
     }
-    chosen_segs = render_with(opt.chat_template, messages, response_field(row, "chosen"));
-    rejected_segs = render_with(opt.chat_template, messages, response_field(row, "rejected"));
+    json with_chosen = row["messages"], with_rejected = row["messages"];
+    with_chosen.push_back(response_message(row, "chosen"));
+    with_rejected.push_back(response_message(row, "rejected"));
+    same_text = with_chosen == with_rejected;
+    chosen = encode_chat_side(format, with_chosen, opt.max_seq_len);
+    rejected = encode_chat_side(format, with_rejected, opt.max_seq_len);
   } else {
     const std::string prompt = string_field(row, "prompt");
-    chosen_segs = {{prompt, false}, {string_field(row, "chosen"), true}};
-    rejected_segs = {{prompt, false}, {string_field(row, "rejected"), true}};
+    const std::string chosen_text = string_field(row, "chosen"), rejected_text = string_field(row, "rejected");
+    same_text = chosen_text == rejected_text;
+    chosen = encode_plain_side(tok, prompt, chosen_text, opt.max_seq_len);
+    rejected = encode_plain_side(tok, prompt, rejected_text, opt.max_seq_len);
   }
   PreferencePair p;
-  int64_t prompt_tokens_r = 0;
-  bool chosen_cut = false, rejected_cut = false;
-  p.chosen = encode_side(tok, chosen_segs, opt.max_seq_len, p.prompt_tokens, chosen_cut);
-  p.rejected = encode_side(tok, rejected_segs, opt.max_seq_len, prompt_tokens_r, rejected_cut);
+  p.chosen = std::move(chosen.ids);
+  p.rejected = std::move(rejected.ids);
+  p.prompt_tokens = chosen.prompt_tokens;
   // Two cut sides compare only their prefixes: the same when the texts are; else the cut check decides.
-  const bool same = chosen_cut && rejected_cut ? chosen_segs == rejected_segs : p.chosen == p.rejected;
+  const bool same = chosen.cut && rejected.cut ? same_text : p.chosen == p.rejected;
   if (same) throw BadPair{"\"chosen\" and \"rejected\" are the same"};
-  *cut = chosen_cut || rejected_cut;
+  *cut = chosen.cut || rejected.cut;
   if (row.contains("margin")) {
     if (!row["margin"].is_number()) throw BadPair{"\"margin\" must be a number"};
     p.margin = row["margin"].get<double>();
@@ -113,10 +140,15 @@ PreferenceDataset load_preference_jsonl(const std::string& path, const tokenizer
   if (core::is_directory(path)) fail("preference data ", path, ": is a directory, expected a JSONL file");
   std::ifstream in(path);
   if (!in) fail(path, ": cannot open the preference data file");
+  if (!is_chat_template_setting(opt.chat_template))
+    fail("preference data ", path, ": chat_template = \"", opt.chat_template, "\" (expected ", chat_template_choices(),
+         ")");
   PreferenceDataset data;
   data.path = path;
+  LazyChatFormat chat(opt.chat_template, tok, path);
   std::string line;
   for (int64_t line_no = 1; std::getline(in, line); ++line_no) {
+    chat.at_line(line_no);
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     try {
       json row;
@@ -126,7 +158,7 @@ PreferenceDataset load_preference_jsonl(const std::string& path, const tokenizer
         throw BadPair{std::string("invalid JSON (") + e.what() + ")"};
       }
       bool cut = false;
-      PreferencePair p = parse_pair(row, tok, opt, &cut);
+      PreferencePair p = parse_pair(row, tok, opt, chat, &cut);
       p.line = line_no;
       const int64_t longest = int64_t(std::max(p.chosen.size(), p.rejected.size()));
       if (longest > opt.max_seq_len) {

@@ -5,6 +5,7 @@
 
 #include "framework/core/error.h"
 #include "framework/core/file_util.h"
+#include "framework/data/chat_format.h"
 
 namespace reglage::data {
 
@@ -14,7 +15,7 @@ struct BadPrompt {
   std::string problem;
 };
 
-std::string string_field(const nlohmann::json& obj, const char* key) {
+std::string string_field(const Json& obj, const char* key) {
   auto it = obj.find(key);
   if (it == obj.end()) throw BadPrompt{std::string("missing \"") + key + "\""};
   if (!it->is_string()) throw BadPrompt{std::string("\"") + key + "\" must be a string, got " + it->type_name()};
@@ -37,7 +38,8 @@ void append(PromptExample& ex, const tokenizer::Tokenizer& tok, const std::strin
   ex.ids.insert(ex.ids.end(), ids.begin(), ids.end());
 }
 
-PromptExample parse_row(const nlohmann::json& row, const tokenizer::Tokenizer& tok, const SftDataOptions& opt) {
+PromptExample parse_row(const Json& row, const tokenizer::Tokenizer& tok, const SftDataOptions& opt,
+                        LazyChatFormat& chat) {
   if (!row.is_object()) throw BadPrompt{std::string("row must be a JSON object, got ") + row.type_name()};
   const bool has_prompt = row.contains("prompt"), has_messages = row.contains("messages");
   if (has_prompt && has_messages) throw BadPrompt{"row has both \"prompt\" and \"messages\" (give one form)"};
@@ -45,38 +47,23 @@ PromptExample parse_row(const nlohmann::json& row, const tokenizer::Tokenizer& t
   PromptExample ex;
   bool cut = false;  // encoding stopped past max_seq_len: the count is a lower bound
   if (row.contains("reference")) ex.reference = string_field(row, "reference");
-  if (tok.add_bos()) ex.ids.push_back(tok.bos_id());
   if (has_prompt) {
+    if (tok.add_bos()) ex.ids.push_back(tok.bos_id());
     append(ex, tok, string_field(row, "prompt"), opt.max_seq_len, &cut);
   } else {
-    const auto& msgs = row["messages"];
-    if (!msgs.is_array() || msgs.empty())
-      throw BadPrompt{std::string("\"messages\" must be a non-empty array, got ") + msgs.type_name()};
-    std::vector<std::pair<std::string, std::string>> messages;
-    for (size_t i = 0; i < msgs.size(); ++i) {
-      const std::string where = "messages[" + std::to_string(i) + "]";
-      if (!msgs[i].is_object()) throw BadPrompt{where + " must be an object, got " + msgs[i].type_name()};
-      try {
-        messages.emplace_back(string_field(msgs[i], "role"), string_field(msgs[i], "content"));
-      } catch (const BadPrompt& b) {
-        throw BadPrompt{where + ": " + b.problem};
-      }
-      const std::string& role = messages.back().first;
-      if (role != "system" && role != "user" && role != "assistant")
-        throw BadPrompt{where + ": unknown role \"" + role + "\" (expected system, user or assistant)"};
+    const Json& messages = row["messages"];
+    if (!messages.is_array() || messages.empty())
+      throw BadPrompt{std::string("\"messages\" must be a non-empty array, got ") + messages.type_name()};
+    const ChatFormat& format = chat.get();  // a config problem, not the row's: not skipped
+    ChatPrompt prompt;
+    try {
+      prompt = format.encode_prompt(messages, opt.max_seq_len > 0 ? size_t(opt.max_seq_len) : kNoTokenLimit);
+    } catch (const Error& e) {
+      throw BadPrompt{e.what()};
     }
-    if (messages.back().first == "assistant")
-      throw BadPrompt{"\"messages\" ends with an assistant turn (a prompt ends where the assistant is to answer)"};
-    // Render with an empty assistant turn appended; the prompt is everything before that turn's content.
-    messages.emplace_back("assistant", "");
-    const auto segments = render_chat(opt.chat_template, messages);
-    size_t last_assistant = segments.size();
-    for (size_t i = 0; i < segments.size(); ++i)
-      if (segments[i].second) last_assistant = i;
-    for (size_t i = 0; i < last_assistant; ++i) {
-      append(ex, tok, segments[i].first, opt.max_seq_len, &cut);
-      if (segments[i].second && tok.eos_id() >= 0) ex.ids.push_back(tok.eos_id());  // as SFT ends each turn
-    }
+    ex.text = std::move(prompt.text);
+    ex.ids = std::move(prompt.ids);
+    cut = prompt.cut;
   }
   if (ex.ids.empty()) throw BadPrompt{"the prompt has no tokens"};
   if (opt.max_seq_len > 0 && int64_t(ex.ids.size()) > opt.max_seq_len)
@@ -92,21 +79,25 @@ PromptDataset load_prompt_jsonl(const std::string& path, const tokenizer::Tokeni
   if (core::is_directory(path)) fail("prompt data ", path, ": is a directory, expected a JSONL file");
   std::ifstream in(path);
   if (!in) fail("prompt data ", path, ": cannot open the file");
+  if (!is_chat_template_setting(opt.chat_template))
+    fail("prompt data ", path, ": chat_template = \"", opt.chat_template, "\" (expected ", chat_template_choices(), ")");
   PromptDataset data;
   data.path = path;
+  LazyChatFormat chat(opt.chat_template, tok, path);
   std::string line;
   int64_t line_no = 0;
   while (std::getline(in, line)) {
     ++line_no;
+    chat.at_line(line_no);
     if (line.find_first_not_of(" \t\r\n") == std::string::npos) continue;
     try {
-      nlohmann::json row;
+      Json row;
       try {
-        row = nlohmann::json::parse(line);
+        row = Json::parse(line);
       } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e400
         throw BadPrompt{std::string("invalid JSON (") + e.what() + ")"};
       }
-      PromptExample ex = parse_row(row, tok, opt);
+      PromptExample ex = parse_row(row, tok, opt, chat);
       ex.line = line_no;
       data.rows.push_back(std::move(ex));
     } catch (const BadPrompt& b) {

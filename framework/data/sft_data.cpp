@@ -9,6 +9,7 @@
 
 #include "framework/core/error.h"
 #include "framework/core/file_util.h"
+#include "framework/data/chat_format.h"
 
 namespace reglage::data {
 namespace {
@@ -18,7 +19,7 @@ struct BadRow {
   std::string problem;
 };
 
-std::string string_field(const nlohmann::json& obj, const char* key) {
+std::string string_field(const Json& obj, const char* key) {
   auto it = obj.find(key);
   if (it == obj.end()) throw BadRow{std::string("missing \"") + key + "\""};
   if (!it->is_string()) throw BadRow{std::string("\"") + key + "\" must be a string, got " + it->type_name()};
@@ -56,8 +57,8 @@ bool has_loss_tokens(const SftExample& ex) {
 
 // One parsed JSON row -> ids and loss mask; *cut: the row has more than max_seq_len tokens and ids holds
 // only its first max_seq_len + 1 or more. Throws BadRow.
-SftExample tokenize_row(const nlohmann::json& row, const tokenizer::Tokenizer& tok, const SftDataOptions& opt,
-                        bool* cut) {
+SftExample tokenize_row(const Json& row, const tokenizer::Tokenizer& tok, const SftDataOptions& opt,
+                        LazyChatFormat& chat, bool* cut) {
   if (!row.is_object()) throw BadRow{std::string("row must be a JSON object, got ") + row.type_name()};
   const bool has_pc = row.contains("prompt") || row.contains("completion");
   const bool has_messages = row.contains("messages");
@@ -65,42 +66,32 @@ SftExample tokenize_row(const nlohmann::json& row, const tokenizer::Tokenizer& t
   if (!has_pc && !has_messages) throw BadRow{"row has neither \"prompt\" + \"completion\" nor \"messages\""};
 
   SftExample ex;
-  if (tok.add_bos()) {
-    ex.ids.push_back(tok.bos_id());
-    ex.loss.push_back(0);
-  }
   if (has_pc) {
+    if (tok.add_bos()) {
+      ex.ids.push_back(tok.bos_id());
+      ex.loss.push_back(0);
+    }
     const std::string prompt = string_field(row, "prompt");
     const std::string completion = string_field(row, "completion");
     append_text(ex, tok, prompt, 0, opt.max_seq_len, cut);
     append_text(ex, tok, completion, 1, opt.max_seq_len, cut);
     if (!*cut) append_eos(ex, tok);  // a cut row keeps only its exact first tokens
   } else {
-    const auto& msgs = row["messages"];
-    if (!msgs.is_array()) throw BadRow{std::string("\"messages\" must be an array, got ") + msgs.type_name()};
-    std::vector<std::pair<std::string, std::string>> messages;
-    bool any_assistant = false;
-    for (size_t i = 0; i < msgs.size(); ++i) {
-      const auto& m = msgs[i];
-      const std::string where = "messages[" + std::to_string(i) + "]";
-      if (!m.is_object()) throw BadRow{where + " must be an object, got " + m.type_name()};
-      std::string role, content;
-      try {
-        role = string_field(m, "role");
-        content = string_field(m, "content");
-      } catch (const BadRow& b) {
-        throw BadRow{where + ": " + b.problem};
-      }
-      if (role != "system" && role != "user" && role != "assistant")
-        throw BadRow{where + ": unknown role \"" + role + "\" (expected system, user or assistant)"};
-      any_assistant = any_assistant || role == "assistant";
-      messages.emplace_back(role, content);
+    const Json& messages = row["messages"];
+    const ChatFormat& format = chat.get();  // a config problem, not the row's: not skipped
+    ChatTokens tokens;
+    try {
+      format.check_messages(messages);
+      const bool any_assistant = std::any_of(messages.begin(), messages.end(),
+                                             [](const Json& m) { return m["role"] == "assistant"; });
+      if (!any_assistant) throw BadRow{"\"messages\" has no assistant turn"};
+      tokens = format.encode_conversation(messages, size_t(opt.max_seq_len));
+    } catch (const Error& e) {
+      throw BadRow{e.what()};
     }
-    if (!any_assistant) throw BadRow{"\"messages\" has no assistant turn"};
-    for (const auto& [text, is_assistant] : render_chat(opt.chat_template, messages)) {
-      append_text(ex, tok, text, is_assistant ? 1 : 0, opt.max_seq_len, cut);
-      if (is_assistant && !*cut) append_eos(ex, tok);
-    }
+    ex.ids = std::move(tokens.ids);
+    ex.loss = std::move(tokens.loss);
+    *cut = tokens.cut;
   }
   // A cut row is judged by the length check (too long, or what truncation keeps).
   if (!*cut && !has_loss_tokens(ex)) throw BadRow{"row has no completion tokens to learn"};
@@ -112,27 +103,30 @@ SftExample tokenize_row(const nlohmann::json& row, const tokenizer::Tokenizer& t
 SftDataset load_sft_jsonl(const std::string& path, const tokenizer::Tokenizer& tok, const SftDataOptions& opt) {
   // Options first: a wrong template or length should not wait for the whole file.
   if (opt.max_seq_len <= 0) fail("sft data ", path, ": max_seq_len = ", opt.max_seq_len, " (must be > 0)");
-  render_chat(opt.chat_template, {});  // throws on an unknown template name
+  if (!is_chat_template_setting(opt.chat_template))
+    fail("sft data ", path, ": chat_template = \"", opt.chat_template, "\" (expected ", chat_template_choices(), ")");
   if (core::is_directory(path)) fail("sft data ", path, ": is a directory, expected a JSONL file");
   std::ifstream in(path);
   if (!in) fail("sft data ", path, ": cannot open the file");
 
   SftDataset data;
   data.path = path;
+  LazyChatFormat chat(opt.chat_template, tok, path);
   std::string line;
   int64_t line_no = 0;
   while (std::getline(in, line)) {
     ++line_no;
+    chat.at_line(line_no);
     if (line.find_first_not_of(" \t\r\n") == std::string::npos) continue;  // blank lines are not rows
     try {
-      nlohmann::json row;
+      Json row;
       try {
-        row = nlohmann::json::parse(line);
+        row = Json::parse(line);
       } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e400
         throw BadRow{std::string("invalid JSON (") + e.what() + ")"};
       }
       bool cut = false;  // encoding stopped past max_seq_len: len is a lower bound
-      SftExample ex = tokenize_row(row, tok, opt, &cut);
+      SftExample ex = tokenize_row(row, tok, opt, chat, &cut);
       ex.line = line_no;
       const int64_t len = int64_t(ex.ids.size());
       const std::string len_text = (cut ? "at least " : "") + std::to_string(len);

@@ -2,8 +2,8 @@
 // identically, and batches padded for the model.
 //   {"prompt": "...", "completion": "..."}                      loss on the completion tokens (+ EOS)
 //   {"messages": [{"role": "system|user|assistant", "content": "..."}, ...]}
-//                                                               rendered by a chat template; loss on the
-//                                                               assistant turns (+ their end marker)
+//                                                               rendered by the chat template (chat_format.h);
+//                                                               loss on the assistant turns (+ their end marker)
 #pragma once
 #include <torch/torch.h>
 
@@ -22,7 +22,8 @@ struct SftExample {
 };
 
 struct SftDataOptions {
-  std::string chat_template = "plain";  // plain | chatml | llama2
+  std::string chat_template = "auto";   // for "messages" rows: auto | plain | chatml | llama2 | path.jinja
+                                        // (chat_format.h)
   int64_t max_seq_len = 0;              // > 0; longer rows: error, or cut when truncate
   bool truncate = false;
   bool skip_bad_rows = false;           // malformed rows skipped and counted instead of an error
@@ -39,8 +40,8 @@ struct SftDataset {
 // fields, unknown role, no completion tokens, too long); an empty data set is an error naming the file.
 SftDataset load_sft_jsonl(const std::string& path, const tokenizer::Tokenizer& tok, const SftDataOptions& opt);
 
-// Renders chat messages to text pieces with a template; exposed for tests.
-// Returns (text, is_assistant) segments in order.
+// Renders chat messages with a built-in format (plain, chatml, llama2) to (text, is_assistant) segments in
+// order; ChatFormat tokenizes them.
 std::vector<std::pair<std::string, bool>> render_chat(const std::string& chat_template,
                                                       const std::vector<std::pair<std::string, std::string>>& messages);
 

@@ -164,6 +164,11 @@ std::string BpeTokenizer::content_of(int64_t id) const {
   return id_to_token_[id];
 }
 
+std::string BpeTokenizer::token_text(int64_t id) const {
+  if (id < 0 || id >= vocab_size()) fail(source_, ": token id ", id, " outside [0, ", vocab_size(), ")");
+  return content_of(id);
+}
+
 // Merges by rank within one run of symbols, as Hugging Face's BPE does: each round merges the adjacent pair with
 // the lowest merge rank, the leftmost if it occurs more than once. The candidate pairs sit in a heap keyed
 // (rank, position) over a linked list of symbols, so a round costs O(log n) rather than a scan of the run.

@@ -66,6 +66,7 @@ class BpeTokenizer : public Tokenizer {
   // (SentencePiece's leading space dropped).
   std::string decode_piece(int64_t prev_token, int64_t token) const override;
   std::string decode(const std::vector<int64_t>& ids) const override;
+  std::string token_text(int64_t id) const override;
   int64_t vocab_size() const override { return static_cast<int64_t>(id_to_token_.size()); }
   // Writes tokenizer.json (the steps it was read with), tokenizer_config.json and special_tokens_map.json,
   // and for byte-level tokenizers also vocab.json and merges.txt.

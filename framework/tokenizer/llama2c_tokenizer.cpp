@@ -267,6 +267,17 @@ std::string Llama2cTokenizer::decode_piece(int64_t prev_token, int64_t token) co
   return piece;
 }
 
+// llama2.c's files hold BOS and EOS as "\n<s>\n" and "\n</s>\n"; their names are "<s>" and "</s>".
+std::string Llama2cTokenizer::token_text(int64_t id) const {
+  if (id < 0 || id >= vocab_size()) fail("tokenizer ", path_, ": token id ", id, " outside [0, ", vocab_size(), ")");
+  std::string piece = pieces_[size_t(id)];
+  if (id == kBosId || id == kEosId) {
+    const size_t a = piece.find_first_not_of('\n'), b = piece.find_last_not_of('\n');
+    piece = a == std::string::npos ? std::string() : piece.substr(a, b - a + 1);
+  }
+  return piece;
+}
+
 std::string Llama2cTokenizer::decode(const std::vector<int64_t>& ids) const {
   std::string out;
   int64_t prev = -1;

@@ -35,6 +35,7 @@ class Llama2cTokenizer : public Tokenizer {
   std::string decode_piece(int64_t prev_token, int64_t token) const override;
   // Skips BOS and EOS; the piece after a BOS loses its leading space, so decode(encode(t, true, false)) == t.
   std::string decode(const std::vector<int64_t>& ids) const override;
+  std::string token_text(int64_t id) const override;
   int64_t vocab_size() const override { return static_cast<int64_t>(pieces_.size()); }
   void save_hf(const std::string& dir) const override;
 

@@ -290,6 +290,11 @@ std::string SpmTokenizer::decode_piece(int64_t prev_token, int64_t token) const 
   }
 }
 
+std::string SpmTokenizer::token_text(int64_t id) const {
+  if (id < 0 || id >= vocab_size()) fail(p_.source, ": token id ", id, " outside [0, ", vocab_size(), ")");
+  return p_.pieces[size_t(id)];
+}
+
 std::string SpmTokenizer::decode(const std::vector<int64_t>& ids) const {
   std::string out;
   int64_t prev = -1;

@@ -57,6 +57,7 @@ class SpmTokenizer : public Tokenizer {
   // special or user-defined token is dropped (encode put it there), so decode(encode(t)) == t.
   std::string decode_piece(int64_t prev_token, int64_t token) const override;
   std::string decode(const std::vector<int64_t>& ids) const override;
+  std::string token_text(int64_t id) const override;
   int64_t vocab_size() const override { return static_cast<int64_t>(p_.pieces.size()); }
   // tokenizer.json in Hugging Face's Llama layout (BPE with byte_fallback, merges derived from the scores,
   // Prepend/Replace normalizer, TemplateProcessing for BOS/EOS), tokenizer_config.json, special_tokens_map.json.

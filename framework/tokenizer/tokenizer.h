@@ -49,6 +49,10 @@ class Tokenizer {
 
   virtual int64_t vocab_size() const = 0;
 
+  // A token's string as the vocabulary holds it ("<|im_end|>", "<s>", "▁the"): what transformers passes to a chat
+  // template as bos_token / eos_token. Throws for an id outside the vocabulary.
+  virtual std::string token_text(int64_t id) const = 0;
+
   // Writes this tokenizer's files into a Hugging Face model directory (tokenizer.json, tokenizer_config.json,
   // special_tokens_map.json, and for llama2.c tokenizers also the original tokenizer.bin).
   virtual void save_hf(const std::string& dir) const = 0;

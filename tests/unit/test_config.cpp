@@ -166,7 +166,7 @@ TEST(ConfigLoad, DefaultsFilled) {
   EXPECT_EQ(s.max_grad_norm, 1.0);
   EXPECT_EQ(s.keep_checkpoints, 2);
   EXPECT_EQ(s.log_every, 1);
-  EXPECT_EQ(s.chat_template, "plain");
+  EXPECT_EQ(s.chat_template, "auto");
   EXPECT_FALSE(s.truncate);
   EXPECT_EQ(choice_names<StageType>(), (std::vector<std::string>{"sft", "reward_model", "ppo", "dpo", "grpo"}));
 }

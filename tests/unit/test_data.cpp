@@ -44,6 +44,9 @@ class ByteTokenizer : public tokenizer::Tokenizer {
     return s;
   }
   int64_t vocab_size() const override { return 259; }
+  std::string token_text(int64_t id) const override {
+    return id == 1 ? "<s>" : id == 2 ? "</s>" : decode_piece(0, id);
+  }
   void save_hf(const std::string&) const override {}
 };
 
