@@ -3,7 +3,7 @@
 //                  [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
 //                  [--dtype float32|bfloat16] [--threads N] [--json]
 // --prompt is raw text (BOS added when the model's tokenizer adds one). --chat TEXT is a one-turn user message
-// and --prompts rows may be {"prompt": "..."} or {"messages": [...]}: conversations are rendered by the chat
+// and --prompts rows may be {"prompt": "..."} or {"messages": [...], "tools": [...]}: conversations are rendered by the chat
 // template (--chat-template: auto = the model's own, the default; plain, chatml, llama2 or a .jinja file) with
 // the assistant header appended, as apply_chat_template(..., add_generation_prompt=True) does.
 // Prints each prompt followed by its continuation (one blank line between prompts of a batch);
@@ -37,8 +37,8 @@ PromptInput raw_prompt(const tokenizer::Tokenizer& tok, const std::string& text)
   return {text, tok.encode(text, tok.add_bos(), /*add_eos=*/false)};
 }
 
-PromptInput chat_prompt(data::LazyChatFormat& chat, const data::Json& messages) {
-  data::ChatPrompt p = chat.get().encode_prompt(messages);
+PromptInput chat_prompt(data::LazyChatFormat& chat, const data::Json& messages, const data::Json& tools = {}) {
+  data::ChatPrompt p = chat.get().encode_prompt(messages, data::kNoTokenLimit, tools);
   return {std::move(p.text), std::move(p.ids)};
 }
 
@@ -66,7 +66,7 @@ std::vector<PromptInput> read_prompts_jsonl(const std::string& path, const token
       continue;
     }
     try {
-      prompts.push_back(chat_prompt(chat, j["messages"]));
+      prompts.push_back(chat_prompt(chat, j["messages"], j.value("tools", data::Json())));
     } catch (const Error& e) {
       fail(path, ":", line_no, ": ", e.what());
     }

@@ -93,8 +93,15 @@ void ChatFormat::check_messages(const Json& messages) const {
   }
 }
 
-std::string ChatFormat::render_jinja(const Json& messages, bool add_generation_prompt) const {
+void ChatFormat::check_tools(const Json& tools) const {
+  if (tools.is_null()) return;
+  if (!tools.is_array()) fail("\"tools\" must be a list of tool schemas, got ", tools.type_name());
+  if (!jinja_) fail("\"tools\" needs a Jinja chat template (chat_template: auto or a .jinja file), not ", builtin_);
+}
+
+std::string ChatFormat::render_jinja(const Json& messages, const Json& tools, bool add_generation_prompt) const {
   chat::ChatRenderOptions options;
+  options.tools = tools;
   options.add_generation_prompt = add_generation_prompt;
   options.bos_token = bos_text_;
   options.eos_token = eos_text_;
@@ -107,8 +114,9 @@ std::vector<std::pair<std::string, bool>> ChatFormat::builtin_segments(const Jso
   return render_chat(builtin_, pairs);
 }
 
-RenderedChat ChatFormat::render_conversation(const Json& messages) const {
+RenderedChat ChatFormat::render_conversation(const Json& messages, const Json& tools) const {
   check_messages(messages);
+  check_tools(tools);
   RenderedChat out;
   if (!jinja_) {
     for (const auto& [text, is_assistant] : builtin_segments(messages)) {
@@ -117,22 +125,41 @@ RenderedChat ChatFormat::render_conversation(const Json& messages) const {
     }
     return out;
   }
-  out.text = render_jinja(messages, false);
+  out.text = render_jinja(messages, tools, false);
   size_t searched_from = 0;  // turns are found in order
   for (size_t i = 0; i < messages.size(); ++i) {
     if (messages[i]["role"] != "assistant") continue;
     const std::string where = "messages[" + std::to_string(i) + "]";
-    std::string before, upto;
+    std::string upto, marked, continued;
+    Json with_marker = first_messages(messages, i + 1);
+    with_marker[i]["content"] = "\x01";  // a content no real text starts with
     try {
-      before = render_jinja(first_messages(messages, i), true);
-      upto = render_jinja(first_messages(messages, i + 1), false);
+      upto = render_jinja(first_messages(messages, i + 1), tools, false);
+      marked = render_jinja(with_marker, tools, false);
     } catch (const Error& e) {
       fail(where, ": rendering the conversation up to this assistant turn, to find its tokens: ", e.what());
     }
-    const size_t start = common_prefix(before, upto);  // where the assistant's text leaves the generation prompt
-    const size_t end = trim_end(upto, start, upto.size());
+    // The turn starts where its content does: where the rendering with another content parts from this one.
+    const size_t start = common_prefix(upto, marked);
+    // What a template writes only at the very end (Phi-3.5's closing eos_token) is not the turn's: the turn ends
+    // where the rendering stops agreeing with the same conversation continued by a user message.
+    size_t end = upto.size();
+    try {
+      Json more = first_messages(messages, i + 1);
+      more.push_back(Json{{"role", "user"}, {"content", "x"}});
+      continued = render_jinja(more, tools, false);
+      size_t agree = common_prefix(upto, continued);
+      // "</s>" and "<|user|>" agree on "<": a special token's opening bracket shared by what follows the turn
+      // in both renderings is not the turn's.
+      while (agree < upto.size() && agree > start && std::string("<[{").find(upto[agree - 1]) != std::string::npos)
+        --agree;
+      if (agree > start) end = agree;
+    } catch (const Error&) {
+      // a template that refuses the continuation: the turn runs to the end of its rendering
+    }
+    end = trim_end(upto, start, end);
     ByteSpan span;
-    if (out.text.compare(0, upto.size(), upto) == 0 && start >= searched_from) {
+    if (out.text.compare(0, end, upto, 0, end) == 0 && start >= searched_from) {
       span = {start, end};
     } else {  // earlier turns render differently once later ones follow: find this turn after the one before
       const std::string turn = upto.substr(start, end - start);
@@ -148,12 +175,13 @@ RenderedChat ChatFormat::render_conversation(const Json& messages) const {
   return out;
 }
 
-std::string ChatFormat::render_prompt(const Json& messages) const {
+std::string ChatFormat::render_prompt(const Json& messages, const Json& tools) const {
   check_messages(messages);
+  check_tools(tools);
   if (messages.empty()) fail("\"messages\" is empty (a prompt needs at least one message)");
   if (messages.back()["role"] == "assistant")
     fail("\"messages\" ends with an assistant turn (a prompt ends where the assistant is to answer)");
-  if (jinja_) return render_jinja(messages, true);
+  if (jinja_) return render_jinja(messages, tools, true);
   std::string text;
   for (const auto& segment : builtin_prompt_segments(messages)) text += segment.first;
   return text;
@@ -201,13 +229,14 @@ ChatTokens ChatFormat::encode_segments(const std::vector<std::pair<std::string, 
   return out;
 }
 
-ChatTokens ChatFormat::encode_conversation(const Json& messages, size_t max_tokens) const {
+ChatTokens ChatFormat::encode_conversation(const Json& messages, size_t max_tokens, const Json& tools) const {
   if (!jinja_) {
     check_messages(messages);
+    check_tools(tools);
     return encode_segments(builtin_segments(messages), max_tokens);
   }
   ChatTokens out;
-  const RenderedChat chat = render_conversation(messages);
+  const RenderedChat chat = render_conversation(messages, tools);
   out.ids = encode_limited(*tok_, chat.text, max_tokens);
   out.cut = max_tokens != kNoTokenLimit && out.ids.size() > max_tokens;
   out.loss.assign(out.ids.size(), 0);
@@ -228,9 +257,9 @@ ChatTokens ChatFormat::encode_conversation(const Json& messages, size_t max_toke
   return out;
 }
 
-ChatPrompt ChatFormat::encode_prompt(const Json& messages, size_t max_tokens) const {
+ChatPrompt ChatFormat::encode_prompt(const Json& messages, size_t max_tokens, const Json& tools) const {
   ChatPrompt out;
-  out.text = render_prompt(messages);
+  out.text = render_prompt(messages, tools);
   if (jinja_) {
     out.ids = encode_limited(*tok_, out.text, max_tokens);
     out.cut = max_tokens != kNoTokenLimit && out.ids.size() > max_tokens;

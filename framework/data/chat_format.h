@@ -9,12 +9,13 @@
 //   - the rendered text is tokenized whole, special-token text read as those tokens, nothing added around it
 //     (apply_chat_template(tokenize=True) passes add_special_tokens=False): BOS and end-of-turn tokens are
 //     whatever the template writes;
-//   - the assistant turns to train are found by rendering prefixes of the conversation: turn i starts where
-//     render(messages[:i+1]) leaves render(messages[:i], add_generation_prompt=True) (after the assistant
-//     header) and ends at the end of render(messages[:i+1]), trailing whitespace dropped: the content and the
-//     template's end-of-turn token ("Hi<|im_end|>", "Hi<|eot_id|>", "Hi</s>");
-//   - a template that renders earlier turns differently once later ones follow (Mistral's places the system
-//     message in the last user turn) has each turn looked up in the whole rendering after the turn before;
+//   - the assistant turns to train are found by rendering prefixes of the conversation: turn i is in
+//     render(messages[:i+1]); it starts where its content starts (where the same prefix with another content
+//     parts from it) and ends where that rendering stops agreeing with the prefix continued by a user message,
+//     trailing whitespace dropped: the content and the template's end-of-turn token ("Hi<|im_end|>",
+//     "Hi<|eot_id|>", "Hi</s>"), not what a template writes only at the very end (Phi-3.5's eos_token);
+//   - when that prefix is not how the whole conversation begins (Mistral's places the system message in the
+//     last user turn), the turn's text is looked up in the whole rendering after the turn before;
 //   - a token that straddles a turn's boundary counts as part of the turn.
 // Built-in formats: each segment is tokenized alone, BOS first when the tokenizer adds one, EOS after each
 // assistant turn (part of the turn).
@@ -84,18 +85,21 @@ class ChatFormat {
   // built-in formats) and, for the built-in formats, a string "content". Throws Error "messages[i]: ...".
   void check_messages(const Json& messages) const;
 
+  // `tools`: a row's "tools" (a list of JSON tool schemas, as TRL's datasets carry them) handed to a Jinja
+  // template as `tools`; null when the row has none. The built-in formats take none.
   // The whole conversation as text, and where its assistant turns are. Throws Error on a template error.
-  RenderedChat render_conversation(const Json& messages) const;
+  RenderedChat render_conversation(const Json& messages, const Json& tools = Json()) const;
   // The prompt a policy completes: the conversation (which must not end with an assistant turn) and the
   // assistant header (add_generation_prompt).
-  std::string render_prompt(const Json& messages) const;
+  std::string render_prompt(const Json& messages, const Json& tools = Json()) const;
 
   // Tokens and loss mask of a conversation; encoding stops once more than max_tokens tokens are known.
-  ChatTokens encode_conversation(const Json& messages, size_t max_tokens = kNoTokenLimit) const;
-  ChatPrompt encode_prompt(const Json& messages, size_t max_tokens = kNoTokenLimit) const;
+  ChatTokens encode_conversation(const Json& messages, size_t max_tokens = kNoTokenLimit, const Json& tools = Json()) const;
+  ChatPrompt encode_prompt(const Json& messages, size_t max_tokens = kNoTokenLimit, const Json& tools = Json()) const;
 
  private:
-  std::string render_jinja(const Json& messages, bool add_generation_prompt) const;
+  std::string render_jinja(const Json& messages, const Json& tools, bool add_generation_prompt) const;
+  void check_tools(const Json& tools) const;
   std::vector<std::pair<std::string, bool>> builtin_segments(const Json& messages) const;
   std::vector<std::pair<std::string, bool>> builtin_prompt_segments(const Json& messages) const;
   ChatTokens encode_segments(const std::vector<std::pair<std::string, bool>>& segments, size_t max_tokens) const;

@@ -66,11 +66,11 @@ Side encode_plain_side(const tokenizer::Tokenizer& tok, const std::string& promp
 
 // The conversation with its final assistant turn, by the chat format: the response is that turn's tokens
 // (its content and end-of-turn marker); what the template writes after it is not part of the side.
-Side encode_chat_side(const ChatFormat& format, const json& conversation, int64_t max_seq_len) {
+Side encode_chat_side(const ChatFormat& format, const json& conversation, const json& tools, int64_t max_seq_len) {
   Side side;
   ChatTokens tokens;
   try {
-    tokens = format.encode_conversation(conversation, size_t(max_seq_len));
+    tokens = format.encode_conversation(conversation, size_t(max_seq_len), tools);
   } catch (const Error& e) {
     throw BadPair{e.what()};
   }
@@ -105,8 +105,9 @@ PreferencePair parse_pair(const json& row, const tokenizer::Tokenizer& tok, cons
     with_chosen.push_back(response_message(row, "chosen"));
     with_rejected.push_back(response_message(row, "rejected"));
     same_text = with_chosen == with_rejected;
-    chosen = encode_chat_side(format, with_chosen, opt.max_seq_len);
-    rejected = encode_chat_side(format, with_rejected, opt.max_seq_len);
+    const json tools = row.value("tools", json());
+    chosen = encode_chat_side(format, with_chosen, tools, opt.max_seq_len);
+    rejected = encode_chat_side(format, with_rejected, tools, opt.max_seq_len);
   } else {
     const std::string prompt = string_field(row, "prompt");
     const std::string chosen_text = string_field(row, "chosen"), rejected_text = string_field(row, "rejected");

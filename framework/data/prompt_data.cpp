@@ -57,7 +57,8 @@ PromptExample parse_row(const Json& row, const tokenizer::Tokenizer& tok, const 
     const ChatFormat& format = chat.get();  // a config problem, not the row's: not skipped
     ChatPrompt prompt;
     try {
-      prompt = format.encode_prompt(messages, opt.max_seq_len > 0 ? size_t(opt.max_seq_len) : kNoTokenLimit);
+      prompt = format.encode_prompt(messages, opt.max_seq_len > 0 ? size_t(opt.max_seq_len) : kNoTokenLimit,
+                                    row.value("tools", Json()));
     } catch (const Error& e) {
       throw BadPrompt{e.what()};
     }

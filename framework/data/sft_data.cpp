@@ -85,7 +85,7 @@ SftExample tokenize_row(const Json& row, const tokenizer::Tokenizer& tok, const 
       const bool any_assistant = std::any_of(messages.begin(), messages.end(),
                                              [](const Json& m) { return m["role"] == "assistant"; });
       if (!any_assistant) throw BadRow{"\"messages\" has no assistant turn"};
-      tokens = format.encode_conversation(messages, size_t(opt.max_seq_len));
+      tokens = format.encode_conversation(messages, size_t(opt.max_seq_len), row.value("tools", Json()));
     } catch (const Error& e) {
       throw BadRow{e.what()};
     }

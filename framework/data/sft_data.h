@@ -4,6 +4,7 @@
 //   {"messages": [{"role": "system|user|assistant", "content": "..."}, ...]}
 //                                                               rendered by the chat template (chat_format.h);
 //                                                               loss on the assistant turns (+ their end marker)
+//                                                               (an optional "tools" list reaches the template)
 #pragma once
 #include <torch/torch.h>
 
