@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "framework/io/safetensors.h"
+#include "smollm2_util.h"
 #include "test_util.h"
 
 namespace reglage {
@@ -22,8 +23,8 @@ using test::source_path;
 
 constexpr double kTol = 1e-4;  // max abs logit difference to transformers (logits reach about 34)
 
-std::string gguf_path() { return source_path("models/smollm2/SmolLM2-135M-Instruct-Q4_1.gguf"); }
-std::string quoted(const std::string& s) { return "'" + s + "'"; }
+std::string gguf_path() { return test::smollm2_gguf(); }
+using test::quoted;
 
 struct Prompt {
   std::string name;

@@ -14,6 +14,7 @@
 #include "framework/data/chat_format.h"
 #include "framework/data/sft_data.h"
 #include "framework/tokenizer/tokenizer.h"
+#include "smollm2_util.h"
 #include "test_util.h"
 
 namespace reglage {
@@ -23,9 +24,9 @@ using nlohmann::json;
 using test::run_reglage;
 using test::source_path;
 
-std::string gguf_path() { return source_path("models/smollm2/SmolLM2-135M-Instruct-Q4_1.gguf"); }
-std::string quoted(const std::string& s) { return "'" + s + "'"; }
-json prompts() { return json::parse(core::read_file(source_path("tests/data/smollm2/prompts.json"))); }
+std::string gguf_path() { return test::smollm2_gguf(); }
+using test::quoted;
+json prompts() { return test::smollm2_prompts(); }
 
 TEST(Smollm2Chat, RenderChatEqualsTransformers) {
   test::TempDir tmp;

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "framework/io/safetensors.h"
+#include "smollm2_util.h"
 #include "test_util.h"
 
 namespace reglage {
@@ -21,9 +22,9 @@ using nlohmann::json;
 using test::run_reglage;
 using test::source_path;
 
-std::string gguf_path() { return source_path("models/smollm2/SmolLM2-135M-Instruct-Q4_1.gguf"); }
-std::string quoted(const std::string& s) { return "'" + s + "'"; }
-json prompts() { return json::parse(core::read_file(source_path("tests/data/smollm2/prompts.json"))); }
+std::string gguf_path() { return test::smollm2_gguf(); }
+using test::quoted;
+json prompts() { return test::smollm2_prompts(); }
 
 std::vector<int64_t> parse_ids(const std::string& line) {
   std::vector<int64_t> ids;
