@@ -21,8 +21,8 @@ namespace {
 // Summed response log-probabilities of both sides of a batch under `active`: (chosen, rejected), each (n).
 std::pair<torch::Tensor, torch::Tensor> pair_logprobs(model::CausalLM& m, const data::PreferenceBatch& batch,
                                                       const model::AdapterSet& active) {
-  auto logits = m->forward({batch.ids, {}, batch.valid, nullptr, active});  // (2n, T, V) float32
-  auto lp = rl::sequence_logprobs(logits, batch.targets);                    // (2n)
+  // (2n, T) token log-probs, 0 off the responses, summed per row: (2n); no (2n, T, V) logits held
+  auto lp = m->token_logprobs({batch.ids, {}, batch.valid, nullptr, active}, batch.targets).sum(-1);
   const int64_t n = lp.size(0) / 2;
   return {lp.narrow(0, 0, n), lp.narrow(0, n, n)};
 }

@@ -100,10 +100,16 @@ Rollout sample_rollout(model::CausalLM& m, const data::PromptDataset& prompts, c
 void evaluate_logprobs(model::CausalLM& m, Rollout& ro, const RolloutSpec& spec) {
   torch::NoGradGuard no_grad;
   m->eval();
-  auto actor = m->forward({ro.ids, {}, ro.valid, nullptr, spec.actor});            // (n, L, V)
-  ro.old_logp = token_logp(response_logits(actor, ro.index, spec.temperature), ro.targets) * ro.mask;
-  auto ref = m->forward({ro.ids, {}, ro.valid, nullptr, {}});                      // (n, L, V)
-  ro.ref_logp = token_logp(response_logits(ref, ro.index, spec.temperature), ro.targets) * ro.mask;
+  // The response tokens at the positions that predict them, -100 elsewhere: (n, L). Padding entries of index
+  // (past a response's end) carry -100 and never share a position with a response token.
+  auto at_positions = torch::full(ro.ids.sizes(), -100, torch::kLong)
+                          .scatter_(1, ro.index, torch::where(ro.mask > 0, ro.targets, torch::full_like(ro.targets, -100)));
+  const auto logp = [&](const model::AdapterSet& adapters) {  // (n, R); the LM head only on response positions
+    return m->token_logprobs({ro.ids, {}, ro.valid, nullptr, adapters}, at_positions, spec.temperature)
+               .gather(1, ro.index).to(torch::kFloat32) * ro.mask;
+  };
+  ro.old_logp = logp(spec.actor);
+  ro.ref_logp = logp({});
 }
 
 void evaluate_rollout(model::CausalLM& m, model::ScalarHead& value_head, Rollout& ro, const RolloutSpec& spec) {

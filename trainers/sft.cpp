@@ -17,12 +17,10 @@ namespace F = torch::nn::functional;
 
 namespace {
 
-// Sum of token cross-entropies of one micro-batch: (B, T) -> scalar.
+// Sum of token cross-entropies of one micro-batch: (B, T) -> scalar. The LM head runs only on the positions
+// with a target, in chunks (never the (B, T, V) logits at once).
 torch::Tensor micro_batch_loss_sum(model::CausalLM& m, const data::SftBatch& batch, const model::AdapterSet& active) {
-  auto logits = m->forward({batch.ids, {}, batch.valid, nullptr, active});  // (B, T, V) float32
-  const int64_t V = logits.size(-1);
-  return F::cross_entropy(logits.view({-1, V}), batch.targets.view({-1}),
-                          F::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
+  return -m->token_logprobs({batch.ids, {}, batch.valid, nullptr, active}, batch.targets).sum();  // (B, T) -> ()
 }
 
 // Mean loss over the completion tokens of a whole data set, sharded across ranks.

@@ -1,4 +1,5 @@
 #include "framework/model/llama.h"
+#include "framework/model/chunked_logprob.h"
 
 #include <cmath>
 #include <limits>
@@ -202,6 +203,27 @@ torch::Tensor CausalLMImpl::hidden(const ForwardInput& in) {
 torch::Tensor CausalLMImpl::lm_logits(const torch::Tensor& hidden) {
   auto logits = lm_head ? lm_head(hidden) : F::linear(hidden, model->embed_tokens->weight);  // (B, T, V)
   return logits.to(wide(logits));
+}
+
+torch::Tensor CausalLMImpl::token_logprobs(const ForwardInput& in, const torch::Tensor& targets, double temperature) {
+  return token_logprobs_from_hidden(hidden(in), targets, temperature);
+}
+
+torch::Tensor CausalLMImpl::token_logprobs_from_hidden(const torch::Tensor& hidden, const torch::Tensor& targets,
+                                                       double temperature) {
+  const int64_t B = hidden.size(0), T = hidden.size(1), D = hidden.size(2);
+  auto flat_targets = targets.reshape({-1});                             // (B*T)
+  auto rows = flat_targets.ne(-100).nonzero().squeeze(1);                // (N)
+  auto h = hidden.reshape({B * T, D}).index_select(0, rows);             // (N, D)
+  auto picked = flat_targets.index_select(0, rows);                      // (N)
+  torch::Tensor logp;                                                    // (N)
+  if (!lm_head || (lm_head->adapters().empty() && !lm_head->bias.defined())) {
+    logp = chunked_token_logprobs(h, lm_head ? lm_head->weight : model->embed_tokens->weight, picked, temperature);
+  } else {  // an adapted head: the plain path
+    logp = torch::log_softmax(lm_logits(h) / temperature, -1).gather(-1, picked.unsqueeze(-1)).squeeze(-1);
+  }
+  auto out = torch::zeros({B * T}, logp.options());
+  return out.index_copy(0, rows, logp).view({B, T});
 }
 
 KVCache CausalLMImpl::new_cache(int64_t batch, int64_t max_len) const {

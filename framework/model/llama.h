@@ -91,6 +91,14 @@ class CausalLMImpl : public torch::nn::Module {
   torch::Tensor lm_logits(const torch::Tensor& hidden);
   // hidden + LM head: (B, T) ids -> (B, T, V) float32 logits.
   torch::Tensor forward(const ForwardInput& in) { return lm_logits(hidden(in)); }
+  // log p(targets[b][t] | ids[b][..t]) / temperature-scaled, without the (B, T, V) logits: only the positions
+  // whose target is not -100 go through the LM head, in chunks (chunked_logprob.h). targets: (B, T) int64;
+  // returns (B, T) float32 (float64 for a float64 model), 0 where the target is -100. The same numbers as
+  // log_softmax(forward(in) / temperature) gathered at targets, up to the rounding of smaller matrix products.
+  torch::Tensor token_logprobs(const ForwardInput& in, const torch::Tensor& targets, double temperature = 1.0);
+  // The same from hidden states already computed: (B, T, D) -> (B, T).
+  torch::Tensor token_logprobs_from_hidden(const torch::Tensor& hidden, const torch::Tensor& targets,
+                                           double temperature = 1.0);
 
   // An empty cache for `batch` sequences of up to `max_len` tokens, on the model's device and dtype.
   KVCache new_cache(int64_t batch, int64_t max_len) const;

@@ -1,0 +1,88 @@
+// chunked_token_logprobs: a custom autograd function whose forward and backward each walk the rows in chunks.
+//   forward:  per chunk, logits = widen(h_c W^T) / t; logp = logits[target] - logsumexp(logits)
+//   backward: per chunk, recompute p = softmax(logits); dlogits = g * (onehot(target) - p) / t;
+//             dh_c = dlogits W (in the model's dtype), dW += dlogits^T h_c
+#include "framework/model/chunked_logprob.h"
+
+#include <algorithm>
+
+#include "framework/core/error.h"
+
+namespace reglage::model {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+torch::Tensor widen(const torch::Tensor& x) {
+  return x.scalar_type() == torch::kFloat64 ? x : x.to(torch::kFloat32);
+}
+
+// One chunk's logits as the full path computes them: (n, D) x (V, D) -> (n, V), widened, / temperature.
+torch::Tensor chunk_logits(const torch::Tensor& h, const torch::Tensor& weight, double temperature) {
+  auto logits = widen(torch::nn::functional::linear(h, weight));
+  return temperature == 1.0 ? logits : logits / temperature;
+}
+
+class ChunkedLogprob : public torch::autograd::Function<ChunkedLogprob> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& h, const torch::Tensor& weight,
+                               const torch::Tensor& targets, double temperature, int64_t chunk_rows) {
+    const int64_t n = h.size(0);
+    auto out = torch::empty({n}, h.options().dtype(h.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32));
+    for (int64_t a = 0; a < n; a += chunk_rows) {
+      const int64_t b = std::min(n, a + chunk_rows);
+      auto logits = chunk_logits(h.slice(0, a, b), weight, temperature);                  // (c, V)
+      auto picked = logits.gather(1, targets.slice(0, a, b).unsqueeze(1)).squeeze(1);    // (c)
+      out.slice(0, a, b).copy_(picked - logits.logsumexp(1));
+    }
+    ctx->save_for_backward({h, weight, targets});
+    ctx->saved_data["temperature"] = temperature;
+    ctx->saved_data["chunk_rows"] = chunk_rows;
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &h = saved[0], &weight = saved[1], &targets = saved[2];
+    const double temperature = ctx->saved_data["temperature"].toDouble();
+    const int64_t chunk_rows = ctx->saved_data["chunk_rows"].toInt();
+    const auto g = grad_outputs[0];  // (N)
+    const bool want_h = ctx->needs_input_grad(0), want_w = ctx->needs_input_grad(1);
+    torch::Tensor grad_h = want_h ? torch::empty_like(h) : torch::Tensor();
+    torch::Tensor grad_w = want_w ? torch::zeros(weight.sizes(), weight.options().dtype(widen(weight).scalar_type()))
+                                  : torch::Tensor();
+    const int64_t n = h.size(0);
+    for (int64_t a = 0; a < n; a += chunk_rows) {
+      const int64_t b = std::min(n, a + chunk_rows);
+      auto hc = h.slice(0, a, b);
+      auto dlogits = -torch::softmax(chunk_logits(hc, weight, temperature), 1);          // (c, V): -p
+      dlogits.scatter_add_(1, targets.slice(0, a, b).unsqueeze(1),
+                           torch::ones({b - a, 1}, dlogits.options()));                   // onehot - p
+      dlogits.mul_(g.slice(0, a, b).unsqueeze(1).to(dlogits.scalar_type()) / temperature);
+      if (want_h) grad_h.slice(0, a, b).copy_(torch::matmul(dlogits.to(weight.scalar_type()), weight));
+      if (want_w) grad_w.add_(torch::matmul(dlogits.t(), widen(hc)));
+    }
+    if (want_w) grad_w = grad_w.to(weight.scalar_type());
+    return {grad_h, grad_w, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+int64_t logprob_chunk_rows(int64_t vocab, int64_t budget_bytes) {
+  return std::max<int64_t>(1, budget_bytes / (std::max<int64_t>(vocab, 1) * 4));
+}
+
+torch::Tensor chunked_token_logprobs(const torch::Tensor& h, const torch::Tensor& weight, const torch::Tensor& targets,
+                                     double temperature, int64_t chunk_rows) {
+  if (h.dim() != 2 || weight.dim() != 2 || h.size(1) != weight.size(1))
+    fail("chunked_token_logprobs: hidden ", h.sizes(), " and head ", weight.sizes(), " do not fit (N, D) x (V, D)");
+  if (targets.dim() != 1 || targets.size(0) != h.size(0))
+    fail("chunked_token_logprobs: targets ", targets.sizes(), " for ", h.size(0), " rows");
+  if (!(temperature > 0)) fail("chunked_token_logprobs: temperature = ", temperature, " (must be > 0)");
+  if (chunk_rows <= 0) chunk_rows = logprob_chunk_rows(weight.size(0));
+  return ChunkedLogprob::apply(h, weight, targets.to(torch::kLong), temperature, chunk_rows);
+}
+
+}  // namespace reglage::model

@@ -1,0 +1,78 @@
+// chunked_token_logprobs against log_softmax over the full logits: values and gradients (to the hidden states
+// and to a trainable head), for several chunk sizes and a temperature; CausalLM::token_logprobs against the
+// full forward's logits on stories260K.
+#include <gtest/gtest.h>
+
+#include "framework/io/model_io.h"
+#include "framework/model/chunked_logprob.h"
+#include "test_util.h"
+
+namespace reglage::model {
+namespace {
+
+struct Reference {
+  torch::Tensor logp, grad_h, grad_w;
+};
+
+// The plain path: full logits, log_softmax, gather; gradients of sum(logp * weights).
+Reference full_path(const torch::Tensor& h0, const torch::Tensor& w0, const torch::Tensor& targets, double t,
+                    const torch::Tensor& weights) {
+  auto h = h0.detach().clone().requires_grad_(true), w = w0.detach().clone().requires_grad_(true);
+  auto logp = torch::log_softmax(torch::nn::functional::linear(h, w) / t, -1).gather(1, targets.unsqueeze(1)).squeeze(1);
+  (logp * weights).sum().backward();
+  return {logp.detach(), h.grad(), w.grad()};
+}
+
+TEST(ChunkedLogprob, EqualsTheFullLogSoftmaxInValueAndGradient) {
+  torch::manual_seed(3);
+  for (auto dtype : {torch::kFloat64, torch::kFloat32}) {
+    const double tol = dtype == torch::kFloat64 ? 1e-12 : 2e-5;
+    const int64_t N = 11, D = 8, V = 37;
+    auto h0 = torch::randn({N, D}, dtype), w0 = torch::randn({V, D}, dtype);
+    auto targets = torch::randint(0, V, {N}, torch::kLong);
+    auto weights = torch::randn({N}, dtype);  // an arbitrary upstream gradient
+    for (double t : {1.0, 0.7}) {
+      const Reference ref = full_path(h0, w0, targets, t, weights);
+      for (int64_t chunk : {1, 3, 11, 100}) {
+        auto h = h0.detach().clone().requires_grad_(true), w = w0.detach().clone().requires_grad_(true);
+        auto logp = chunked_token_logprobs(h, w, targets, t, chunk);
+        (logp * weights).sum().backward();
+        EXPECT_LT((logp - ref.logp).abs().max().item<double>(), tol) << "chunk " << chunk << " t " << t;
+        EXPECT_LT((h.grad() - ref.grad_h).abs().max().item<double>(), tol) << "chunk " << chunk << " t " << t;
+        EXPECT_LT((w.grad() - ref.grad_w).abs().max().item<double>(), tol) << "chunk " << chunk << " t " << t;
+      }
+    }
+  }
+  // A frozen head gets no gradient and costs none.
+  auto h = torch::randn({4, 8}).requires_grad_(true);
+  auto w = torch::randn({37, 8});
+  chunked_token_logprobs(h, w, torch::randint(0, 37, {4}, torch::kLong)).sum().backward();
+  EXPECT_TRUE(h.grad().defined());
+  EXPECT_FALSE(w.grad().defined());
+}
+
+TEST(ChunkedLogprob, ChunkRowsFollowTheBudget) {
+  EXPECT_EQ(logprob_chunk_rows(49152, int64_t(64) << 20), 341);
+  EXPECT_EQ(logprob_chunk_rows(512, int64_t(64) << 20), 32768);
+  EXPECT_EQ(logprob_chunk_rows(int64_t(1) << 40, 1), 1);
+}
+
+// The model's token_logprobs: only the positions with a target, the same numbers as the full forward.
+TEST(ChunkedLogprob, ModelTokenLogprobsEqualTheFullForward) {
+  auto m = io::load_model(test::model_260k(), torch::kFloat32);
+  torch::manual_seed(5);
+  auto ids = torch::randint(1, 512, {3, 9}, torch::kLong);
+  auto targets = torch::randint(1, 512, {3, 9}, torch::kLong);
+  targets.index_put_({0, torch::indexing::Slice(0, 4)}, -100);  // a prompt: no target
+  targets.index_put_({2, 8}, -100);
+  torch::NoGradGuard no_grad;
+  auto full = torch::log_softmax(m->forward({ids, {}, {}, nullptr, {}}) / 0.9, -1)
+                  .gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1);                  // (3, 9)
+  full = full.masked_fill(targets.eq(-100), 0.0);
+  auto got = m->token_logprobs({ids, {}, {}, nullptr, {}}, targets, 0.9);                       // (3, 9)
+  EXPECT_LT((got - full).abs().max().item<double>(), 1e-5);
+  EXPECT_EQ(got.index({0, torch::indexing::Slice(0, 4)}).abs().sum().item<double>(), 0.0);
+}
+
+}  // namespace
+}  // namespace reglage::model
