@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages reglage needs (only those missing) and builds it into build/.
+# Installs the Debian 12 packages reglage needs (only those missing) and builds it into build/
+# (or $REGLAGE_BUILD_DIR, with $REGLAGE_CMAKE_ARGS and $REGLAGE_BUILD_JOBS parallel jobs).
 # Used by scripts/demo.sh and scripts/test.sh; safe to run again (incremental build, ccache).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +27,9 @@ fi
 # ccache and precompiled headers: ignore the PCH's defines and timestamps so cached objects are reused.
 export CCACHE_SLOPPINESS="pch_defines,time_macros,include_file_mtime,include_file_ctime"
 export CCACHE_BASEDIR="$PWD"  # cache hits across checkouts in different directories
-jobs=$(nproc)
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release ${REGLAGE_CMAKE_ARGS:-} > build.log 2>&1 || { cat build.log; exit 1; }
-cmake --build build -j "$jobs" >> build.log 2>&1 || { grep -E "error|Error" -A3 build.log | head -60; exit 1; }
-echo "built: build/reglage"
+jobs=${REGLAGE_BUILD_JOBS:-$(nproc)}
+build=${REGLAGE_BUILD_DIR:-build}  # scripts/test.sh --libtorch: a folder of its own per LibTorch
+log="$build.log"
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release ${REGLAGE_CMAKE_ARGS:-} > "$log" 2>&1 || { cat "$log"; exit 1; }
+cmake --build "$build" -j "$jobs" >> "$log" 2>&1 || { grep -E "error|Error" -A3 "$log" | head -60; exit 1; }
+echo "built: $build/reglage"
