@@ -112,6 +112,28 @@ function(reglage_check_torch root)
       "also returned these from elsewhere (${_why}):\n  ${_bad_lines}\n"
       "expected every LibTorch library and include folder under ${root}; configure a fresh build folder.")
   endif()
+  set(REGLAGE_TORCH_FILES "${_reglage_torch_files}" PARENT_SCOPE)
   list(LENGTH _reglage_torch_files _n)
   message(STATUS "LibTorch ${Torch_VERSION}: ${root} (${_n} libraries and include folders checked)")
+endfunction()
+
+# reglage_torch_exports_libstdcxx(OUT): OUT is TRUE when a library of REGLAGE_TORCH_FILES exports libstdc++'s own
+# functions (std::filesystem::*). PyPI's torch 2.5+ wheels do (libstdc++ linked in statically; pytorch issue
+# 133437): an executable that lists them before libstdc++.so binds its std::filesystem calls to the wheel's
+# copies, and std::filesystem::remove_all then jumps to address 0 (TempDir in the unit tests).
+function(reglage_torch_exports_libstdcxx out)
+  set(${out} FALSE PARENT_SCOPE)
+  find_program(_nm NAMES ${CMAKE_NM} nm)
+  if(NOT _nm)
+    return()
+  endif()
+  foreach(_file IN LISTS REGLAGE_TORCH_FILES)
+    if(_file MATCHES "\\.so(\\.[0-9.]+)?$" AND NOT IS_DIRECTORY "${_file}")
+      execute_process(COMMAND ${_nm} -D --defined-only "${_file}" OUTPUT_VARIABLE _symbols ERROR_QUIET)
+      if(_symbols MATCHES " [TW] _ZNSt10filesystem")
+        set(${out} TRUE PARENT_SCOPE)
+        return()
+      endif()
+    endif()
+  endforeach()
 endfunction()
