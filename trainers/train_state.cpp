@@ -125,7 +125,9 @@ std::optional<int64_t> load_latest_checkpoint(StageContext& ctx, TrainState& sta
   if (rng.size(0) == ctx.comm.size()) {
     at::Generator gen = at::detail::getDefaultCPUGenerator();  // a handle to the shared default generator
     std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(rng[ctx.comm.rank()].contiguous());
+    // clone(), not contiguous(): LibTorch 2.x's set_state adds the storage offset in units of its state struct,
+    // so row r > 0 of the (W, L) tensor would be read far past its end; a fresh tensor has offset 0.
+    gen.set_state(rng[ctx.comm.rank()].clone());
   } else {
     ctx.warn("checkpoint has RNG states of " + std::to_string(rng.size(0)) + " ranks, this run has " +
              std::to_string(ctx.comm.size()) + ": dropout streams restart from the seed");
