@@ -1,13 +1,18 @@
 // Generation throughput: batched sampling with the KV cache on the shipped stories260K model.
-//   reglage_bench generate [--model PATH] [--batches 1,8,32] [--dtypes float32,bfloat16] [--new-tokens N]
-//                          [--threads N] [--repeats R]
+//   reglage_bench generate [--model PATH] [--batches 1,8,32] [--dtypes float32,bfloat16]
+//                          [--storages auto,bfloat16,int8] [--new-tokens N] [--threads N] [--repeats R]
 // tokens/s counts generated tokens (batch x new tokens) over the wall time of the whole generate() call,
 // prefill included. MFU: 2 x (matmul parameters) FLOP per generated token over the measured matmul peak.
+// BW %: bytes of weights a decode step reads (every linear layer and the LM head, in their storage) times
+// decode steps per second, over the read bandwidth measured first (measure_read_bandwidth).
 #include <chrono>
+#include <cstdio>
+#include <filesystem>
 
 #include "bench/bench_generate.h"
 #include "framework/generate/generate.h"
 #include "framework/io/model_io.h"
+#include "framework/kernels/weight_only.h"
 #include "framework/model/config.h"
 
 namespace reglage::bench {
@@ -15,14 +20,26 @@ namespace reglage::bench {
 std::vector<Measurement> bench_generate(const GenerateOptions& opt) {
   std::vector<Measurement> out;
   torch::set_num_threads(opt.threads);
-  for (const auto& dtype_name : opt.dtypes) {
+  const double bandwidth = measure_read_bandwidth();
+  std::printf("{\"name\":\"read_bandwidth\",\"threads\":%d,\"gb_per_s\":%.2f,\"kernel_path\":\"%s\"}\n",
+              opt.threads, bandwidth / 1e9, kernels::cpu_path().c_str());
+  const std::string model_name = std::filesystem::path(opt.model_path).stem().string();
+  for (const auto& dtype_name : opt.dtypes)
+   for (const auto& storage_name : opt.storages) {
     const auto dtype = model::parse_dtype(dtype_name);
+    const auto storage = kernels::parse_storage(storage_name);
+    if (storage != kernels::Storage::kNative && dtype != torch::kFloat32) continue;  // storage computes in fp32
     auto m = io::load_model(opt.model_path, dtype);
+    m->set_storage(storage);
     const auto& cfg = m->config();
-    // Parameters that take part in a matmul per token: every linear layer plus the LM head.
+    // Parameters that take part in a matmul per token: every linear layer plus the LM head; and their bytes.
+    const double elem_bytes = storage == kernels::Storage::kInt8 ? 1.0
+                              : storage == kernels::Storage::kBFloat16 || dtype == torch::kBFloat16 ? 2.0 : 4.0;
     double matmul_params = double(cfg.vocab_size) * cfg.dim;
     for (auto& [path, layer] : m->linear_layers()) matmul_params += double(layer->weight.numel());
+    const double step_bytes = matmul_params * elem_bytes;
     const double peak = measure_matmul_peak(dtype);
+    const std::string label = storage == kernels::Storage::kNative ? dtype_name : dtype_name + "/" + storage_name;
 
     for (int64_t batch : opt.batches) {
       // Distinct short prompts: BOS plus a few tokens that vary with the row.
@@ -41,14 +58,15 @@ std::vector<Measurement> bench_generate(const GenerateOptions& opt) {
       }
       Measurement ms;
       ms.name = "generate";
-      ms.shape = "stories260K batch=" + std::to_string(batch) + " new=" + std::to_string(opt.new_tokens);
-      ms.dtype = dtype_name;
+      ms.shape = model_name + " batch=" + std::to_string(batch) + " new=" + std::to_string(opt.new_tokens);
+      ms.dtype = label;
       ms.threads = opt.threads;
       ms.tokens_per_s = double(batch * opt.new_tokens) / best;
       ms.step_ms = 1000.0 * best / double(opt.new_tokens);
       ms.gflops = ms.tokens_per_s * 2.0 * matmul_params / 1e9;
       ms.mfu = ms.gflops * 1e9 / peak;
       ms.peak_rss_mb = peak_rss_mb();
+      ms.bw_fraction = step_bytes * (double(opt.new_tokens) / best) / bandwidth;
       print_json(ms);
       out.push_back(ms);
     }

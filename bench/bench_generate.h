@@ -11,6 +11,8 @@ struct GenerateOptions {
   std::string model_path = "models/stories260K/stories260K.bin";
   std::vector<int64_t> batches = {1, 8, 32};                 // sequences generated together
   std::vector<std::string> dtypes = {"float32", "bfloat16"};
+  // Weight storage with float32 compute (framework/kernels/weight_only.h): auto = the dtype's own weights.
+  std::vector<std::string> storages = {"auto"};
   int64_t new_tokens = 128;                                  // generated per sequence
   int threads = 2;                                           // intra-op threads
   int repeats = 3;                                           // best of

@@ -58,8 +58,10 @@ std::vector<Measurement> peak(int threads) {
 const char* kUsage =
     "usage: reglage_bench all|peak|train|generate|ppo|scale|memory|tokenize [options]\n"
     "  common:   --threads N (train, generate, peak; default 2)   --cores N (ppo, scale, memory; default 2)\n"
-    "  train:    --shapes stories260K,stories15M --modes full,lora --dtypes float32,bfloat16 --seq T --steps K\n"
-    "  generate: --batches 1,8,32 --dtypes float32,bfloat16 --new-tokens N --repeats R --model PATH\n"
+    "  train:    --shapes stories260K,stories15M,model --modes full,lora --dtypes float32,bfloat16 --seq T --steps K\n"
+    "            --model PATH --batch B (shape model) --storages auto,bfloat16,int8 --checkpointing 0|1\n"
+    "  generate: --batches 1,8,32 --dtypes float32,bfloat16 --storages auto,bfloat16,int8 --new-tokens N\n"
+    "            --repeats R --model PATH\n"
     "  ppo:      --iterations N      scale: --steps N\n"
     "  tokenize: --sizes 100000,1000000 (bytes per row) --texts prose,word,repeat --repeats R\n";
 
@@ -89,6 +91,9 @@ int main(int argc, char** argv) {
       else if (flag == "--new-tokens") gen.new_tokens = parse_long(flag, v);
       else if (flag == "--repeats") gen.repeats = tokenize.repeats = int(parse_long(flag, v));
       else if (flag == "--dtypes") gen.dtypes = train.dtypes = split_commas(v);
+      else if (flag == "--storages") gen.storages = train.storages = split_commas(v);
+      else if (flag == "--batch") train.batch_model = parse_long(flag, v);
+      else if (flag == "--checkpointing") train.checkpointing = parse_long(flag, v) != 0;
       else if (flag == "--shapes") train.shapes = split_commas(v);
       else if (flag == "--modes") train.modes = split_commas(v);
       else if (flag == "--seq") train.seq = parse_long(flag, v);

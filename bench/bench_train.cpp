@@ -2,18 +2,22 @@
 // backward, gradient clipping, AdamW), on random tokens, in this process.
 //   reglage_bench train [--shapes stories260K,stories15M] [--modes full,lora] [--dtypes float32,bfloat16]
 //                       [--seq T] [--threads N] [--steps K]
+//   reglage_bench train --shapes model --model PATH --batch B [--storages auto,bfloat16,int8] [--checkpointing 1]
 // stories260K is the shipped model; stories15M is its larger sibling's shape (dim 288, 6 layers, 6 heads,
-// vocab 32000), randomly initialised. tokens/s = batch x seq over the median step. MFU counts
+// vocab 32000), randomly initialised; "model" is the model file given by --model. The loss is the sft
+// stage's: token log-probs through the chunked LM head (CausalLM::token_logprobs). tokens/s = batch x seq over the median step. MFU counts
 // 6 x parameters x tokens for full training and 4 x parameters x tokens for LoRA (no weight gradients of
 // the frozen base), attention scores ignored, over the matmul peak measured first at the same dtype and
 // thread count.
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 
 #include "bench/bench_train.h"
 #include "framework/config/choices.h"
 #include "framework/core/error.h"
 #include "framework/io/model_io.h"
+#include "framework/kernels/weight_only.h"
 #include "framework/lora/adapter.h"
 #include "framework/model/config.h"
 #include "framework/train/adamw.h"
@@ -35,8 +39,8 @@ model::ModelConfig stories15m_config() {
 }
 
 model::CausalLM make_model(const std::string& shape, const TrainOptions& opt, torch::Dtype dtype) {
-  if (shape == "stories260K") return io::load_model(opt.model_path, dtype);
-  if (shape != "stories15M") fail("--shapes: unknown shape '", shape, "' (expected stories260K or stories15M)");
+  if (shape == "stories260K" || shape == "model") return io::load_model(opt.model_path, dtype);
+  if (shape != "stories15M") fail("--shapes: unknown shape '", shape, "' (expected stories260K, stories15M or model)");
   torch::manual_seed(0);
   model::CausalLM m(stories15m_config());
   m->to(dtype);
@@ -53,13 +57,17 @@ std::vector<Measurement> bench_train(const TrainOptions& opt) {
     const auto dtype = model::parse_dtype(dtype_name);
     const double peak = measure_matmul_peak(dtype);
     for (const auto& shape : opt.shapes) {
-      for (const auto& mode : opt.modes) {
+      for (const auto& mode : opt.modes)
+       for (const auto& storage_name : opt.storages) {
+        const auto storage = kernels::parse_storage(storage_name);
+        if (storage != kernels::Storage::kNative && (mode != "lora" || dtype != torch::kFloat32)) continue;
         config::TrainMode train = config::TrainMode::kLora;
         if (!config::parse_choice(mode, train) || train == config::TrainMode::kFullFreezeLower)
           fail("--modes: unknown mode '", mode, "' (expected full or lora)");
         auto m = make_model(shape, opt, dtype);
         const auto& cfg = m->config();
-        const int64_t B = shape == "stories15M" ? opt.batch_15m : opt.batch_260k, T = std::min(opt.seq, cfg.max_seq_len);
+        const int64_t B = shape == "stories15M" ? opt.batch_15m : shape == "model" ? opt.batch_model : opt.batch_260k;
+        const int64_t T = std::min(opt.seq, cfg.max_seq_len);
         model::AdapterSet active;
         std::vector<torch::Tensor> params;
         if (train == config::TrainMode::kLora) {
@@ -70,12 +78,14 @@ std::vector<Measurement> bench_train(const TrainOptions& opt) {
           lora::add_adapter(m, "bench", lc, 1);
           params = lora::set_trainable(m, lora::TrainMode::kLora, "bench");
           active = {"bench"};
+          m->set_storage(storage);
         } else {
           params = lora::set_trainable(m, lora::TrainMode::kFull);
         }
         std::vector<std::string> names;
         for (size_t i = 0; i < params.size(); ++i) names.push_back("p" + std::to_string(i));
         train::AdamW optimizer(params, names, {});
+        m->checkpoint_layers = opt.checkpointing;
         m->train();
 
         torch::manual_seed(1);
@@ -85,8 +95,7 @@ std::vector<Measurement> bench_train(const TrainOptions& opt) {
         std::vector<double> times;
         for (int s = 0; s < opt.steps + 2; ++s) {  // 2 warm-up steps
           const auto t0 = std::chrono::steady_clock::now();
-          auto logits = m->forward({input, {}, valid, nullptr, active});  // (B, T, V) float32
-          auto loss = F::cross_entropy(logits.view({-1, cfg.vocab_size}), targets.view({-1}));
+          auto loss = -m->token_logprobs({input, {}, valid, nullptr, active}, targets).mean();  // (B, T) -> ()
           loss.backward();
           train::clip_grad_norm(params, 1.0);
           optimizer.step(1e-4);
@@ -101,8 +110,10 @@ std::vector<Measurement> bench_train(const TrainOptions& opt) {
 
         Measurement ms;
         ms.name = "train";
-        ms.shape = shape + " batch=" + std::to_string(B) + "x" + std::to_string(T) + " " + mode;
-        ms.dtype = dtype_name;
+        const std::string name = shape == "model" ? std::filesystem::path(opt.model_path).stem().string() : shape;
+        ms.shape = name + " batch=" + std::to_string(B) + "x" + std::to_string(T) + " " + mode +
+                   (opt.checkpointing ? " ckpt" : "");
+        ms.dtype = storage == kernels::Storage::kNative ? dtype_name : dtype_name + "/" + storage_name;
         ms.threads = opt.threads;
         ms.tokens_per_s = double(B * T) / step_s;
         ms.step_ms = 1000.0 * step_s;

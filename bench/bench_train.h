@@ -16,6 +16,9 @@ struct TrainOptions {
   int threads = 2;
   int steps = 6;                           // timed steps (median), after 2 warm-up steps
   std::string model_path = "models/stories260K/stories260K.bin";
+  int64_t batch_model = 8;                 // sequences per step for the shape "model" (--model PATH)
+  std::vector<std::string> storages = {"auto"};  // LoRA only: the frozen base's storage (weight_only.h)
+  bool checkpointing = false;              // activation checkpointing (recompute each layer in backward)
 };
 
 std::vector<Measurement> bench_train(const TrainOptions& opt);

@@ -1,10 +1,14 @@
 #include "bench/bench_util.h"
 
+#include <ATen/Parallel.h>
 #include <sys/resource.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+
+#include "framework/core/error.h"
 
 namespace reglage::bench {
 
@@ -29,22 +33,41 @@ double peak_rss_mb() {
   return double(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
 }
 
+double measure_read_bandwidth(int repeats) {
+  const int64_t n = int64_t(256) << 20 >> 3;  // 256 MiB of int64
+  std::vector<int64_t> buf(size_t(n), 1);
+  double best = 1e30;
+  for (int r = 0; r < repeats; ++r) {
+    std::atomic<int64_t> total{0};
+    const auto t0 = std::chrono::steady_clock::now();
+    at::parallel_for(0, n, n / 64, [&](int64_t b, int64_t e) {
+      int64_t s = 0;
+      for (int64_t i = b; i < e; ++i) s += buf[size_t(i)];
+      total += s;
+    });
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    if (total.load() != n) fail("read bandwidth: summed ", total.load(), " of ", n);
+  }
+  return double(n) * 8.0 / best;
+}
+
 void print_json(const Measurement& m) {
   nlohmann::json j{{"name", m.name},         {"shape", m.shape}, {"dtype", m.dtype},
                    {"threads", m.threads},   {"ranks", m.ranks}, {"tokens_per_s", m.tokens_per_s},
                    {"step_ms", m.step_ms},   {"gflops", m.gflops}, {"mfu", m.mfu},
                    {"peak_rss_mb", m.peak_rss_mb}};
+  if (m.bw_fraction > 0) j["bw_fraction"] = m.bw_fraction;
   std::printf("%s\n", j.dump().c_str());
   std::fflush(stdout);
 }
 
 void print_table(const std::vector<Measurement>& ms) {
-  std::printf("\n%-8s %-40s %-9s %7s %5s %10s %9s %8s %6s %8s\n", "name", "shape", "dtype", "threads", "ranks",
-              "tokens/s", "step ms", "GFLOP/s", "MFU %", "RSS MiB");
+  std::printf("\n%-8s %-40s %-14s %7s %5s %10s %9s %8s %6s %8s %6s\n", "name", "shape", "dtype", "threads",
+              "ranks", "tokens/s", "step ms", "GFLOP/s", "MFU %", "RSS MiB", "BW %");
   for (const auto& m : ms)
-    std::printf("%-8s %-40s %-9s %7d %5d %10.0f %9.2f %8.1f %6.2f %8.1f\n", m.name.c_str(), m.shape.c_str(),
+    std::printf("%-8s %-40s %-14s %7d %5d %10.0f %9.2f %8.1f %6.2f %8.1f %6.1f\n", m.name.c_str(), m.shape.c_str(),
                 m.dtype.c_str(), m.threads, m.ranks, m.tokens_per_s, m.step_ms, m.gflops, 100.0 * m.mfu,
-                m.peak_rss_mb);
+                m.peak_rss_mb, 100.0 * m.bw_fraction);
 }
 
 }  // namespace reglage::bench

@@ -18,7 +18,12 @@ struct Measurement {
   double gflops = 0;    // achieved GFLOP/s by the benchmark's FLOP count (the peak itself for "peak")
   double mfu = 0;       // achieved FLOP/s over the measured matmul peak at the same dtype and threads
   double peak_rss_mb = 0;
+  double bw_fraction = 0;  // generation: weight bytes read per second over the measured read bandwidth
 };
+
+// Bytes per second of a multi-threaded sequential read of a buffer far larger than the caches (256 MiB), best
+// of `repeats`, at the current thread count: the ceiling of a memory-bound decode step.
+double measure_read_bandwidth(int repeats = 5);
 
 // FLOP/s of square matrix products (n x n) in `dtype` at the current thread count: the ceiling that MFU is
 // measured against. Runs for about `seconds`.

@@ -1,7 +1,9 @@
 // reglage generate --model PATH [--tokenizer PATH] [--adapter DIR]
 //                  (--prompt TEXT | --chat TEXT | --prompts FILE.jsonl) [--chat-template SETTING]
 //                  [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
-//                  [--dtype float32|bfloat16] [--threads N] [--json]
+//                  [--dtype float32|bfloat16] [--storage auto|bfloat16|int8] [--threads N] [--json]
+// --storage keeps the weights in bfloat16 or int8 (one scale per row) and computes in float32
+// (framework/kernels/weight_only.h): a decode step reads half or a quarter of the bytes.
 // --prompt is raw text (BOS added when the model's tokenizer adds one). --chat TEXT is a one-turn user message
 // and --prompts rows may be {"prompt": "..."} or {"messages": [...], "tools": [...]}: conversations are rendered by the chat
 // template (--chat-template: auto = the model's own, the default; plain, chatml, llama2 or a .jinja file) with
@@ -99,6 +101,7 @@ int cmd_generate(Args& args) {
   params.top_p = args.number("top-p", 1.0);
   params.seed = uint64_t(args.integer("seed", 0));
   const auto dtype = model::parse_dtype(args.str("dtype", "float32"));
+  const std::string storage_name = args.str("storage", "auto");
   const long long threads = args.integer("threads", 0);
   const bool as_json = args.flag("json");
   args.finish();
@@ -107,6 +110,11 @@ int cmd_generate(Args& args) {
   if (!chat::is_chat_template_setting(chat_template))
     fail("--chat-template = '", chat_template, "' (expected ", chat::chat_template_choices(), ")");
   params.validate();
+  if (storage_name != "auto" && storage_name != "float32" && storage_name != "bfloat16" && storage_name != "int8")
+    fail("--storage = '", storage_name, "' (expected auto, float32, bfloat16 or int8)");
+  const auto storage = kernels::parse_storage(storage_name);
+  if (storage != kernels::Storage::kNative && dtype != torch::kFloat32)
+    fail("--storage ", storage_name, " needs --dtype float32 (the stored-weight kernels compute in float32)");
   set_threads(threads);
 
   auto m = io::load_model(model_path, dtype);
@@ -116,6 +124,7 @@ int cmd_generate(Args& args) {
     lora::load_peft(m, "adapter", adapter_dir);
     adapters.push_back("adapter");
   }
+  m->set_storage(storage);
   params.stop_ids = tok->stop_ids();
   for (auto id : m->config().eos_ids)
     if (std::find(params.stop_ids.begin(), params.stop_ids.end(), id) == params.stop_ids.end())

@@ -59,6 +59,8 @@ Trainable setup_trainable(const StageContext& ctx, model::CausalLM& m) {
       t.params.push_back(tensor);
     }
     t.active = {st.name};
+    // The frozen base in its storage (after set_trainable: nothing of the base trains now).
+    m->set_storage(kernels::effective_storage(cfg.model.storage, m->dtype()));
   } else {
     const auto mode = st.train == config::TrainMode::kFull ? lora::TrainMode::kFull : lora::TrainMode::kFullFreezeLower;
     lora::set_trainable(m, mode, "", st.freeze_layers);
@@ -68,6 +70,7 @@ Trainable setup_trainable(const StageContext& ctx, model::CausalLM& m) {
         t.params.push_back(item.value());
       }
   }
+  m->checkpoint_layers = st.activation_checkpointing;
   return t;
 }
 

@@ -53,6 +53,8 @@ class Ppo : public RlAlgorithm {
     lora::add_adapter(m_, actor_, lora_config(cfg), cfg.seed);
     lora::add_adapter(m_, critic_, lora_config(cfg), cfg.seed + 1);
     lora::set_trainable(m_, lora::TrainMode::kLora, actor_);  // the base and every other adapter frozen
+    m_->set_storage(kernels::effective_storage(cfg.model.storage, m_->dtype()));  // ppo trains LoRA only (validated)
+    m_->checkpoint_layers = ctx.stage.activation_checkpointing;
     {
       torch::NoGradGuard no_grad;
       value_head_->weight.zero_();  // values start at 0: no random baseline before the critic has learned

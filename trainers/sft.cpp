@@ -20,16 +20,24 @@ namespace {
 // Sum of token cross-entropies of one micro-batch: (B, T) -> scalar. The LM head runs only on the positions
 // with a target, in chunks (never the (B, T, V) logits at once).
 torch::Tensor micro_batch_loss_sum(model::CausalLM& m, const data::SftBatch& batch, const model::AdapterSet& active) {
-  return -m->token_logprobs({batch.ids, {}, batch.valid, nullptr, active}, batch.targets).sum();  // (B, T) -> ()
+  model::ForwardInput in{batch.ids, batch.positions, batch.valid, nullptr, active};
+  in.segments = batch.segments;  // packed rows: attention inside each row (undefined when not packed)
+  return -m->token_logprobs(in, batch.targets).sum();  // (B, T) -> ()
+}
+
+// This rank's rows of a micro-batch, packed into sequences of `pack_len` tokens when packing is on.
+data::SftBatch make_batch(const data::SftDataset& data, const std::vector<int64_t>& rows, int64_t pad_id,
+                          int64_t pack_len) {
+  return pack_len > 0 ? data::collate_packed(data, rows, pad_id, pack_len) : data::collate(data, rows, pad_id);
 }
 
 // Mean loss over the completion tokens of a whole data set, sharded across ranks.
 double evaluate(StageContext& ctx, model::CausalLM& m, const data::SftDataset& eval, const model::AdapterSet& active,
-                int64_t batch_size, int64_t pad_id) {
+                int64_t batch_size, int64_t pad_id, int64_t pack_len) {
   double loss_sum = 0;
   const int64_t rows = int64_t(eval.rows.size());
   StageSession::evaluate_in_chunks(m, ctx, rows, batch_size, [&](const std::vector<int64_t>& chunk) {
-    loss_sum += micro_batch_loss_sum(m, data::collate(eval, chunk, pad_id), active).item<double>();
+    loss_sum += micro_batch_loss_sum(m, make_batch(eval, chunk, pad_id, pack_len), active).item<double>();
   });
   std::vector<int64_t> all(eval.rows.size());
   for (size_t i = 0; i < all.size(); ++i) all[i] = int64_t(i);
@@ -54,8 +62,11 @@ void run_sft(StageContext& ctx) {
     ctx.warn(st.data + ": " + std::to_string(train_data.skipped) + " malformed rows skipped, " +
              std::to_string(train_data.truncated) + " rows truncated");
   const int64_t pad_id = std::max<int64_t>(policy.tok->eos_id(), 0);
+  // packing: rows packed into sequences of max_seq_len (the model's context when 0) tokens.
+  const int64_t pack_len = st.packing ? (st.max_seq_len > 0 ? st.max_seq_len : m->config().max_seq_len) : 0;
   const int64_t steps = total_steps(st, int64_t(train_data.rows.size()));
-  check_step_memory(ctx, m->config(), st.batch_size / world / st.grad_accum, longest_sequence(train_data));
+  check_step_memory(ctx, m->config(), st.batch_size / world / st.grad_accum,
+                    pack_len > 0 ? pack_len : longest_sequence(train_data));  // packed: up to pack_len tokens
 
   StageSession session(ctx, steps, "step");
   Trainable trainable = setup_trainable(ctx, m);
@@ -75,7 +86,7 @@ void run_sft(StageContext& ctx) {
     double loss_sum = 0;
     int64_t input_tokens = 0;
     for (int64_t k = 0; k < st.grad_accum; ++k) {
-      auto batch = data::collate(train_data, b.micro_batch(k, micro), pad_id);
+      auto batch = make_batch(train_data, b.micro_batch(k, micro), pad_id, pack_len);
       auto loss = micro_batch_loss_sum(m, batch, trainable.active);
       (loss / double(targets)).backward();
       loss_sum += loss.item<double>();
@@ -93,7 +104,7 @@ void run_sft(StageContext& ctx) {
                       {"epoch", sampler.state().epoch}, {"tokens", tokens}, {"tokens_per_s", tokens / b.seconds()}});
     session.show(done, {{"loss", loss}, {"lr", b.lr}}, tokens);
     if (eval_data && session.due(st.eval_every, done)) {
-      const double eval_loss = evaluate(ctx, m, *eval_data, trainable.active, std::max<int64_t>(micro, 1), pad_id);
+      const double eval_loss = evaluate(ctx, m, *eval_data, trainable.active, std::max<int64_t>(micro, 1), pad_id, pack_len);
       session.record({{"step", done}, {"split", "eval"}, {"loss", eval_loss}});
       ctx.log("step " + std::to_string(done) + " eval loss " + std::to_string(eval_loss));
     }

@@ -67,6 +67,10 @@ const std::vector<Field<ModelSection>>& model_fields() {
       field("tokenizer", &M::tokenizer, any_value(), "tokenizer file; empty = found beside / inside the model"),
       field("dtype", &M::dtype, any_value(), "weights and compute dtype (bfloat16: fp32 master weights)")
           .one_of({"float32", "bfloat16"}),
+      field("storage", &M::storage, any_value(),
+            "frozen base weights: auto (= dtype), bfloat16 or int8 (one scale per row); with dtype float32, "
+            "computed in float32, LoRA stages only")
+          .one_of({"auto", "bfloat16", "int8"}),
   };
   return rows;
 }
@@ -176,6 +180,10 @@ const std::vector<Field<StageConfig>>& stage_fields() {
       field("truncate", &S::truncate, any_value(), "rows longer than max_seq_len: false = error, true = cut (counted)",
             kRows, {{T::kPpo, "max_seq_len on prompts"}, {T::kGrpo, "max_seq_len on prompts"}}),
       field("skip_bad_rows", &S::skip_bad_rows, any_value(), "malformed rows: false = error, true = skipped (counted)"),
+      field("activation_checkpointing", &S::activation_checkpointing, any_value(),
+            "recompute each decoder layer in backward: activations of one layer at a time, one more forward"),
+      field("packing", &S::packing, any_value(),
+            "rows packed into sequences of max_seq_len tokens, attention and positions kept per row", kSft),
       field("reward", &S::reward, any_value(), "the reward to optimise (required; see Rewards)", kRollouts),
       // dpo's own keys, last (config.yaml's order).
       field("beta", &S::dpo, &D::beta, gt(0).le(kMaxCoef), "strength of the implicit KL to the reference", kDpo),

@@ -85,6 +85,8 @@ void Loader::validate(const PipelineConfig& c) {
   check_exists("model.path", c.model.path);
   check_exists("model.tokenizer", c.model.tokenizer);
   check_bounds("model", model_fields(), c.model);
+  check("model.storage", c.model.storage != "int8" || c.model.dtype == "float32", c.model.storage,
+        "needs model.dtype: float32 (the stored-weight kernels compute in float32)");
   check_bounds("lora", lora_fields(), c.lora);
   if (c.has_launch) validate_launch(c.launch);
   for (size_t i = 0; i < c.stages.size(); ++i) {
@@ -142,6 +144,10 @@ void Loader::validate_stage(const PipelineConfig& c, size_t index, const std::st
   check_bounds(p, stage_fields(), s, mask);
   check(k("freeze_layers"), s.freeze_layers <= 0 || s.train == TrainMode::kFullFreezeLower, s.freeze_layers,
         "only with train: full_freeze_lower");
+  // Weight-only storage (the base stored apart from the compute dtype) keeps the base frozen.
+  const bool weight_only = c.model.storage == "int8" || (c.model.storage == "bfloat16" && c.model.dtype == "float32");
+  check(k("train"), s.train == TrainMode::kLora || !weight_only, to_string(s.train),
+        "model.storage = " + c.model.storage + " keeps the base frozen: use train: lora");
   if ((mask & (kSft | kRm | kDpo)) && s.max_steps >= 0 && s.epochs >= 0 && !bad_.count(k("max_steps")) &&
       !bad_.count(k("epochs"))) {
     if (s.max_steps > 0 && s.epochs > 0)

@@ -22,6 +22,7 @@ struct ModelSection {
   std::string path;                 // llama2.c file or Hugging Face directory (required, must exist)
   std::string tokenizer;            // optional; default: found beside / inside the model
   std::string dtype = "float32";    // float32 | bfloat16
+  std::string storage = "auto";     // frozen base weights: auto (= dtype) | bfloat16 | int8 (float32 compute)
 };
 
 struct LoraSection {
@@ -109,6 +110,8 @@ struct StageConfig {
   int64_t max_seq_len = 0;          // tokens per row; 0 = the model's context
   bool truncate = false;            // rows longer than max_seq_len: false = error, true = cut (counted)
   bool skip_bad_rows = false;       // malformed rows: false = error, true = skipped (counted)
+  bool activation_checkpointing = false;  // recompute each decoder layer in backward (less memory)
+  bool packing = false;             // sft: rows packed into max_seq_len sequences, attention kept per row
   RewardSpec reward;                // ppo, grpo: the reward (required); other types: absent
   PpoSettings ppo;                  // ppo; grpo uses the keys GrpoSettings lists
   DpoSettings dpo;                  // dpo only

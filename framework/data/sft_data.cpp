@@ -208,6 +208,56 @@ std::vector<int64_t> shard(const std::vector<int64_t>& global_batch, int rank, i
 
 // ---- batches ---------------------------------------------------------------------------------------
 
+SftBatch collate_packed(const SftDataset& data, const std::vector<int64_t>& indices, int64_t pad_id,
+                        int64_t max_len) {
+  if (indices.empty()) fail("collate: no rows");
+  // First fit: each row goes into the first sequence with room for it.
+  std::vector<std::vector<int64_t>> packs;  // row indices per packed sequence
+  std::vector<int64_t> used;                // tokens per packed sequence
+  for (int64_t i : indices) {
+    if (i < 0 || i >= int64_t(data.rows.size()))
+      fail("collate: row index ", i, " outside the ", data.rows.size(), " rows of ", data.path);
+    const int64_t len = int64_t(data.rows[size_t(i)].ids.size());
+    if (len > max_len) fail(data.path, ": a row of ", len, " tokens does not fit a packed sequence of ", max_len);
+    size_t p = 0;
+    while (p < packs.size() && used[p] + len > max_len) ++p;
+    if (p == packs.size()) packs.emplace_back(), used.push_back(0);
+    packs[p].push_back(i);
+    used[p] += len;
+  }
+  const int64_t B = int64_t(packs.size()), T = *std::max_element(used.begin(), used.end());
+  SftBatch batch;
+  batch.ids = torch::full({B, T}, pad_id, torch::kInt64);       // (B, T)
+  batch.targets = torch::full({B, T}, -100, torch::kInt64);     // (B, T)
+  batch.valid = torch::zeros({B, T}, torch::kBool);             // (B, T)
+  batch.positions = torch::zeros({B, T}, torch::kInt64);        // (B, T)
+  batch.segments = torch::full({B, T}, -1, torch::kInt64);      // (B, T); -1 on padding
+  auto ids = batch.ids.accessor<int64_t, 2>();
+  auto targets = batch.targets.accessor<int64_t, 2>();
+  auto valid = batch.valid.accessor<bool, 2>();
+  auto positions = batch.positions.accessor<int64_t, 2>();
+  auto segments = batch.segments.accessor<int64_t, 2>();
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t at = 0;
+    for (size_t seg = 0; seg < packs[size_t(b)].size(); ++seg) {
+      const SftExample& ex = data.rows[size_t(packs[size_t(b)][seg])];
+      const int64_t len = int64_t(ex.ids.size());
+      for (int64_t t = 0; t < len; ++t) {
+        ids[b][at + t] = ex.ids[size_t(t)];
+        valid[b][at + t] = true;
+        positions[b][at + t] = t;
+        segments[b][at + t] = int64_t(seg);
+        if (t + 1 < len && ex.loss[size_t(t + 1)]) {  // never across the end of a row
+          targets[b][at + t] = ex.ids[size_t(t + 1)];
+          ++batch.target_tokens;
+        }
+      }
+      at += len;
+    }
+  }
+  return batch;
+}
+
 SftBatch collate(const SftDataset& data, const std::vector<int64_t>& indices, int64_t pad_id) {
   if (indices.empty()) fail("collate: no rows");
   int64_t T = 0;

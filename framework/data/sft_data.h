@@ -76,8 +76,15 @@ struct SftBatch {
   torch::Tensor targets;  // (B, T) int64: targets[b][t] = ids[b][t+1] where that token has loss, else -100
   torch::Tensor valid;    // (B, T) bool, false on padding
   int64_t target_tokens = 0;  // number of targets != -100
+  // Packed batches only (collate_packed); undefined otherwise:
+  torch::Tensor positions;  // (B, T) int64: each packed row's positions start at 0
+  torch::Tensor segments;   // (B, T) int64: which packed row a token belongs to (attention stays inside it)
 };
 SftBatch collate(const SftDataset& data, const std::vector<int64_t>& indices, int64_t pad_id);
+// The same rows packed first-fit, in order, into as few sequences of at most `max_len` tokens as they fit:
+// the same targets and loss, with less padding. A row longer than max_len fails (rows are cut at load).
+SftBatch collate_packed(const SftDataset& data, const std::vector<int64_t>& indices, int64_t pad_id,
+                        int64_t max_len);
 
 // Number of loss tokens of the given rows (each rank can count the whole global batch without talking).
 int64_t count_target_tokens(const SftDataset& data, const std::vector<int64_t>& indices);

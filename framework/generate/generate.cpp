@@ -63,7 +63,8 @@ std::vector<Generation> generate(model::CausalLM& model, const std::vector<std::
   model::KVCache cache = model->new_cache(B, capacity);
   model::ForwardInput in{to_tensor(ids, {B, P}, dev), to_tensor(positions, {B, P}, dev),
                          to_tensor(valid, {B, P}, dev).to(torch::kBool), &cache, adapters};
-  auto logits = model->forward(in).select(1, P - 1).contiguous().to(torch::kCPU);  // (B, V)
+  // The LM head on the last prompt position only: (B, P, V) logits would be P times larger for nothing.
+  auto logits = model->lm_logits(model->hidden(in).select(1, P - 1)).contiguous().to(torch::kCPU);  // (B, V)
 
   for (int64_t step = 0; step < params.max_new_tokens; ++step) {
     std::vector<int64_t> next(B, params.pad_id), next_positions(B, 0);  // (B, 1)

@@ -14,7 +14,7 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x, const AdapterSet& active) {
-  auto y = torch::nn::functional::linear(x, weight, bias);  // (..., out)
+  auto y = kernels::stored_linear(x, weight, weight_scale, bias);  // (..., out)
   for (const auto& name : active) {
     auto it = adapters_.find(name);
     if (it == adapters_.end() || it->second.merged_weight > 0) continue;  // not on this layer, or merged
@@ -60,7 +60,29 @@ LoraWeights& LinearImpl::adapter(const std::string& name) {
   return it->second;
 }
 
+void LinearImpl::set_storage(kernels::Storage s) {
+  if (s == storage_) return;
+  if (storage_ != kernels::Storage::kNative) fail("weight storage is already ", kernels::storage_name(storage_));
+  for (const auto& [name, a] : adapters_)
+    if (a.merged_weight > 0) fail("weight storage ", kernels::storage_name(s), ": adapter '", name, "' is merged in");
+  if (s == kernels::Storage::kNative) return;
+  torch::NoGradGuard no_grad;
+  weight.set_requires_grad(false);  // a stored weight is frozen
+  if (bias.defined()) bias.set_requires_grad(false);
+  if (s == kernels::Storage::kBFloat16) {
+    weight.set_data(weight.to(torch::kBFloat16).contiguous());
+  } else {
+    auto [q, scale] = kernels::quantize_int8_rows(weight);
+    weight.set_data(q);
+    weight_scale = register_buffer("weight_scale", scale);
+  }
+  storage_ = s;
+}
+
 void LinearImpl::merge(const std::string& name, double w) {
+  if (storage_ != kernels::Storage::kNative)
+    fail("adapter '", name, "' cannot be merged into a base stored as ", kernels::storage_name(storage_),
+         " (merging needs the float weights: load the model without weight storage)");
   if (!(w >= 0.0 && w <= 1.0)) fail("merge weight ", w, " for adapter '", name, "' must be in [0, 1]");
   LoraWeights& a = adapter(name);
   if (a.merged_weight > 0) fail("adapter '", name, "' is already merged");

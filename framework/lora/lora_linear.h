@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "framework/kernels/weight_only.h"
+
 namespace reglage::lora {
 
 // Names of the adapters active for one forward call; empty = the base model.
@@ -43,14 +45,23 @@ class LinearImpl : public torch::nn::Module {
 
   const std::map<std::string, LoraWeights>& adapters() const { return adapters_; }
 
+  // Stores the frozen base weight in bfloat16 or int8 (one scale per output row) in place of its float32
+  // values; forward then runs the weight-only product (framework/kernels/weight_only.h) and adapters are
+  // unaffected. The weight (and bias) no longer train. kNative keeps the weight as it is. Fails on an adapter
+  // merged in.
+  void set_storage(kernels::Storage s);
+  kernels::Storage storage() const { return storage_; }
+
   int64_t in_features() const { return weight.size(1); }
   int64_t out_features() const { return weight.size(0); }
 
-  torch::Tensor weight;  // (out, in), base dtype
-  torch::Tensor bias;    // (out) or undefined
+  torch::Tensor weight;        // (out, in): the model's dtype, or bfloat16 / int8 under set_storage
+  torch::Tensor weight_scale;  // (out) float32 for int8 storage (a buffer), else undefined
+  torch::Tensor bias;          // (out) or undefined
 
  private:
   std::map<std::string, LoraWeights> adapters_;
+  kernels::Storage storage_ = kernels::Storage::kNative;
 };
 TORCH_MODULE(Linear);
 

@@ -1,8 +1,12 @@
 #include "framework/model/llama.h"
 #include "framework/model/chunked_logprob.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <cmath>
+#include <functional>
 #include <limits>
+#include <mutex>
 
 #include "framework/core/error.h"
 
@@ -144,6 +148,93 @@ DecoderImpl::DecoderImpl(const ModelConfig& cfg) {
   norm = register_module("norm", RMSNorm(cfg.dim, cfg.norm_eps));
 }
 
+// ---- activation checkpointing -------------------------------------------------------------------
+
+namespace {
+
+using LayerFn = std::function<torch::Tensor(const torch::Tensor&)>;
+
+// Forward without keeping the layer's activations; backward runs it again with gradients, under the random
+// state the forward saw (so LoRA dropout draws the same masks), and differentiates the recomputed layer with
+// respect to its input and its trainable tensors, which are this function's inputs so that the engine
+// accumulates their gradients as usual.
+struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, at::TensorList params,
+                               LayerFn fn) {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    {
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      ctx->saved_data["rng"] = gen.get_state();
+    }
+    ctx->saved_data["fn"] = c10::IValue::make_capsule(c10::make_intrusive<LayerHolder>(std::move(fn)));
+    ctx->save_for_backward({x});
+    std::vector<torch::Tensor> kept(params.begin(), params.end());
+    ctx->saved_data["params"] = kept;
+    return fn_of(ctx)(x);  // grad mode is off inside a custom function's forward
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    auto params = ctx->saved_data["params"].toTensorVector();
+    auto gen = at::detail::getDefaultCPUGenerator();
+    torch::Tensor now;
+    {
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      now = gen.get_state();
+      gen.set_state(ctx->saved_data["rng"].toTensor());
+    }
+    torch::Tensor y;
+    {
+      torch::AutoGradMode enable(true);
+      y = fn_of(ctx)(x);
+    }
+    {
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(now);
+    }
+    std::vector<torch::Tensor> inputs = {x};
+    inputs.insert(inputs.end(), params.begin(), params.end());
+    auto g = torch::autograd::grad({y}, inputs, {grads[0]}, /*retain_graph=*/false, /*create_graph=*/false,
+                                   /*allow_unused=*/true);
+    g.push_back(torch::Tensor());  // fn
+    return g;
+  }
+
+  struct LayerHolder : torch::CustomClassHolder {
+    explicit LayerHolder(LayerFn f) : fn(std::move(f)) {}
+    LayerFn fn;
+  };
+  static const LayerFn& fn_of(torch::autograd::AutogradContext* ctx) {
+    return static_cast<const LayerHolder*>(ctx->saved_data["fn"].toCapsule().get())->fn;
+  }
+};
+
+}  // namespace
+
+torch::Tensor CausalLMImpl::checkpointed(const std::function<torch::Tensor(const torch::Tensor&)>& fn,
+                                         const torch::Tensor& x, const std::vector<torch::Tensor>& params) {
+  return CheckpointedLayer::apply(x, at::TensorList(params), LayerFn(fn));
+}
+
+std::vector<torch::Tensor> CausalLMImpl::trainable_tensors(DecoderLayer& layer, const AdapterSet& adapters) {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : layer->parameters())
+    if (p.requires_grad()) out.push_back(p);
+  auto add_adapters = [&](lora::Linear& lin) {
+    for (const auto& name : adapters) {
+      if (!lin->has_adapter(name)) continue;
+      auto& a = lin->adapter(name);
+      if (a.A.requires_grad()) out.push_back(a.A);
+      if (a.B.requires_grad()) out.push_back(a.B);
+    }
+  };
+  for (auto* lin : {&layer->self_attn->q_proj, &layer->self_attn->k_proj, &layer->self_attn->v_proj,
+                    &layer->self_attn->o_proj, &layer->mlp->gate_proj, &layer->mlp->up_proj, &layer->mlp->down_proj})
+    add_adapters(*lin);
+  return out;
+}
+
 // ---- causal LM ----------------------------------------------------------------------------------
 
 CausalLMImpl::CausalLMImpl(const ModelConfig& cfg) : cfg_(cfg) {
@@ -185,24 +276,41 @@ torch::Tensor CausalLMImpl::hidden(const ForwardInput& in) {
   auto k_slot = torch::arange(0, S, torch::TensorOptions().dtype(torch::kLong).device(dev));
   auto causal = k_slot.unsqueeze(0) <= q_slot.unsqueeze(1);                     // (T, S)
   auto allowed = causal.unsqueeze(0) & key_valid.unsqueeze(1);                  // (B, T, S)
+  if (in.segments.defined()) {  // packed rows: attention stays inside each segment
+    if (in.cache) fail("packed segments cannot be combined with a KV cache");
+    allowed = allowed & (in.segments.unsqueeze(2) == in.segments.unsqueeze(1));  // (B, T, T)
+  }
   auto blocked = allowed.logical_not().view({B, 1, 1, T, S});
 
   auto [cos, sin] = rotary_tables(positions, cfg_.head_size(), cfg_.rope_theta);  // (B, T, 1, Dh)
   if (dtype() == torch::kFloat64) cos = cos.to(torch::kFloat64), sin = sin.to(torch::kFloat64);
 
-  auto h = model->embed_tokens(in.ids);  // (B, T, D)
+  auto h = storage_ == kernels::Storage::kNative
+               ? model->embed_tokens(in.ids)
+               : kernels::stored_embedding(in.ids, model->embed_tokens->weight, embed_scale, dtype());  // (B, T, D)
+  const bool checkpoint = checkpoint_layers && in.cache == nullptr && torch::GradMode::is_enabled();
   for (size_t l = 0; l < model->layers.size(); ++l) {
     auto& layer = model->layers[l];
-    h = h + layer->self_attn(layer->input_layernorm(h), cos, sin, blocked, in.cache, int64_t(l), in.adapters);
-    h = h + layer->mlp(layer->post_attention_layernorm(h), in.adapters);
+    // By value: a checkpointed layer runs again in backward, after hidden() has returned.
+    auto run_layer = [layer, cos, sin, blocked, cache = in.cache, adapters = in.adapters, l](const torch::Tensor& x) mutable {
+      auto y = x + layer->self_attn(layer->input_layernorm(x), cos, sin, blocked, cache, int64_t(l), adapters);
+      return y + layer->mlp(layer->post_attention_layernorm(y), adapters);  // (B, T, D) -> (B, T, D)
+    };
+    h = checkpoint ? checkpointed(run_layer, h, trainable_tensors(layer, in.adapters)) : run_layer(h);
   }
   if (in.cache) in.cache->length = past + T;
   return model->norm(h);  // (B, T, D)
 }
 
 torch::Tensor CausalLMImpl::lm_logits(const torch::Tensor& hidden) {
-  auto logits = lm_head ? lm_head(hidden) : F::linear(hidden, model->embed_tokens->weight);  // (B, T, V)
+  auto logits = lm_head ? lm_head(hidden)
+                        : kernels::stored_linear(hidden, model->embed_tokens->weight, embed_scale);  // (B, T, V)
   return logits.to(wide(logits));
+}
+
+torch::Tensor CausalLMImpl::head_weight_for_products() {
+  if (lm_head) return kernels::stored_linear_weight(lm_head->weight, lm_head->weight_scale, dtype());
+  return kernels::stored_linear_weight(model->embed_tokens->weight, embed_scale, dtype());
 }
 
 torch::Tensor CausalLMImpl::token_logprobs(const ForwardInput& in, const torch::Tensor& targets, double temperature) {
@@ -218,12 +326,32 @@ torch::Tensor CausalLMImpl::token_logprobs_from_hidden(const torch::Tensor& hidd
   auto picked = flat_targets.index_select(0, rows);                      // (N)
   torch::Tensor logp;                                                    // (N)
   if (!lm_head || (lm_head->adapters().empty() && !lm_head->bias.defined())) {
-    logp = chunked_token_logprobs(h, lm_head ? lm_head->weight : model->embed_tokens->weight, picked, temperature);
+    logp = chunked_token_logprobs(h, head_weight_for_products(), picked, temperature);
   } else {  // an adapted head: the plain path
     logp = torch::log_softmax(lm_logits(h) / temperature, -1).gather(-1, picked.unsqueeze(-1)).squeeze(-1);
   }
   auto out = torch::zeros({B * T}, logp.options());
   return out.index_copy(0, rows, logp).view({B, T});
+}
+
+void CausalLMImpl::set_storage(kernels::Storage s) {
+  if (s == storage_) return;
+  if (storage_ != kernels::Storage::kNative) fail("weight storage is already ", kernels::storage_name(storage_));
+  if (dtype() != torch::kFloat32)
+    fail("weight storage ", kernels::storage_name(s), " needs model dtype float32 (the model is ", dtype(), ")");
+  for (auto& [path, layer] : linear_layers()) layer->set_storage(s);
+  if (lm_head) lm_head->set_storage(s);
+  auto& emb = model->embed_tokens->weight;
+  torch::NoGradGuard no_grad;
+  emb.set_requires_grad(false);
+  if (s == kernels::Storage::kBFloat16) {
+    emb.set_data(emb.to(torch::kBFloat16).contiguous());
+  } else {
+    auto [q, scale] = kernels::quantize_int8_rows(emb);
+    emb.set_data(q);
+    embed_scale = register_buffer("embed_scale", scale);
+  }
+  storage_ = s;
 }
 
 KVCache CausalLMImpl::new_cache(int64_t batch, int64_t max_len) const {

@@ -6,6 +6,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,9 @@ struct ForwardInput {
   torch::Tensor valid;      // (B, T) bool, false = padding (never attended to); undefined = all valid
   KVCache* cache = nullptr; // appends this call's keys/values when given
   AdapterSet adapters;      // active LoRA adapters; empty = base model
+  // (B, T) int64: packed rows; a query attends only to keys of its own segment (positions restart per
+  // segment, given in `positions`). Undefined = one segment per row. Not combined with a cache.
+  torch::Tensor segments = {};
 };
 
 class RMSNormImpl : public torch::nn::Module {
@@ -100,21 +104,40 @@ class CausalLMImpl : public torch::nn::Module {
   torch::Tensor token_logprobs_from_hidden(const torch::Tensor& hidden, const torch::Tensor& targets,
                                            double temperature = 1.0);
 
+  // Frozen base weights stored in bfloat16 or int8 (kernels::Storage): every linear layer, the LM head and the
+  // embedding (tied or not); norms stay in the model's dtype. Adapters added before or after are unaffected.
+  // The stored weights stop training (the base is frozen: LoRA or no training); the dtype must be float32.
+  void set_storage(kernels::Storage s);
+  kernels::Storage storage() const { return storage_; }
+
+  // Recompute each decoder layer in backward instead of keeping its activations (training without a cache):
+  // memory per layer drops to its input, for one extra forward pass of the layers.
+  bool checkpoint_layers = false;
+
   // An empty cache for `batch` sequences of up to `max_len` tokens, on the model's device and dtype.
   KVCache new_cache(int64_t batch, int64_t max_len) const;
 
   // Every LoRA-capable linear layer with its Hugging Face module path ("model.layers.0.self_attn.q_proj").
   std::vector<std::pair<std::string, lora::Linear>> linear_layers();
 
-  torch::Dtype dtype() const { return model->embed_tokens->weight.scalar_type(); }
-  torch::Device device() const { return model->embed_tokens->weight.device(); }
+  // The compute dtype (the final norm's weight: never moved to a weight-only storage).
+  torch::Dtype dtype() const { return model->norm->weight.scalar_type(); }
+  torch::Device device() const { return model->norm->weight.device(); }
   const ModelConfig& config() const { return cfg_; }
 
   Decoder model{nullptr};
   lora::Linear lm_head{nullptr};  // null when tied to the embedding
+  torch::Tensor embed_scale;      // (V) float32 for int8 embedding storage (a buffer), else undefined
 
  private:
+  // fn(x) with its activations recomputed in backward; params: the trainable tensors fn uses.
+  static torch::Tensor checkpointed(const std::function<torch::Tensor(const torch::Tensor&)>& fn,
+                                    const torch::Tensor& x, const std::vector<torch::Tensor>& params);
+  static std::vector<torch::Tensor> trainable_tensors(DecoderLayer& layer, const AdapterSet& adapters);
+  // The LM head's weight as a float matrix of the compute dtype: the stored one, or widened for this call.
+  torch::Tensor head_weight_for_products();
   ModelConfig cfg_;
+  kernels::Storage storage_ = kernels::Storage::kNative;
 };
 TORCH_MODULE(CausalLM);
 

@@ -1,0 +1,44 @@
+// The small-product kernel for AVX2 + FMA, 8 float lanes. Compiled with -mavx2 -mfma (CMakeLists.txt) and
+// without the precompiled header; called only when the CPU reports both.
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "framework/kernels/gemm_paths.h"
+
+namespace {
+
+#include "framework/kernels/gemm_simd.h"
+
+struct V256 {
+  using reg = __m256;
+  static constexpr int W = 8, R = 4, MB = 2;  // 8 accumulators + 4 weight vectors + 1 input: 13 of 16
+  static reg zero() { return _mm256_setzero_ps(); }
+  static reg load_x(const float* p) { return _mm256_loadu_ps(p); }
+  static reg load_w(const float* p) { return _mm256_loadu_ps(p); }
+  static reg load_w(const uint16_t* p) {  // bfloat16 -> float32: zero-extend to 32 bits, shift into the top half
+    const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+  }
+  static reg load_w(const int8_t* p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  }
+  static reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+  static float sum(reg a) {
+    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    const __m128 h = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
+  }
+};
+
+}  // namespace
+
+namespace reglage::kernels::detail {
+
+void gemm_rows_avx2(const float* x, int64_t M, int64_t K, const void* w, int format, const float* scale,
+                    float* y, int64_t N, int64_t n0, int64_t n1) {
+  gemm_rows_any<V256>(x, M, K, w, format, scale, y, N, n0, n1);
+}
+
+}  // namespace reglage::kernels::detail

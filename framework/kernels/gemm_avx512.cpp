@@ -1,0 +1,40 @@
+// The small-product kernel for AVX-512 (F + BW), 16 float lanes. Compiled with -mavx512f -mavx512bw -mfma
+// (CMakeLists.txt) and without the precompiled header; called only when the CPU reports both.
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "framework/kernels/gemm_paths.h"
+
+namespace {
+
+#include "framework/kernels/gemm_simd.h"
+
+struct V512 {
+  using reg = __m512;
+  static constexpr int W = 16, R = 4, MB = 4;  // 16 accumulators + 4 weight vectors + 1 input: 21 of 32
+  static reg zero() { return _mm512_setzero_ps(); }
+  static reg load_x(const float* p) { return _mm512_loadu_ps(p); }
+  static reg load_w(const float* p) { return _mm512_loadu_ps(p); }
+  static reg load_w(const uint16_t* p) {  // bfloat16 -> float32: zero-extend to 32 bits, shift into the top half
+    const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+  }
+  static reg load_w(const int8_t* p) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  }
+  static reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+  static float sum(reg a) { return _mm512_reduce_add_ps(a); }
+};
+
+}  // namespace
+
+namespace reglage::kernels::detail {
+
+void gemm_rows_avx512(const float* x, int64_t M, int64_t K, const void* w, int format, const float* scale,
+                      float* y, int64_t N, int64_t n0, int64_t n1) {
+  gemm_rows_any<V512>(x, M, K, w, format, scale, y, N, n0, n1);
+}
+
+}  // namespace reglage::kernels::detail

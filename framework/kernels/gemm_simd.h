@@ -1,0 +1,102 @@
+// The small-product kernel, written once over a vector traits type V and included by one translation unit
+// per instruction set (gemm_avx512.cpp, gemm_avx2.cpp, and the scalar path in weight_only.cpp), each compiled
+// with its own -m flags. Everything here has internal linkage (the includer wraps it in an anonymous
+// namespace), so code built for one instruction set is never linked into another's callers.
+//
+// y[m, n] = scale[n] * sum_k x[m, k] * widen(w[n, k]) for rows n in [n0, n1): R weight rows and MB input
+// rows at a time, R x MB vector accumulators, each weight vector widened once and used MB times.
+// V provides: reg, W (lanes), R, MB, zero(), load_x(const float*), load_w(const float* | const uint16_t* |
+// const int8_t*), fma(a, b, acc) = a * b + acc, sum(reg).
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+inline float widen_one(float v) { return v; }
+inline float widen_one(int8_t v) { return float(v); }
+inline float widen_one(uint16_t v) {
+  const uint32_t bits = uint32_t(v) << 16;  // bfloat16 is the top half of a float32
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+template <class WT>
+inline void prefetch_ahead(const WT* p) {
+  __builtin_prefetch(p, 0, 0);  // read, no temporal locality
+}
+
+// R weight rows (w points at the first, rows K apart) against MB input rows (x, rows K apart):
+// out[r * MB + j] = dot(w[r], x[j]).
+template <class V, class WT, int R, int MB>
+inline void micro_kernel(const float* x, int64_t K, const WT* w, float* out) {
+  typename V::reg acc[R][MB];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int j = 0; j < MB; ++j) acc[r][j] = V::zero();
+  int64_t k = 0;
+  for (; k + V::W <= K; k += V::W) {
+    typename V::reg wv[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      // The next row block's bytes at this offset: decode reads each weight once, from memory, and the
+      // hardware prefetcher alone left a single core at a third of its read bandwidth.
+      prefetch_ahead(w + (R + r) * K + k);
+      wv[r] = V::load_w(w + r * K + k);
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < MB; ++j) {
+      const typename V::reg xv = V::load_x(x + j * K + k);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[r][j] = V::fma(wv[r], xv, acc[r][j]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < MB; ++j) {
+      float s = V::sum(acc[r][j]);
+      for (int64_t kk = k; kk < K; ++kk) s += widen_one(w[r * K + kk]) * x[j * K + kk];
+      out[r * MB + j] = s;
+    }
+}
+
+template <class V, class WT, int R>
+inline void row_block(const float* x, int64_t M, int64_t K, const WT* w, const float* scale, float* y, int64_t N,
+                      int64_t n) {
+  float out[R * V::MB];
+  for (int64_t m = 0; m < M; m += V::MB) {
+    const int mb = M - m < V::MB ? int(M - m) : V::MB;
+    const float* xm = x + m * K;
+    switch (mb) {  // MB is at most 4
+      case 4: micro_kernel<V, WT, R, (V::MB >= 4 ? 4 : 1)>(xm, K, w + n * K, out); break;
+      case 3: micro_kernel<V, WT, R, (V::MB >= 3 ? 3 : 1)>(xm, K, w + n * K, out); break;
+      case 2: micro_kernel<V, WT, R, (V::MB >= 2 ? 2 : 1)>(xm, K, w + n * K, out); break;
+      default: micro_kernel<V, WT, R, 1>(xm, K, w + n * K, out); break;
+    }
+    for (int r = 0; r < R; ++r) {
+      const float s = scale ? scale[n + r] : 1.0f;
+      for (int j = 0; j < mb; ++j) y[(m + j) * N + n + r] = out[r * mb + j] * s;
+    }
+  }
+}
+
+// Rows [n0, n1) of y (M, N) = x (M, K) W^T, W (N, K) of element type WT.
+template <class V, class WT>
+inline void gemm_rows(const float* x, int64_t M, int64_t K, const WT* w, const float* scale, float* y, int64_t N,
+                      int64_t n0, int64_t n1) {
+  int64_t n = n0;
+  for (; n + V::R <= n1; n += V::R) row_block<V, WT, V::R>(x, M, K, w, scale, y, N, n);
+  for (; n < n1; ++n) row_block<V, WT, 1>(x, M, K, w, scale, y, N, n);
+}
+
+// Element formats of the weight, as the entry points take them.
+enum GemmFormat : int { kGemmF32 = 0, kGemmBF16 = 1, kGemmI8 = 2 };
+
+template <class V>
+inline void gemm_rows_any(const float* x, int64_t M, int64_t K, const void* w, int format, const float* scale,
+                          float* y, int64_t N, int64_t n0, int64_t n1) {
+  switch (format) {
+    case kGemmBF16: gemm_rows<V>(x, M, K, static_cast<const uint16_t*>(w), scale, y, N, n0, n1); break;
+    case kGemmI8: gemm_rows<V>(x, M, K, static_cast<const int8_t*>(w), scale, y, N, n0, n1); break;
+    default: gemm_rows<V>(x, M, K, static_cast<const float*>(w), scale, y, N, n0, n1); break;
+  }
+}
