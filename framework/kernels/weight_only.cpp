@@ -42,8 +42,13 @@ namespace {
 using RowsFn = void (*)(const float*, int64_t, int64_t, const void*, int, const float*, float*, int64_t, int64_t,
                         int64_t);
 
+#ifdef REGLAGE_SCALAR_KERNELS_ONLY  // not x86: gemm_avx*.cpp are not built
+bool cpu_has_avx512() { return false; }
+bool cpu_has_avx2() { return false; }
+#else
 bool cpu_has_avx512() { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"); }
 bool cpu_has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+#endif
 
 // The best path the CPU has, lowered by REGLAGE_KERNELS when set.
 std::string choose_path() {
@@ -59,6 +64,7 @@ std::string choose_path() {
 }
 
 RowsFn rows_fn(const std::string& path) {
+#ifndef REGLAGE_SCALAR_KERNELS_ONLY
   if (path == "avx512") {
     if (!cpu_has_avx512()) fail("kernel path avx512: this CPU lacks AVX-512 F/BW");
     return detail::gemm_rows_avx512;
@@ -67,6 +73,7 @@ RowsFn rows_fn(const std::string& path) {
     if (!cpu_has_avx2()) fail("kernel path avx2: this CPU lacks AVX2/FMA");
     return detail::gemm_rows_avx2;
   }
+#endif
   if (path == "scalar") return detail::gemm_rows_scalar;
   fail("kernel path '", path, "' (expected avx512, avx2 or scalar)");
 }

@@ -13,8 +13,10 @@ namespace {
 
 std::vector<std::string> paths_of_this_cpu() {
   std::vector<std::string> out = {"scalar"};
+#if defined(__x86_64__)  // elsewhere only the scalar path is built (CMakeLists.txt)
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) out.push_back("avx2");
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) out.push_back("avx512");
+#endif
   return out;
 }
 
