@@ -211,6 +211,19 @@ std::pair<torch::Tensor, torch::Tensor> quantize_int8_rows(const torch::Tensor& 
   return {q, scale.contiguous()};
 }
 
+torch::Tensor store_weight(torch::Tensor& w, Storage s) {
+  if (s == Storage::kNative) return {};
+  torch::NoGradGuard no_grad;
+  w.set_requires_grad(false);  // a stored weight is frozen
+  if (s == Storage::kBFloat16) {
+    w.set_data(w.to(torch::kBFloat16).contiguous());
+    return {};
+  }
+  auto [q, scale] = quantize_int8_rows(w);
+  w.set_data(q);
+  return scale;
+}
+
 torch::Tensor widen(const torch::Tensor& w, const torch::Tensor& scale) {
   auto wf = w.to(torch::kFloat32);
   return scale.defined() && w.scalar_type() == torch::kChar ? wf * scale.unsqueeze(1) : wf;

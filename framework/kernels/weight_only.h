@@ -39,6 +39,10 @@ std::string cpu_path();
 // {q (N, K) int8, scale (N) float32}. A row of zeros gets scale 1.
 std::pair<torch::Tensor, torch::Tensor> quantize_int8_rows(const torch::Tensor& w);
 
+// Converts a frozen weight in place (set_data) to storage s: bfloat16, or int8 by quantize_int8_rows, and
+// stops it training. Returns the int8 scale (N), undefined otherwise; kNative changes nothing.
+torch::Tensor store_weight(torch::Tensor& w, Storage s);
+
 // The stored weight widened to float32: (N, K) bfloat16, or int8 with scale (N) -> (N, K) float32.
 torch::Tensor widen(const torch::Tensor& w, const torch::Tensor& scale);
 

@@ -66,16 +66,9 @@ void LinearImpl::set_storage(kernels::Storage s) {
   for (const auto& [name, a] : adapters_)
     if (a.merged_weight > 0) fail("weight storage ", kernels::storage_name(s), ": adapter '", name, "' is merged in");
   if (s == kernels::Storage::kNative) return;
-  torch::NoGradGuard no_grad;
-  weight.set_requires_grad(false);  // a stored weight is frozen
-  if (bias.defined()) bias.set_requires_grad(false);
-  if (s == kernels::Storage::kBFloat16) {
-    weight.set_data(weight.to(torch::kBFloat16).contiguous());
-  } else {
-    auto [q, scale] = kernels::quantize_int8_rows(weight);
-    weight.set_data(q);
-    weight_scale = register_buffer("weight_scale", scale);
-  }
+  if (bias.defined()) bias.set_requires_grad(false);  // the bias stays in its dtype, frozen with the weight
+  auto scale = kernels::store_weight(weight, s);
+  if (scale.defined()) weight_scale = register_buffer("weight_scale", scale);
   storage_ = s;
 }
 

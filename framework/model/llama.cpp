@@ -342,15 +342,8 @@ void CausalLMImpl::set_storage(kernels::Storage s) {
   for (auto& [path, layer] : linear_layers()) layer->set_storage(s);
   if (lm_head) lm_head->set_storage(s);
   auto& emb = model->embed_tokens->weight;
-  torch::NoGradGuard no_grad;
-  emb.set_requires_grad(false);
-  if (s == kernels::Storage::kBFloat16) {
-    emb.set_data(emb.to(torch::kBFloat16).contiguous());
-  } else {
-    auto [q, scale] = kernels::quantize_int8_rows(emb);
-    emb.set_data(q);
-    embed_scale = register_buffer("embed_scale", scale);
-  }
+  auto scale = kernels::store_weight(emb, s);
+  if (scale.defined()) embed_scale = register_buffer("embed_scale", scale);
   storage_ = s;
 }
 
