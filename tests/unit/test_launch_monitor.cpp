@@ -245,7 +245,10 @@ TEST(ProcessTree, DescendantsStartTimesAndLiveness) {
   EXPECT_GT(core::start_time(grandchild), 0);
   EXPECT_TRUE(core::process_alive(grandchild));
   ::kill(pid_t(grandchild), SIGKILL);
+  // A killed child is a zombie (not alive, still parented) until the shell's `wait` reaps it; only then is it
+  // gone from /proc.
   EXPECT_TRUE(wait_until([&] { return !core::process_alive(grandchild); }));
+  EXPECT_TRUE(wait_until([&] { return core::start_time(grandchild) == -1; }));
   EXPECT_FALSE(core::descends_from(grandchild, job.pid));
   EXPECT_EQ(core::start_time(grandchild), -1);
   EXPECT_EQ(core::parent_pid(int64_t(1) << 40), -1);
