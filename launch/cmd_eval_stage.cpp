@@ -105,16 +105,6 @@ torch::Tensor response_logp_sum(model::CausalLM& m, const model::AdapterSet& ada
   return (logp * ro.mask).sum(1).to(torch::kFloat64);
 }
 
-// A rules reward's pass: every positive check passes, every negative (penalty) check does not.
-bool passes(const config::RewardSpec& spec, const reward::RewardInput& input) {
-  for (const auto& rule : spec.rules) {
-    const double s = reward::rule_score(rule, input);
-    if (rule.weight > 0 && s < 1.0) return false;
-    if (rule.weight < 0 && s > 0.0) return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 int cmd_eval_stage(Args& args) {
@@ -191,7 +181,7 @@ int cmd_eval_stage(Args& args) {
       kls.push_back(kl[int64_t(i)].item<double>());
       lengths.push_back(ro.mask[int64_t(i)].sum().item<double>());
       if (reward) rewards.push_back(r[i]);
-      if (reward_spec.type == config::RewardType::kRules && passes(reward_spec, ro.reward_inputs[i])) ++passed;
+      if (reward_spec.type == config::RewardType::kRules && reward::rules_pass(reward_spec.rules, ro.reward_inputs[i])) ++passed;
       if (int64_t(start + i) < show)
         std::cerr << "[" << (reward ? std::to_string(r[i]) : std::string("-")) << "] " << ro.reward_inputs[i].prompt
                   << " -> " << ro.reward_inputs[i].response << "\n";

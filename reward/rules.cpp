@@ -216,6 +216,15 @@ double rule_score(const RuleConfig& rule, const RewardInput& input) {
   return score_one(rule, re.get(), input, where);
 }
 
+bool rules_pass(const std::vector<RuleConfig>& rules, const RewardInput& input) {
+  for (const auto& rule : rules) {
+    const double s = rule_score(rule, input);
+    if (rule.weight > 0 && s < 1.0) return false;
+    if (rule.weight < 0 && s > 0.0) return false;
+  }
+  return true;
+}
+
 std::unique_ptr<RewardSource> make_rules_source(const std::vector<RuleConfig>& rules) {
   // Validate every rule first and report all problems together.
   std::vector<RulesSource::Compiled> compiled;

@@ -40,4 +40,8 @@ std::unique_ptr<RewardSource> make_rules_source(const std::vector<RuleConfig>& r
 // One check's score for a response (exposed for tests).
 double rule_score(const RuleConfig& rule, const RewardInput& input);
 
+// Whether a response earns everything the rules allow: every check with weight > 0 scores 1 and every
+// check with weight < 0 (a penalty) scores 0. `reglage eval`'s pass_rate counts these.
+bool rules_pass(const std::vector<RuleConfig>& rules, const RewardInput& input);
+
 }  // namespace reglage::reward

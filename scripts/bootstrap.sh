@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages reglage needs (only those missing) and builds it into build/
 # (or $REGLAGE_BUILD_DIR, with $REGLAGE_CMAKE_ARGS and $REGLAGE_BUILD_JOBS parallel jobs).
-# Used by scripts/demo.sh and scripts/test.sh; safe to run again (incremental build, ccache).
+#   scripts/bootstrap.sh                  every target, the tests included (scripts/test.sh)
+#   scripts/bootstrap.sh TARGET...        only these targets and what they need (scripts/demo.sh: reglage)
+# Safe to run again (incremental build, ccache).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,5 +33,7 @@ jobs=${REGLAGE_BUILD_JOBS:-$(nproc)}
 build=${REGLAGE_BUILD_DIR:-build}  # scripts/test.sh --libtorch: a folder of its own per LibTorch
 log="$build.log"
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release ${REGLAGE_CMAKE_ARGS:-} > "$log" 2>&1 || { cat "$log"; exit 1; }
-cmake --build "$build" -j "$jobs" >> "$log" 2>&1 || { grep -E "error|Error" -A3 "$log" | head -60; exit 1; }
-echo "built: $build/reglage"
+targets=()
+for t in "$@"; do targets+=(--target "$t"); done
+cmake --build "$build" -j "$jobs" "${targets[@]}" >> "$log" 2>&1 || { grep -E "error|Error" -A3 "$log" | head -60; exit 1; }
+echo "built: ${*:-every target} in $build/"

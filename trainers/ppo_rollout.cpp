@@ -73,6 +73,8 @@ Rollout sample_rollout(model::CausalLM& m, const data::PromptDataset& prompts, c
   ro.index = torch::zeros({n, R}, torch::kLong);
   ro.targets = torch::full({n, R}, spec.pad_id, torch::kLong);
   ro.mask = torch::zeros({n, R}, torch::kFloat32);
+  ro.old_logp = torch::zeros({n, R}, torch::kFloat32);
+  auto old_a = ro.old_logp.accessor<float, 2>();
   auto ids_a = ro.ids.accessor<int64_t, 2>();
   auto valid_a = ro.valid.accessor<bool, 2>();
   auto index_a = ro.index.accessor<int64_t, 2>();
@@ -88,6 +90,7 @@ Rollout sample_rollout(model::CausalLM& m, const data::PromptDataset& prompts, c
       valid_a[b][P + r] = true;
       targets_a[b][r] = g[r];
       mask_a[b][r] = 1.0f;
+      old_a[b][r] = gens[b].logprobs[size_t(r)];
     }
     for (int64_t r = 0; r < R; ++r) index_a[b][r] = std::min(P - 1 + r, L - 1);
     const auto& row = prompts.rows[size_t(rows[b])];
@@ -108,7 +111,7 @@ void evaluate_logprobs(model::CausalLM& m, Rollout& ro, const RolloutSpec& spec)
     return m->token_logprobs({ro.ids, {}, ro.valid, nullptr, adapters}, at_positions, spec.temperature)
                .gather(1, ro.index).to(torch::kFloat32) * ro.mask;
   };
-  ro.old_logp = logp(spec.actor);
+  if (!ro.old_logp.defined()) ro.old_logp = logp(spec.actor);
   ro.ref_logp = logp({});
 }
 

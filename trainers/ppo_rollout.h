@@ -34,18 +34,22 @@ struct Rollout {
   torch::Tensor index;      // (n, R) position whose logits predict response token r (prompt_len - 1 + r)
   torch::Tensor targets;    // (n, R) response tokens (pad_id past the end)
   torch::Tensor mask;       // (n, R) float32, 1 on response tokens
-  torch::Tensor old_logp;   // (n, R) actor log-probs at rollout time
+  torch::Tensor old_logp;   // (n, R) actor log-probs at rollout time: the sampler's own (sample_rollout)
   torch::Tensor ref_logp;   // (n, R) reference (no adapter) log-probs
   torch::Tensor values;     // (n, R) critic values at rollout time (ppo only)
   std::vector<reward::RewardInput> reward_inputs;  // (prompt text, response text, reference) per row
   int64_t prompt_tokens = 0;
 };
 
-// Samples one response per entry of `rows` (indices into prompts) with the actor, in eval mode.
+// Samples one response per entry of `rows` (indices into prompts) with the actor, in eval mode. old_logp is
+// the log-probability the sampler drew each token with, log softmax(logits / temperature) before top-k/top-p
+// filtering: the same quantity a forward pass over the finished rollout gives (up to float rounding between
+// the cached decode and the full forward), so no second pass is needed.
 Rollout sample_rollout(model::CausalLM& m, const data::PromptDataset& prompts, const std::vector<int64_t>& rows,
                        const RolloutSpec& spec, const tokenizer::Tokenizer& tok);
 
-// Fills old_logp (spec.actor) and ref_logp (no adapter) without gradients (eval mode).
+// Fills ref_logp (no adapter), and old_logp (spec.actor) when the rollout has none yet, without gradients
+// (eval mode).
 void evaluate_logprobs(model::CausalLM& m, Rollout& ro, const RolloutSpec& spec);
 
 // Fills old_logp, ref_logp (evaluate_logprobs) and values without gradients (eval mode).
