@@ -15,12 +15,6 @@ namespace F = torch::nn::functional;
 
 namespace {
 
-// logits at the positions that predict each response token: (n, L, V) -> (n, R, V), divided by temperature
-torch::Tensor response_logits(const torch::Tensor& logits, const torch::Tensor& index, double temperature) {
-  auto idx = index.unsqueeze(-1).expand({index.size(0), index.size(1), logits.size(2)});
-  return logits.gather(1, idx) / temperature;
-}
-
 torch::Tensor token_logp(const torch::Tensor& logits_rv, const torch::Tensor& targets) {
   return F::log_softmax(logits_rv, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1);  // (n, R)
 }
@@ -126,7 +120,11 @@ void evaluate_rollout(model::CausalLM& m, model::ScalarHead& value_head, Rollout
 PolicyOutput forward_policy(model::CausalLM& m, const Rollout& ro, const torch::Tensor& idx, const RolloutSpec& spec) {
   auto ids = ro.ids.index_select(0, idx), valid = ro.valid.index_select(0, idx);
   auto index = ro.index.index_select(0, idx), targets = ro.targets.index_select(0, idx);
-  auto logits = response_logits(m->forward({ids, {}, valid, nullptr, spec.actor}), index, spec.temperature);  // (b, R, V)
+  // The LM head only on the positions that predict response tokens: (b, L, D) -> (b, R, D) -> (b, R, V);
+  // the prompt positions' logits are never formed.
+  auto hidden = m->hidden({ids, {}, valid, nullptr, spec.actor});  // (b, L, D)
+  auto at = hidden.gather(1, index.unsqueeze(-1).expand({index.size(0), index.size(1), hidden.size(2)}));
+  auto logits = m->lm_logits(at) / spec.temperature;  // (b, R, V)
   return {token_logp(logits, targets), rl::entropy_from_logits(logits)};
 }
 
