@@ -358,6 +358,18 @@ long long wait_for_lock_holder(const std::string& lock_file) {
   return 0;
 }
 
+// Waits (bounded, 5 minutes) until every path exists: a run takes its lock before it writes config.yaml and
+// its stage directories.
+bool wait_for_paths(const std::vector<std::string>& paths) {
+  for (int i = 0; i < 3000; ++i) {
+    bool all = true;
+    for (const auto& p : paths) all = all && std::filesystem::exists(p);
+    if (all) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
 // Waits (bounded) until process `pid` is stopped (state T in /proc/<pid>/stat).
 bool wait_stopped(long long pid) {
   for (int i = 0; i < 1200; ++i) {
@@ -383,6 +395,7 @@ TEST_F(SftPipeline, ASecondRunOnTheSameRunDirIsRefusedUntilTheFirstEnds) {
     pid_t pid;
     ~KillAtEnd() { ::kill(pid, SIGKILL); }
   } kill_at_end{pid_t(pid)};
+  ASSERT_TRUE(wait_for_paths({run + "/config.yaml", run + "/sft"})) << core::read_file(tmp_.path("holder.out"));
   ASSERT_EQ(::kill(pid_t(pid), SIGSTOP), 0);
   ASSERT_TRUE(wait_stopped(pid));
   char host[256] = {0};
