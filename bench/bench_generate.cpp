@@ -1,19 +1,25 @@
 // Generation throughput: batched sampling with the KV cache on the shipped stories260K model.
 //   reglage_bench generate [--model PATH] [--batches 1,8,32] [--dtypes float32,bfloat16]
-//                          [--storages auto,bfloat16,int8] [--new-tokens N] [--threads N] [--repeats R]
+//                          [--storages auto,bfloat16,int8] [--decodes fused,ops] [--new-tokens N] [--threads N]
+//                          [--repeats R]
 // tokens/s counts generated tokens (batch x new tokens) over the wall time of the whole generate() call,
 // prefill included. MFU: 2 x (matmul parameters) FLOP per generated token over the measured matmul peak.
 // BW %: bytes of weights a decode step reads (every linear layer and the LM head, in their storage) times
 // decode steps per second, over the read bandwidth measured first (measure_read_bandwidth).
+// --decodes: the fused decode step (float32 compute, batches up to 16) and/or the operator path; a
+// configuration the fused step does not take runs once, labelled "ops".
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 
 #include "bench/bench_generate.h"
+#include "framework/core/error.h"
 #include "framework/generate/generate.h"
 #include "framework/io/model_io.h"
 #include "framework/kernels/weight_only.h"
 #include "framework/model/config.h"
+#include "framework/model/fused_decode.h"
 
 namespace reglage::bench {
 
@@ -41,7 +47,15 @@ std::vector<Measurement> bench_generate(const GenerateOptions& opt) {
     const double peak = measure_matmul_peak(dtype);
     const std::string label = storage == kernels::Storage::kNative ? dtype_name : dtype_name + "/" + storage_name;
 
-    for (int64_t batch : opt.batches) {
+    for (int64_t batch : opt.batches)
+     for (const auto& decode : opt.decodes) {
+      if (decode != "fused" && decode != "ops") fail("--decodes: '", decode, "' (expected fused or ops)");
+      const bool fusable = dtype == torch::kFloat32 && batch <= model::kFusedDecodeMaxBatch;
+      // Only one run where the fused step does not apply: the operator path, labelled as such.
+      if (!fusable && decode == "fused" &&
+          std::find(opt.decodes.begin(), opt.decodes.end(), "ops") != opt.decodes.end())
+        continue;
+      m->fused_decode = decode == "fused";
       // Distinct short prompts: BOS plus a few tokens that vary with the row.
       std::vector<std::vector<int64_t>> prompts;
       for (int64_t b = 0; b < batch; ++b) prompts.push_back({1, 300 + (b * 7) % 200, 261 + b % 50});
@@ -59,7 +73,7 @@ std::vector<Measurement> bench_generate(const GenerateOptions& opt) {
       Measurement ms;
       ms.name = "generate";
       ms.shape = model_name + " batch=" + std::to_string(batch) + " new=" + std::to_string(opt.new_tokens);
-      ms.dtype = label;
+      ms.dtype = label + (decode == "fused" && fusable ? " fused" : " ops");
       ms.threads = opt.threads;
       ms.tokens_per_s = double(batch * opt.new_tokens) / best;
       ms.step_ms = 1000.0 * best / double(opt.new_tokens);

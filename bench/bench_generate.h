@@ -13,6 +13,8 @@ struct GenerateOptions {
   std::vector<std::string> dtypes = {"float32", "bfloat16"};
   // Weight storage with float32 compute (framework/kernels/weight_only.h): auto = the dtype's own weights.
   std::vector<std::string> storages = {"auto"};
+  // Decode steps: "fused" (framework/model/fused_decode.h, where it applies) or "ops" (the operator path).
+  std::vector<std::string> decodes = {"fused"};
   int64_t new_tokens = 128;                                  // generated per sequence
   int threads = 2;                                           // intra-op threads
   int repeats = 3;                                           // best of

@@ -61,7 +61,7 @@ const char* kUsage =
     "  train:    --shapes stories260K,stories15M,model --modes full,lora --dtypes float32,bfloat16 --seq T --steps K\n"
     "            --model PATH --batch B (shape model) --storages auto,bfloat16,int8 --checkpointing 0|1\n"
     "  generate: --batches 1,8,32 --dtypes float32,bfloat16 --storages auto,bfloat16,int8 --new-tokens N\n"
-    "            --repeats R --model PATH\n"
+    "            --decodes fused,ops --repeats R --model PATH\n"
     "  ppo:      --iterations N      scale: --steps N\n"
     "  tokenize: --sizes 100000,1000000 (bytes per row) --texts prose,word,repeat --repeats R\n";
 
@@ -92,6 +92,7 @@ int main(int argc, char** argv) {
       else if (flag == "--repeats") gen.repeats = tokenize.repeats = int(parse_long(flag, v));
       else if (flag == "--dtypes") gen.dtypes = train.dtypes = split_commas(v);
       else if (flag == "--storages") gen.storages = train.storages = split_commas(v);
+      else if (flag == "--decodes") gen.decodes = split_commas(v);
       else if (flag == "--batch") train.batch_model = parse_long(flag, v);
       else if (flag == "--checkpointing") train.checkpointing = parse_long(flag, v) != 0;
       else if (flag == "--shapes") train.shapes = split_commas(v);

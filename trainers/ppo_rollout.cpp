@@ -15,10 +15,6 @@ namespace F = torch::nn::functional;
 
 namespace {
 
-torch::Tensor token_logp(const torch::Tensor& logits_rv, const torch::Tensor& targets) {
-  return F::log_softmax(logits_rv, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1);  // (n, R)
-}
-
 bool has_dummy_prefix(const tokenizer::Tokenizer& tok) {
   const std::string a = tok.decode(tok.encode("a", false, false));
   return a.size() == 2 && a[0] == ' ';
@@ -120,12 +116,20 @@ void evaluate_rollout(model::CausalLM& m, model::ScalarHead& value_head, Rollout
 PolicyOutput forward_policy(model::CausalLM& m, const Rollout& ro, const torch::Tensor& idx, const RolloutSpec& spec) {
   auto ids = ro.ids.index_select(0, idx), valid = ro.valid.index_select(0, idx);
   auto index = ro.index.index_select(0, idx), targets = ro.targets.index_select(0, idx);
-  // The LM head only on the positions that predict response tokens: (b, L, D) -> (b, R, D) -> (b, R, V);
-  // the prompt positions' logits are never formed.
+  auto mask = ro.mask.index_select(0, idx);  // (b, R)
+  const int64_t b = index.size(0), R = index.size(1);
+  // The LM head only on the positions that predict real response tokens (not the prompt's, not the padding
+  // past a short response's end), in chunks: (b, L, D) -> (N, D) -> {logp, entropy} (N) -> (b, R), 0 elsewhere.
   auto hidden = m->hidden({ids, {}, valid, nullptr, spec.actor});  // (b, L, D)
-  auto at = hidden.gather(1, index.unsqueeze(-1).expand({index.size(0), index.size(1), hidden.size(2)}));
-  auto logits = m->lm_logits(at) / spec.temperature;  // (b, R, V)
-  return {token_logp(logits, targets), rl::entropy_from_logits(logits)};
+  const int64_t D = hidden.size(2);
+  auto at = hidden.gather(1, index.unsqueeze(-1).expand({b, R, D})).reshape({b * R, D});  // (b*R, D)
+  auto rows = mask.reshape({-1}).gt(0).nonzero().squeeze(1);                          // (N)
+  auto [logp, entropy] = m->logprobs_and_entropy(at.index_select(0, rows), targets.reshape({-1}).index_select(0, rows),
+                                                 spec.temperature);                    // (N) each
+  auto place = [&](const torch::Tensor& x) {  // (N) -> (b, R)
+    return torch::zeros({b * R}, x.options()).index_copy(0, rows, x).view({b, R}).to(torch::kFloat32);
+  };
+  return {place(logp), place(entropy)};
 }
 
 MinibatchOutput forward_minibatch(model::CausalLM& m, model::ScalarHead& value_head, const Rollout& ro,

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "framework/core/error.h"
+#include "framework/model/fused_decode.h"
 
 namespace reglage::generate {
 
@@ -89,7 +90,9 @@ std::vector<Generation> generate(model::CausalLM& model, const std::vector<std::
     // Finished sequences feed a padding slot that no one attends to.
     model::ForwardInput step_in{to_tensor(next, {B, 1}, dev), to_tensor(next_positions, {B, 1}, dev),
                                 to_tensor(next_valid, {B, 1}, dev).to(torch::kBool), &cache, adapters};
-    logits = model->forward(step_in).select(1, 0).contiguous().to(torch::kCPU);  // (B, V)
+    const bool fused = model->fused_decode && model::fused_decode_unsupported(*model, step_in).empty();
+    logits = fused ? model::fused_decode_step(*model, step_in)                           // (B, V)
+                   : model->forward(step_in).select(1, 0).contiguous().to(torch::kCPU);  // (B, V)
   }
   if (was_training) model->train();
   return out;

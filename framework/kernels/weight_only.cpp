@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
 
 #include "framework/core/error.h"
 #include "framework/kernels/gemm_paths.h"
@@ -202,6 +205,21 @@ std::string cpu_path() {
   return path;
 }
 
+bool cpu_has_native_bf16() {
+  static const bool native = [] {
+    std::ifstream in("/proc/cpuinfo");
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind("flags", 0) != 0) continue;
+      std::istringstream words(line);
+      for (std::string w; words >> w;)
+        if (w == "avx512_bf16" || w == "amx_bf16") return true;
+      return false;  // the first CPU's flags speak for all
+    }
+    return false;
+  }();
+  return native;
+}
+
 std::pair<torch::Tensor, torch::Tensor> quantize_int8_rows(const torch::Tensor& w) {
   torch::NoGradGuard no_grad;
   auto wf = w.detach().to(torch::kFloat32);                              // (N, K)
@@ -253,6 +271,28 @@ torch::Tensor stored_embedding(const torch::Tensor& ids, const torch::Tensor& w,
   auto shape = ids.sizes().vec();
   shape.push_back(w.size(1));
   return rows.to(dtype).view(shape);                         // (..., D)
+}
+
+KernelMatrix kernel_matrix(const torch::Tensor& w, const torch::Tensor& scale) {
+  if (w.dim() != 2 || !w.is_contiguous() || !w.device().is_cpu())
+    fail("kernel matrix: weight ", w.sizes(), " must be a contiguous 2-D CPU tensor");
+  KernelMatrix m;
+  m.format = format_of(w);
+  if (m.format == kGemmI8) {
+    if (!scale.defined() || scale.numel() != w.size(0) || scale.scalar_type() != torch::kFloat32 ||
+        !scale.is_contiguous())
+      fail("kernel matrix: an int8 weight (", w.size(0), " rows) needs one contiguous float32 scale per row");
+    m.scale = scale.data_ptr<float>();
+  }
+  m.data = w.data_ptr();
+  m.rows = w.size(0);
+  m.cols = w.size(1);
+  return m;
+}
+
+void kernel_rows(const KernelMatrix& w, const float* x, int64_t M, float* y, int64_t n0, int64_t n1) {
+  static const RowsFn fn = rows_fn(cpu_path());
+  fn(x, M, w.cols, w.data, w.format, w.scale, y, w.rows, n0, n1);
 }
 
 namespace detail {

@@ -68,6 +68,73 @@ class ChunkedLogprob : public torch::autograd::Function<ChunkedLogprob> {
   }
 };
 
+// Log-probs and entropies per chunk. With z = logits / t, l = log_softmax(z), p = exp(l), H = -sum p l:
+//   d logp / dz = onehot(target) - p,   dH / dz = -p (l + H),
+// so backward recomputes l and p per chunk and needs neither saved.
+class ChunkedLogprobEntropy : public torch::autograd::Function<ChunkedLogprobEntropy> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const torch::Tensor& h, const torch::Tensor& weight,
+                               const torch::Tensor& targets, double temperature, int64_t chunk_rows) {
+    const int64_t n = h.size(0);
+    auto opts = h.options().dtype(h.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32);
+    auto logp = torch::empty({n}, opts), entropy = torch::empty({n}, opts);
+    for (int64_t a = 0; a < n; a += chunk_rows) {
+      const int64_t b = std::min(n, a + chunk_rows);
+      auto l = torch::log_softmax(chunk_logits(h.slice(0, a, b), weight, temperature), 1);  // (c, V)
+      logp.slice(0, a, b).copy_(l.gather(1, targets.slice(0, a, b).unsqueeze(1)).squeeze(1));
+      entropy.slice(0, a, b).copy_(-(l.exp() * l).sum(1));
+    }
+    ctx->set_materialize_grads(false);  // an unused output's gradient stays undefined, not zeros
+    ctx->save_for_backward({h, weight, targets, entropy.clone()});
+    ctx->saved_data["temperature"] = temperature;
+    ctx->saved_data["chunk_rows"] = chunk_rows;
+    return {logp, entropy};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &h = saved[0], &weight = saved[1], &targets = saved[2], &entropy = saved[3];
+    const double temperature = ctx->saved_data["temperature"].toDouble();
+    const int64_t chunk_rows = ctx->saved_data["chunk_rows"].toInt();
+    const auto &g_logp = grad_outputs[0], &g_ent = grad_outputs[1];  // (N) each, or undefined
+    const bool want_h = ctx->needs_input_grad(0), want_w = ctx->needs_input_grad(1);
+    torch::Tensor grad_h = want_h ? torch::zeros_like(h) : torch::Tensor();
+    torch::Tensor grad_w = want_w ? torch::zeros(weight.sizes(), weight.options().dtype(widen(weight).scalar_type()))
+                                  : torch::Tensor();
+    if (!g_logp.defined() && !g_ent.defined()) return {grad_h, grad_w, {}, {}, {}};
+    const int64_t n = h.size(0);
+    for (int64_t a = 0; a < n; a += chunk_rows) {
+      const int64_t b = std::min(n, a + chunk_rows);
+      auto hc = h.slice(0, a, b);
+      auto l = torch::log_softmax(chunk_logits(hc, weight, temperature), 1);  // (c, V)
+      auto p = l.exp();
+      torch::Tensor dz = torch::zeros_like(l);                               // (c, V)
+      if (g_logp.defined()) {
+        auto gl = g_logp.slice(0, a, b).unsqueeze(1).to(l.scalar_type());  // (c, 1)
+        dz.sub_(p * gl).scatter_add_(1, targets.slice(0, a, b).unsqueeze(1), gl);
+      }
+      if (g_ent.defined()) {
+        auto ge = g_ent.slice(0, a, b).unsqueeze(1).to(l.scalar_type());   // (c, 1)
+        dz.sub_(p * (l + entropy.slice(0, a, b).unsqueeze(1)) * ge);
+      }
+      if (temperature != 1.0) dz.div_(temperature);
+      if (want_h) grad_h.slice(0, a, b).copy_(torch::matmul(dz.to(weight.scalar_type()), weight));
+      if (want_w) grad_w.add_(torch::matmul(dz.t(), widen(hc)));
+    }
+    if (want_w) grad_w = grad_w.to(weight.scalar_type());
+    return {grad_h, grad_w, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+void check_logprob_operands(const torch::Tensor& h, const torch::Tensor& weight, const torch::Tensor& targets,
+                            double temperature) {
+  if (h.dim() != 2 || weight.dim() != 2 || h.size(1) != weight.size(1))
+    fail("chunked_token_logprobs: hidden ", h.sizes(), " and head ", weight.sizes(), " do not fit (N, D) x (V, D)");
+  if (targets.dim() != 1 || targets.size(0) != h.size(0))
+    fail("chunked_token_logprobs: targets ", targets.sizes(), " for ", h.size(0), " rows");
+  if (!(temperature > 0)) fail("chunked_token_logprobs: temperature = ", temperature, " (must be > 0)");
+}
+
 }  // namespace
 
 int64_t logprob_chunk_rows(int64_t vocab, int64_t budget_bytes) {
@@ -76,13 +143,18 @@ int64_t logprob_chunk_rows(int64_t vocab, int64_t budget_bytes) {
 
 torch::Tensor chunked_token_logprobs(const torch::Tensor& h, const torch::Tensor& weight, const torch::Tensor& targets,
                                      double temperature, int64_t chunk_rows) {
-  if (h.dim() != 2 || weight.dim() != 2 || h.size(1) != weight.size(1))
-    fail("chunked_token_logprobs: hidden ", h.sizes(), " and head ", weight.sizes(), " do not fit (N, D) x (V, D)");
-  if (targets.dim() != 1 || targets.size(0) != h.size(0))
-    fail("chunked_token_logprobs: targets ", targets.sizes(), " for ", h.size(0), " rows");
-  if (!(temperature > 0)) fail("chunked_token_logprobs: temperature = ", temperature, " (must be > 0)");
+  check_logprob_operands(h, weight, targets, temperature);
   if (chunk_rows <= 0) chunk_rows = logprob_chunk_rows(weight.size(0));
   return ChunkedLogprob::apply(h, weight, targets.to(torch::kLong), temperature, chunk_rows);
+}
+
+std::pair<torch::Tensor, torch::Tensor> chunked_logprobs_and_entropy(const torch::Tensor& h, const torch::Tensor& weight,
+                                                                     const torch::Tensor& targets, double temperature,
+                                                                     int64_t chunk_rows) {
+  check_logprob_operands(h, weight, targets, temperature);
+  if (chunk_rows <= 0) chunk_rows = logprob_chunk_rows(weight.size(0));
+  auto out = ChunkedLogprobEntropy::apply(h, weight, targets.to(torch::kLong), temperature, chunk_rows);
+  return {out[0], out[1]};
 }
 
 }  // namespace reglage::model

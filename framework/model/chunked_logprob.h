@@ -12,6 +12,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <utility>
 
 namespace reglage::model {
 
@@ -20,5 +21,13 @@ int64_t logprob_chunk_rows(int64_t vocab, int64_t budget_bytes = int64_t(64) << 
 
 torch::Tensor chunked_token_logprobs(const torch::Tensor& h, const torch::Tensor& weight, const torch::Tensor& targets,
                                      double temperature = 1.0, int64_t chunk_rows = 0);
+
+// The same log-probabilities and, from the same chunks of logits, each row's entropy
+// -sum_v p_v log p_v of softmax(logits / temperature): {logp (N), entropy (N)}, both differentiable (to h and,
+// when it requires grad, weight). What PPO/GRPO updates need, without the (N, V) logits, their log-softmax,
+// probabilities and gradients held at once.
+std::pair<torch::Tensor, torch::Tensor> chunked_logprobs_and_entropy(const torch::Tensor& h, const torch::Tensor& weight,
+                                                                     const torch::Tensor& targets,
+                                                                     double temperature = 1.0, int64_t chunk_rows = 0);
 
 }  // namespace reglage::model

@@ -334,6 +334,15 @@ torch::Tensor CausalLMImpl::token_logprobs_from_hidden(const torch::Tensor& hidd
   return out.index_copy(0, rows, logp).view({B, T});
 }
 
+std::pair<torch::Tensor, torch::Tensor> CausalLMImpl::logprobs_and_entropy(const torch::Tensor& h,
+                                                                           const torch::Tensor& targets,
+                                                                           double temperature) {
+  if (!lm_head || (lm_head->adapters().empty() && !lm_head->bias.defined()))
+    return chunked_logprobs_and_entropy(h, head_weight_for_products(), targets, temperature);
+  auto l = torch::log_softmax(lm_logits(h) / temperature, -1);  // (N, V): an adapted head, the plain path
+  return {l.gather(-1, targets.unsqueeze(-1)).squeeze(-1), -(l.exp() * l).sum(-1)};
+}
+
 void CausalLMImpl::set_storage(kernels::Storage s) {
   if (s == storage_) return;
   if (storage_ != kernels::Storage::kNative) fail("weight storage is already ", kernels::storage_name(storage_));

@@ -104,6 +104,12 @@ class CausalLMImpl : public torch::nn::Module {
   torch::Tensor token_logprobs_from_hidden(const torch::Tensor& hidden, const torch::Tensor& targets,
                                            double temperature = 1.0);
 
+  // Rows of hidden states through the LM head: h (N, D), targets (N) -> {log p(target) (N), entropy (N)} of
+  // softmax(logits / temperature), both differentiable, in float32 (float64 for a float64 model). The head runs
+  // in chunks of rows (chunked_logprobs_and_entropy) unless it carries an adapter or a bias.
+  std::pair<torch::Tensor, torch::Tensor> logprobs_and_entropy(const torch::Tensor& h, const torch::Tensor& targets,
+                                                               double temperature = 1.0);
+
   // Frozen base weights stored in bfloat16 or int8 (kernels::Storage): every linear layer, the LM head and the
   // embedding (tied or not); norms stay in the model's dtype. Adapters added before or after are unaffected.
   // The stored weights stop training (the base is frozen: LoRA or no training); the dtype must be float32.
@@ -113,6 +119,10 @@ class CausalLMImpl : public torch::nn::Module {
   // Recompute each decoder layer in backward instead of keeping its activations (training without a cache):
   // memory per layer drops to its input, for one extra forward pass of the layers.
   bool checkpoint_layers = false;
+
+  // Decode steps of small batches (generate::generate) run the fused step (fused_decode.h) when it supports
+  // the call; false keeps them on the operator path (benchmarks compare the two).
+  bool fused_decode = true;
 
   // An empty cache for `batch` sequences of up to `max_len` tokens, on the model's device and dtype.
   KVCache new_cache(int64_t batch, int64_t max_len) const;

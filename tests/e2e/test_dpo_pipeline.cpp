@@ -6,6 +6,7 @@
 
 #include "framework/io/safetensors.h"
 #include "e2e_util.h"
+#include "resume_util.h"
 #include "test_util.h"
 
 namespace reglage {
@@ -73,29 +74,18 @@ TEST_F(DpoPipeline, ExactResumeAfterSigkillTwoRanks) {
                           "grad_accum: 2, lr: 2.0e-3, checkpoint_every: 3, eval_every: 3";
   core::write_file_atomic(tmp_.path("a.yaml"), yaml(tmp_, tmp_.path("a"), dpo));
   core::write_file_atomic(tmp_.path("b.yaml"), yaml(tmp_, tmp_.path("b"), dpo));
-  ASSERT_EQ(test::run_pipeline(2, tmp_.path("a.yaml")), 0);
-  // sft's one checkpoint is its step 4, so step 3 is dpo's.
-  ASSERT_NE(test::run_pipeline(2, tmp_.path("b.yaml"), "REGLAGE_KILL_AFTER_CHECKPOINT=3"), 0);
-  ASSERT_TRUE(core::file_exists(tmp_.path("b/dpo/checkpoints/step-3/manifest.json")));
-  ASSERT_FALSE(core::file_exists(tmp_.path("b/dpo/final")));
-  ASSERT_EQ(test::run_pipeline(2, tmp_.path("b.yaml")), 0);
-  auto a = io::read_safetensors(tmp_.path("a/dpo/final/adapter_model.safetensors"));
-  auto b = io::read_safetensors(tmp_.path("b/dpo/final/adapter_model.safetensors"));
-  ASSERT_EQ(a.size(), b.size());
-  ASSERT_FALSE(a.empty());
-  for (const auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << name;
-  auto strip = [](std::vector<nlohmann::json> recs) {
-    std::string out;
-    for (auto& r : recs) {
-      r.erase("pairs_per_s");
-      out += r.dump() + "\n";
-    }
-    return out;
-  };
-  const auto ra = records(tmp_.path("a/dpo/metrics.jsonl"));
-  EXPECT_EQ(strip(ra), strip(records(tmp_.path("b/dpo/metrics.jsonl"))));
+  test::ResumeCase c;
+  c.whole_yaml = tmp_.path("a.yaml"), c.killed_yaml = tmp_.path("b.yaml");
+  c.whole_dir = tmp_.path("a"), c.killed_dir = tmp_.path("b");
+  c.stage = "dpo";
+  c.kill_after_checkpoint = 3;  // sft's one checkpoint is its step 4, so step 3 is dpo's
+  c.checkpoint_step = 3;
+  c.timing_keys = {"pairs_per_s"};
+  std::string metrics;
+  ASSERT_NO_FATAL_FAILURE(test::expect_exact_resume(c, &metrics));
+  const auto first = nlohmann::json::parse(metrics.substr(0, metrics.find('\n')));
   for (const char* key : {"loss", "accuracy", "chosen_reward", "rejected_reward", "margin", "chosen_nll", "grad_norm"})
-    EXPECT_TRUE(ra.front().contains(key)) << key;
+    EXPECT_TRUE(first.contains(key)) << key;
 }
 
 // One rank, sigmoid loss: the held-out pairs (names unseen in training order) are ranked right by the end.

@@ -10,6 +10,7 @@
 
 #include "framework/io/safetensors.h"
 #include "e2e_util.h"
+#include "resume_util.h"
 #include "test_util.h"
 
 namespace reglage {
@@ -65,20 +66,6 @@ std::string yaml(const test::TempDir& tmp, const std::string& run_dir) {
          "    eval_every: 2\n";
 }
 
-// metrics.jsonl without the timing fields, which differ from run to run.
-std::string metrics_without_timing(const std::string& path) {
-  std::istringstream in(core::read_file(path));
-  std::string line, out;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line);
-    for (const char* k : {"time_generate_s", "time_score_s", "time_reference_s", "time_train_s",
-                          "generate_tokens_per_s", "tokens_per_s"})
-      j.erase(k);
-    out += j.dump() + "\n";
-  }
-  return out;
-}
-
 // stdout of a command (the last line is eval's JSON).
 std::string output_of(const std::string& cmd) {
   std::string out;
@@ -95,19 +82,13 @@ TEST(GrpoPipeline, ExactResumeAfterSigkillTwoRanksAndEval) {
   write_data(tmp);
   core::write_file_atomic(tmp.path("a.yaml"), yaml(tmp, tmp.path("a")));
   core::write_file_atomic(tmp.path("b.yaml"), yaml(tmp, tmp.path("b")));
-  ASSERT_EQ(test::run_pipeline(2, tmp.path("a.yaml")), 0);
-  // sft checkpoints only at its end (step 4), so checkpoint 2 is grpo's iteration 2
-  ASSERT_NE(test::run_pipeline(2, tmp.path("b.yaml"), "REGLAGE_KILL_AFTER_CHECKPOINT=2"), 0);
-  EXPECT_TRUE(core::file_exists(tmp.path("b/grpo/checkpoints/step-2/manifest.json")));
-  EXPECT_FALSE(core::file_exists(tmp.path("b/grpo/final")));
-  ASSERT_EQ(test::run_pipeline(2, tmp.path("b.yaml")), 0);
-  auto a = io::read_safetensors(tmp.path("a/grpo/final/adapter_model.safetensors"));
-  auto b = io::read_safetensors(tmp.path("b/grpo/final/adapter_model.safetensors"));
-  ASSERT_EQ(a.size(), b.size());
-  ASSERT_FALSE(a.empty());
-  for (const auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << name;
-  const std::string ma = metrics_without_timing(tmp.path("a/grpo/metrics.jsonl"));
-  EXPECT_EQ(ma, metrics_without_timing(tmp.path("b/grpo/metrics.jsonl")));
+  test::ResumeCase c;
+  c.whole_yaml = tmp.path("a.yaml"), c.killed_yaml = tmp.path("b.yaml");
+  c.whole_dir = tmp.path("a"), c.killed_dir = tmp.path("b");
+  c.stage = "grpo";  // sft checkpoints only at its end (step 4), so checkpoint 2 is grpo's iteration 2
+  c.timing_keys = test::kRlTimingKeys;
+  std::string ma;
+  ASSERT_NO_FATAL_FAILURE(test::expect_exact_resume(c, &ma));
   // Every iteration logged its GRPO quantities; the policy moved away from the reference.
   std::istringstream in(ma);
   std::string line;

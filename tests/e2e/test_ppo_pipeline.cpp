@@ -11,6 +11,7 @@
 
 #include "framework/io/safetensors.h"
 #include "e2e_util.h"
+#include "resume_util.h"
 #include "test_util.h"
 
 namespace reglage {
@@ -78,23 +79,6 @@ std::string yaml(const test::TempDir& tmp, const std::string& run_dir) {
          "    eval_every: 2\n";
 }
 
-int run(int ranks, const std::string& yaml_path, const std::string& env = "") {
-  return test::run_pipeline(ranks, yaml_path, env);
-}
-
-// metrics.jsonl without the timing fields, which differ from run to run.
-std::string metrics_without_timing(const std::string& path) {
-  std::istringstream in(core::read_file(path));
-  std::string line, out;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line);
-    for (const char* k : {"time_generate_s", "time_score_s", "time_reference_s", "time_train_s", "generate_tokens_per_s", "tokens_per_s"})
-      j.erase(k);
-    out += j.dump() + "\n";
-  }
-  return out;
-}
-
 // stdout of a command (the last line is eval's JSON).
 std::string output_of(const std::string& cmd) {
   std::string out;
@@ -116,19 +100,14 @@ TEST(PpoPipeline, ExactResumeAfterSigkillTwoRanksAndEval) {
   write_data(tmp);
   core::write_file_atomic(tmp.path("a.yaml"), yaml(tmp, tmp.path("a")));
   core::write_file_atomic(tmp.path("b.yaml"), yaml(tmp, tmp.path("b")));
-  ASSERT_EQ(run(2, tmp.path("a.yaml")), 0);
-  ASSERT_NE(run(2, tmp.path("b.yaml"), "REGLAGE_KILL_AFTER_CHECKPOINT=2"), 0);  // ppo's iteration-2 checkpoint
-  EXPECT_TRUE(core::file_exists(tmp.path("b/ppo/checkpoints/step-2/manifest.json")));
-  EXPECT_FALSE(core::file_exists(tmp.path("b/ppo/final")));
-  ASSERT_EQ(run(2, tmp.path("b.yaml")), 0);
-  for (const char* file : {"adapter_model.safetensors", "critic/adapter_model.safetensors", "critic/value_head.safetensors"}) {
-    auto a = io::read_safetensors(tmp.path("a/ppo/final/") + file);
-    auto b = io::read_safetensors(tmp.path("b/ppo/final/") + file);
-    ASSERT_EQ(a.size(), b.size()) << file;
-    for (const auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << file << " " << name;
-  }
-  const std::string ma = metrics_without_timing(tmp.path("a/ppo/metrics.jsonl"));
-  EXPECT_EQ(ma, metrics_without_timing(tmp.path("b/ppo/metrics.jsonl")));
+  test::ResumeCase c;
+  c.whole_yaml = tmp.path("a.yaml"), c.killed_yaml = tmp.path("b.yaml");
+  c.whole_dir = tmp.path("a"), c.killed_dir = tmp.path("b");
+  c.stage = "ppo";  // checkpoint 2 is ppo's iteration 2
+  c.final_files = {"adapter_model.safetensors", "critic/adapter_model.safetensors", "critic/value_head.safetensors"};
+  c.timing_keys = test::kRlTimingKeys;
+  std::string ma;
+  ASSERT_NO_FATAL_FAILURE(test::expect_exact_resume(c, &ma));
   // Every iteration logged its PPO quantities; the actor moved away from the reference.
   std::istringstream in(ma);
   std::string line;

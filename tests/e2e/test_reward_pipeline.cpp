@@ -11,6 +11,7 @@
 #include "reward/http_source.h"
 #include "reward/model_source.h"
 #include "e2e_util.h"
+#include "resume_util.h"
 #include "test_util.h"
 
 namespace reglage {
@@ -70,29 +71,15 @@ class RewardPipeline : public ::testing::Test {
 TEST_F(RewardPipeline, ExactResumeAfterSigkillTwoRanks) {
   core::write_file_atomic(tmp_.path("a.yaml"), yaml(tmp_, tmp_.path("a")));
   core::write_file_atomic(tmp_.path("b.yaml"), yaml(tmp_, tmp_.path("b")));
-  ASSERT_EQ(run(2, tmp_.path("a.yaml")), 0);
-  ASSERT_NE(run(2, tmp_.path("b.yaml"), "REGLAGE_KILL_AFTER_CHECKPOINT=3"), 0);  // rm's step-3 checkpoint
-  EXPECT_TRUE(core::file_exists(tmp_.path("b/rm/checkpoints/step-3/manifest.json")));
-  EXPECT_FALSE(core::file_exists(tmp_.path("b/rm/final")));
-  ASSERT_EQ(run(2, tmp_.path("b.yaml")), 0);
-  for (const char* file : {"adapter_model.safetensors", "reward_head.safetensors"}) {
-    auto a = io::read_safetensors(tmp_.path("a/rm/final/") + file);
-    auto b = io::read_safetensors(tmp_.path("b/rm/final/") + file);
-    ASSERT_EQ(a.size(), b.size());
-    for (const auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << file << " " << name;
-  }
-  // metrics past the checkpoint were replayed, not duplicated
-  auto lines = [](const std::string& p) {
-    std::istringstream in(core::read_file(p));
-    std::string l, out;
-    while (std::getline(in, l)) {
-      auto j = nlohmann::json::parse(l);
-      j.erase("pairs_per_s");
-      out += j.dump() + "\n";
-    }
-    return out;
-  };
-  EXPECT_EQ(lines(tmp_.path("a/rm/metrics.jsonl")), lines(tmp_.path("b/rm/metrics.jsonl")));
+  test::ResumeCase c;
+  c.whole_yaml = tmp_.path("a.yaml"), c.killed_yaml = tmp_.path("b.yaml");
+  c.whole_dir = tmp_.path("a"), c.killed_dir = tmp_.path("b");
+  c.stage = "rm";
+  c.kill_after_checkpoint = 3;  // rm's step-3 checkpoint
+  c.checkpoint_step = 3;
+  c.final_files = {"adapter_model.safetensors", "reward_head.safetensors"};
+  c.timing_keys = {"pairs_per_s"};  // metrics past the checkpoint were replayed, not duplicated
+  test::expect_exact_resume(c);
 }
 
 TEST_F(RewardPipeline, ServedRewardsEqualInProcessScoring) {

@@ -51,6 +51,45 @@ TEST(ChunkedLogprob, EqualsTheFullLogSoftmaxInValueAndGradient) {
   EXPECT_FALSE(w.grad().defined());
 }
 
+// Log-probs and entropies together (what PPO/GRPO updates take) against log_softmax and rl::entropy's formula
+// over the full logits, in value and in the gradient of a loss that weighs both; either output alone.
+TEST(ChunkedLogprob, LogprobsAndEntropyEqualTheFullPathInValueAndGradient) {
+  torch::manual_seed(4);
+  for (auto dtype : {torch::kFloat64, torch::kFloat32}) {
+    const double tol = dtype == torch::kFloat64 ? 1e-12 : 2e-5;
+    const int64_t N = 9, D = 8, V = 41;
+    auto h0 = torch::randn({N, D}, dtype), w0 = torch::randn({V, D}, dtype);
+    auto targets = torch::randint(0, V, {N}, torch::kLong);
+    auto a = torch::randn({N}, dtype), c = torch::randn({N}, dtype);  // upstream gradients of logp, entropy
+    for (double t : {1.0, 0.6}) {
+      for (int use = 0; use < 3; ++use) {  // 0: both outputs in the loss, 1: logp only, 2: entropy only
+        auto loss_of = [&](const torch::Tensor& lp, const torch::Tensor& ent) {
+          return (use != 2 ? (lp * a).sum() : torch::zeros({}, dtype)) + (use != 1 ? (ent * c).sum() : torch::zeros({}, dtype));
+        };
+        auto hr = h0.detach().clone().requires_grad_(true), wr = w0.detach().clone().requires_grad_(true);
+        auto l = torch::log_softmax(torch::nn::functional::linear(hr, wr) / t, -1);  // (N, V)
+        auto ref_lp = l.gather(1, targets.unsqueeze(1)).squeeze(1);
+        auto ref_ent = -(l.exp() * l).sum(-1);
+        loss_of(ref_lp, ref_ent).backward();
+        for (int64_t chunk : {1, 4, 100}) {
+          auto h = h0.detach().clone().requires_grad_(true), w = w0.detach().clone().requires_grad_(true);
+          auto [lp, ent] = chunked_logprobs_and_entropy(h, w, targets, t, chunk);
+          EXPECT_LT((lp - ref_lp).abs().max().item<double>(), tol);
+          EXPECT_LT((ent - ref_ent).abs().max().item<double>(), tol);
+          loss_of(lp, ent).backward();
+          EXPECT_LT((h.grad() - hr.grad()).abs().max().item<double>(), tol) << "chunk " << chunk << " use " << use;
+          EXPECT_LT((w.grad() - wr.grad()).abs().max().item<double>(), tol) << "chunk " << chunk << " use " << use;
+        }
+      }
+    }
+  }
+  // The entropy of a uniform distribution over V is log V; a frozen head gets no gradient.
+  auto h = torch::zeros({2, 8}).requires_grad_(true);
+  auto [lp, ent] = chunked_logprobs_and_entropy(h, torch::randn({37, 8}), torch::zeros({2}, torch::kLong));
+  EXPECT_NEAR(ent[0].item<double>(), std::log(37.0), 1e-5);
+  EXPECT_NEAR(lp[1].item<double>(), -std::log(37.0), 1e-5);
+}
+
 TEST(ChunkedLogprob, ChunkRowsFollowTheBudget) {
   EXPECT_EQ(logprob_chunk_rows(49152, int64_t(64) << 20), 341);
   EXPECT_EQ(logprob_chunk_rows(512, int64_t(64) << 20), 32768);
