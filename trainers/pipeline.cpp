@@ -115,8 +115,11 @@ void run_pipeline(const RunOptions& opt, dist::Communicator& comm) {
   const auto cfg = config::load_pipeline(opt.config_path, opt.overrides);
   config::check_world_size(cfg, comm.size());  // every rank: the same config, the same error
   prepare_run_dir_on_root(cfg, comm);
-  torch::set_num_threads(threads_per_rank(cfg.threads));
+  const int threads = threads_per_rank(cfg.threads);
+  torch::set_num_threads(threads);
   const bool root = comm.rank() == 0;
+  if (const auto w = thread_binding_warning(threads, comm.rank()); !w.empty() && (root || comm.size() <= 8))
+    print_line("[reglage] warning: " + w, std::cerr);
   const checkpoint::RunLayout layout(cfg.run_dir);
 
   // One run per run_dir (a second one would double the metrics and, with --restart-from, leave config.yaml

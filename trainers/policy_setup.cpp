@@ -1,5 +1,7 @@
 #include "trainers/policy_setup.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
@@ -150,13 +152,30 @@ void publish_final(StageContext& ctx, const Lineage& lineage, const std::functio
   ctx.comm.barrier("stage output written");
 }
 
+int allowed_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return int(std::max(1u, std::thread::hardware_concurrency()));
+  return std::max(1, CPU_COUNT(&set));
+}
+
+std::string thread_binding_warning(int threads, int rank) {
+  const int cpus = allowed_cpus();
+  if (threads <= cpus) return "";
+  return "rank " + std::to_string(rank) + " runs " + std::to_string(threads) + " threads but may use only " +
+         std::to_string(cpus) + " CPU" + (cpus == 1 ? "" : "s") +
+         " (its affinity: Open MPI binds each rank to one core by default when there are 2 ranks or fewer), so its "
+         "threads share them; start mpirun with --bind-to none (or --map-by slot:PE=" + std::to_string(threads) +
+         "), or set threads: " + std::to_string(cpus);
+}
+
 int threads_per_rank(int64_t configured) {
   if (configured > 0) return int(configured);
   const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
   // Open MPI tells each rank how many ranks share its host.
   int local = 1;
   if (const char* s = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE")) local = std::max(1, std::atoi(s));
-  return std::max(1, cores / local);
+  return std::max(1, std::min(cores / local, allowed_cpus()));
 }
 
 }  // namespace reglage::trainers

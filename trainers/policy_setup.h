@@ -62,4 +62,11 @@ void publish_final(StageContext& ctx, const Lineage& lineage, const std::functio
 // Threads per rank: the config's value, or cores / ranks on this host when it is 0.
 int threads_per_rank(int64_t configured);
 
+// CPUs this process may run on (its affinity mask): 1 when mpirun bound the rank to one core, which Open MPI
+// does by default with 2 ranks or fewer. Falls back to the machine's count where the mask cannot be read.
+int allowed_cpus();
+
+// "" when `threads` fit the CPUs this rank may use, else a one-line warning saying how to launch instead.
+std::string thread_binding_warning(int threads, int rank);
+
 }  // namespace reglage::trainers

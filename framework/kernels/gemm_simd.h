@@ -22,7 +22,7 @@ inline float widen_one(uint16_t v) {
 
 template <class WT>
 inline void prefetch_ahead(const WT* p) {
-  __builtin_prefetch(p, 0, 0);  // read, no temporal locality
+  __builtin_prefetch(p, 0, 0);
 }
 
 // R weight rows (w points at the first, rows K apart) against MB input rows (x, rows K apart):
@@ -34,14 +34,18 @@ inline void micro_kernel(const float* x, int64_t K, const WT* w, float* out) {
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
     for (int j = 0; j < MB; ++j) acc[r][j] = V::zero();
+  // Elements of WT per 64-byte cache line: a multiple of V::W, so k meets every line start once.
+  constexpr int64_t kLineElems = 64 / int64_t(sizeof(WT)) > V::W ? 64 / int64_t(sizeof(WT)) : V::W;
   int64_t k = 0;
   for (; k + V::W <= K; k += V::W) {
     typename V::reg wv[R];
+    // The next row block's bytes at this offset, one prefetch per cache line (an int8 row has 8 vectors of
+    // AVX2 per line): decode reads each weight once, from memory, and the hardware prefetcher alone left a
+    // single core at a third of its read bandwidth.
+    const bool line_start = k % kLineElems == 0;
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      // The next row block's bytes at this offset: decode reads each weight once, from memory, and the
-      // hardware prefetcher alone left a single core at a third of its read bandwidth.
-      prefetch_ahead(w + (R + r) * K + k);
+      if (line_start) prefetch_ahead(w + (R + r) * K + k);
       wv[r] = V::load_w(w + r * K + k);
     }
 #pragma GCC unroll 8
