@@ -13,7 +13,7 @@ namespace {
 
 struct V256 {
   using reg = __m256;
-  static constexpr int W = 8, R = 4, MB = 2;  // 8 accumulators + 4 weight vectors + 1 input: 13 of 16
+  static constexpr int W = 8, R = 4, MB = 2, R1 = 8;  // 8 accumulators + 4 weight vectors + 1 input: 13 of 16 (R1 x 1: 8 + 8 + 1)
   static reg zero() { return _mm256_setzero_ps(); }
   static reg load_x(const float* p) { return _mm256_loadu_ps(p); }
   static reg load_w(const float* p) { return _mm256_loadu_ps(p); }

@@ -5,7 +5,7 @@
 //
 // y[m, n] = scale[n] * sum_k x[m, k] * widen(w[n, k]) for rows n in [n0, n1): R weight rows and MB input
 // rows at a time, R x MB vector accumulators, each weight vector widened once and used MB times.
-// V provides: reg, W (lanes), R, MB, zero(), load_x(const float*), load_w(const float* | const uint16_t* |
+// V provides: reg, W (lanes), R, MB, R1 (weight rows at a time when M = 1), zero(), load_x(const float*), load_w(const float* | const uint16_t* |
 // const int8_t*), fma(a, b, acc) = a * b + acc, sum(reg).
 #pragma once
 #include <cstdint>
@@ -88,6 +88,9 @@ template <class V, class WT>
 inline void gemm_rows(const float* x, int64_t M, int64_t K, const WT* w, const float* scale, float* y, int64_t N,
                       int64_t n0, int64_t n1) {
   int64_t n = n0;
+  // One input row (a decode step of one sequence): more weight rows at once, more loads in flight.
+  if (M == 1)
+    for (; n + V::R1 <= n1; n += V::R1) row_block<V, WT, V::R1>(x, M, K, w, scale, y, N, n);
   for (; n + V::R <= n1; n += V::R) row_block<V, WT, V::R>(x, M, K, w, scale, y, N, n);
   for (; n < n1; ++n) row_block<V, WT, 1>(x, M, K, w, scale, y, N, n);
 }
