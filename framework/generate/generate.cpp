@@ -67,13 +67,19 @@ std::vector<Generation> generate(model::CausalLM& model, const std::vector<std::
   // The LM head on the last prompt position only: (B, P, V) logits would be P times larger for nothing.
   auto logits = model->lm_logits(model->hidden(in).select(1, P - 1)).contiguous().to(torch::kCPU);  // (B, V)
 
+  // Rows of the running batch: live[i] is the sequence in row i. Finished sequences leave the batch once
+  // they are an eighth of it (one copy of the cache), so later steps compute only sequences still running.
+  std::vector<int64_t> live(B);
+  for (int64_t b = 0; b < B; ++b) live[b] = b;
   for (int64_t step = 0; step < params.max_new_tokens; ++step) {
-    std::vector<int64_t> next(B, params.pad_id), next_positions(B, 0);  // (B, 1)
-    std::vector<uint8_t> next_valid(B, 0);                               // (B, 1)
-    const float* rows = logits.data_ptr<float>();
-    for (int64_t b = 0; b < B; ++b) {
+    const int64_t n = int64_t(live.size());
+    std::vector<int64_t> next(n, params.pad_id), next_positions(n, 0);  // (n, 1)
+    std::vector<uint8_t> next_valid(n, 0);                               // (n, 1)
+    const float* rows = logits.data_ptr<float>();                        // (n, V)
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t b = live[i];
       if (done[b]) continue;
-      Choice c = sample_token(rows + b * V, V, params, rngs[b]);
+      Choice c = sample_token(rows + i * V, V, params, rngs[b]);
       out[b].tokens.push_back(c.token);
       out[b].logprobs.push_back(c.logprob);
       if (std::find(params.stop_ids.begin(), params.stop_ids.end(), c.token) != params.stop_ids.end()) {
@@ -81,18 +87,33 @@ std::vector<Generation> generate(model::CausalLM& model, const std::vector<std::
         out[b].stopped = true;
         continue;
       }
-      next[b] = c.token;
-      next_valid[b] = 1;
-      next_positions[b] = next_pos[b]++;
+      next[i] = c.token;
+      next_valid[i] = 1;
+      next_positions[i] = next_pos[b]++;
     }
     if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
     if (step + 1 == params.max_new_tokens) break;
-    // Finished sequences feed a padding slot that no one attends to.
-    model::ForwardInput step_in{to_tensor(next, {B, 1}, dev), to_tensor(next_positions, {B, 1}, dev),
-                                to_tensor(next_valid, {B, 1}, dev).to(torch::kBool), &cache, adapters};
+    std::vector<int64_t> keep;  // rows still running
+    for (int64_t i = 0; i < n; ++i)
+      if (!done[live[i]]) keep.push_back(i);
+    if (8 * (n - int64_t(keep.size())) >= n) {
+      cache.keep_rows(torch::tensor(keep, torch::kLong));
+      std::vector<int64_t> kept_live, kept_next, kept_positions;
+      for (int64_t i : keep) {
+        kept_live.push_back(live[i]);
+        kept_next.push_back(next[i]);
+        kept_positions.push_back(next_positions[i]);
+      }
+      live = std::move(kept_live), next = std::move(kept_next), next_positions = std::move(kept_positions);
+      next_valid.assign(live.size(), 1);
+    }
+    // Finished sequences still in the batch feed a padding slot that no one attends to.
+    const int64_t m = int64_t(live.size());
+    model::ForwardInput step_in{to_tensor(next, {m, 1}, dev), to_tensor(next_positions, {m, 1}, dev),
+                                to_tensor(next_valid, {m, 1}, dev).to(torch::kBool), &cache, adapters};
     const bool fused = model->fused_decode && model::fused_decode_unsupported(*model, step_in).empty();
-    logits = fused ? model::fused_decode_step(*model, step_in)                           // (B, V)
-                   : model->forward(step_in).select(1, 0).contiguous().to(torch::kCPU);  // (B, V)
+    logits = fused ? model::fused_decode_step(*model, step_in)                           // (m, V)
+                   : model->forward(step_in).select(1, 0).contiguous().to(torch::kCPU);  // (m, V)
   }
   if (was_training) model->train();
   return out;

@@ -356,6 +356,13 @@ void CausalLMImpl::set_storage(kernels::Storage s) {
   storage_ = s;
 }
 
+void KVCache::keep_rows(const torch::Tensor& rows) {
+  const auto idx = rows.to(key_valid.device());
+  for (auto& t : k) t = t.index_select(0, idx);
+  for (auto& t : v) t = t.index_select(0, idx);
+  key_valid = key_valid.index_select(0, idx);
+}
+
 KVCache CausalLMImpl::new_cache(int64_t batch, int64_t max_len) const {
   KVCache cache;
   auto opts = torch::TensorOptions().dtype(dtype()).device(device());

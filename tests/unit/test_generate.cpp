@@ -2,6 +2,10 @@
 // end a sequence, log-probabilities are the policy's own.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <map>
+#include <set>
+
 #include "framework/core/error.h"
 #include "framework/generate/generate.h"
 #include "framework/io/model_io.h"
@@ -85,6 +89,40 @@ TEST(Generate, StopTokenEndsTheSequence) {
   // ends at the first occurrence of the stop token, which is kept
   auto first = std::find(free_run.tokens.begin(), free_run.tokens.end(), free_run.tokens[6]);
   EXPECT_EQ(stopped.tokens, std::vector<int64_t>(free_run.tokens.begin(), first + 1));
+}
+
+TEST(Generate, SequencesLeavingTheBatchKeepTheirResults) {
+  // 24 sampled sequences that stop at different steps: finished ones leave the running batch (the cache
+  // keeps only the live rows), and every sequence still gets what it gets in a run where none leaves: the
+  // free run (no stop token, all rows to the end) cut after its first stop token, tokens and log-probs.
+  auto m = io::load_model(test::model_260k());
+  std::vector<std::vector<int64_t>> prompts;
+  for (int64_t b = 0; b < 24; ++b) prompts.push_back({1, 300 + (b * 7) % 200, 261 + b % 50});
+  auto p = params_with(1.0, 48, 7);
+  const auto free_run = generate::generate(m, prompts, p);
+  // The most frequent token of the free runs as the stop token, so most sequences end early, at varied steps.
+  std::map<int64_t, int> count;
+  for (const auto& g : free_run)
+    for (int64_t t : g.tokens) ++count[t];
+  const int64_t stop = std::max_element(count.begin(), count.end(), [](auto& a, auto& b) { return a.second < b.second; })->first;
+  p.stop_ids = {stop};
+  auto batched = generate::generate(m, prompts, p);
+  std::set<size_t> lengths;
+  int stopped = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto& f = free_run[i];
+    const auto first_stop = std::find(f.tokens.begin(), f.tokens.end(), stop);
+    const size_t n = first_stop == f.tokens.end() ? f.tokens.size() : size_t(first_stop - f.tokens.begin()) + 1;
+    EXPECT_EQ(batched[i].tokens, std::vector<int64_t>(f.tokens.begin(), f.tokens.begin() + n)) << "prompt " << i;
+    EXPECT_EQ(batched[i].stopped, first_stop != f.tokens.end()) << "prompt " << i;
+    ASSERT_EQ(batched[i].logprobs.size(), n) << "prompt " << i;
+    for (size_t t = 0; t < n; ++t)
+      EXPECT_NEAR(batched[i].logprobs[t], f.logprobs[t], 1e-4) << "prompt " << i << " token " << t;
+    lengths.insert(batched[i].tokens.size());
+    stopped += batched[i].stopped ? 1 : 0;
+  }
+  EXPECT_GE(stopped, 12);          // most left early ...
+  EXPECT_GE(lengths.size(), 6u);  // ... at many different steps
 }
 
 TEST(Generate, LogprobsAreTheModelsOwn) {
