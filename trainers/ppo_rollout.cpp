@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 
 #include "framework/core/error.h"
 #include "framework/core/progress.h"
@@ -90,16 +91,63 @@ Rollout sample_rollout(model::CausalLM& m, const data::PromptDataset& prompts, c
   return ro;
 }
 
+std::vector<RowChunk> length_chunks(const Rollout& ro, const torch::Tensor& idx, int64_t chunk_rows) {
+  if (chunk_rows < 1) fail("length_chunks: chunk_rows = ", chunk_rows, " (must be >= 1)");
+  // A row's tokens are one run from column 0 (prompt then response), so its length is its count of valid.
+  const auto lengths = ro.valid.index_select(0, idx).sum(1);           // (b)
+  const auto order = std::get<1>(lengths.sort(/*stable=*/true, 0, false));  // (b) shortest first
+  const int64_t b = idx.size(0);
+  std::vector<RowChunk> chunks;
+  for (int64_t s = 0; s < b; s += chunk_rows) {
+    RowChunk c;
+    c.rows = order.narrow(0, s, std::min(chunk_rows, b - s));  // (c) positions within idx
+    c.source = idx.index_select(0, c.rows);                  // (c) rollout rows
+    const auto& rows = c.source;
+    const int64_t len = std::max<int64_t>(1, lengths.index_select(0, c.rows).max().item<int64_t>());
+    c.ids = ro.ids.index_select(0, rows).narrow(1, 0, len);      // (c, len)
+    c.valid = ro.valid.index_select(0, rows).narrow(1, 0, len);  // (c, len)
+    // Response positions lie below the row's length; the padding entries past a response's end (masked)
+    // are clamped into the cut.
+    c.index = ro.index.index_select(0, rows).clamp_max(len - 1);  // (c, R)
+    chunks.push_back(std::move(c));
+  }
+  return chunks;
+}
+
+torch::Tensor gather_chunks(const std::vector<RowChunk>& chunks, const std::vector<torch::Tensor>& parts) {
+  std::vector<torch::Tensor> rows;
+  for (const auto& c : chunks) rows.push_back(c.rows);
+  const auto order = torch::cat(rows);                                  // (b) position of each sorted row
+  const auto inverse = torch::empty_like(order).scatter_(0, order, torch::arange(order.size(0)));  // (b)
+  return torch::cat(parts).index_select(0, inverse);                    // (b, ...) in idx order
+}
+
+namespace {
+
+// Response-aligned per-row values of the whole rollout, computed chunk by chunk: f(chunk) -> (c, R).
+torch::Tensor over_rollout(const Rollout& ro, const std::function<torch::Tensor(const RowChunk&)>& f) {
+  const auto all = torch::arange(ro.ids.size(0));
+  const auto chunks = length_chunks(ro, all, kPassChunkRows);
+  std::vector<torch::Tensor> parts;
+  for (const auto& c : chunks) parts.push_back(f(c));
+  return gather_chunks(chunks, parts);
+}
+
+}  // namespace
+
 void evaluate_logprobs(model::CausalLM& m, Rollout& ro, const RolloutSpec& spec) {
   torch::NoGradGuard no_grad;
   m->eval();
-  // The response tokens at the positions that predict them, -100 elsewhere: (n, L). Padding entries of index
-  // (past a response's end) carry -100 and never share a position with a response token.
-  auto at_positions = torch::full(ro.ids.sizes(), -100, torch::kLong)
-                          .scatter_(1, ro.index, torch::where(ro.mask > 0, ro.targets, torch::full_like(ro.targets, -100)));
   const auto logp = [&](const model::AdapterSet& adapters) {  // (n, R); the LM head only on response positions
-    return m->token_logprobs({ro.ids, {}, ro.valid, nullptr, adapters}, at_positions, spec.temperature)
-               .gather(1, ro.index).to(torch::kFloat32) * ro.mask;
+    return over_rollout(ro, [&](const RowChunk& c) {
+      const auto targets = ro.targets.index_select(0, c.source), mask = ro.mask.index_select(0, c.source);  // (c, R)
+      // The response tokens at the positions that predict them, -100 elsewhere: (c, len). Padding entries of
+      // index (past a response's end) carry -100 and never share a position with a response token.
+      auto at_positions = torch::full(c.ids.sizes(), -100, torch::kLong)
+                              .scatter_(1, c.index, torch::where(mask > 0, targets, torch::full_like(targets, -100)));
+      return m->token_logprobs({c.ids, {}, c.valid, nullptr, adapters}, at_positions, spec.temperature)
+                 .gather(1, c.index).to(torch::kFloat32) * mask;  // (c, R)
+    });
   };
   if (!ro.old_logp.defined()) ro.old_logp = logp(spec.actor);
   ro.ref_logp = logp({});
@@ -109,27 +157,35 @@ void evaluate_rollout(model::CausalLM& m, model::ScalarHead& value_head, Rollout
   evaluate_logprobs(m, ro, spec);
   torch::NoGradGuard no_grad;
   m->eval();
-  auto hidden = m->hidden({ro.ids, {}, ro.valid, nullptr, spec.critic});          // (n, L, D)
-  ro.values = value_head(hidden).gather(1, ro.index).to(torch::kFloat32) * ro.mask;  // (n, R)
+  ro.values = over_rollout(ro, [&](const RowChunk& c) {
+    auto hidden = m->hidden({c.ids, {}, c.valid, nullptr, spec.critic});  // (c, len, D)
+    return value_head(hidden).gather(1, c.index).to(torch::kFloat32) * ro.mask.index_select(0, c.source);
+  });  // (n, R)
 }
 
 PolicyOutput forward_policy(model::CausalLM& m, const Rollout& ro, const torch::Tensor& idx, const RolloutSpec& spec) {
-  auto ids = ro.ids.index_select(0, idx), valid = ro.valid.index_select(0, idx);
-  auto index = ro.index.index_select(0, idx), targets = ro.targets.index_select(0, idx);
-  auto mask = ro.mask.index_select(0, idx);  // (b, R)
-  const int64_t b = index.size(0), R = index.size(1);
-  // The LM head only on the positions that predict real response tokens (not the prompt's, not the padding
-  // past a short response's end), in chunks: (b, L, D) -> (N, D) -> {logp, entropy} (N) -> (b, R), 0 elsewhere.
-  auto hidden = m->hidden({ids, {}, valid, nullptr, spec.actor});  // (b, L, D)
-  const int64_t D = hidden.size(2);
-  auto at = hidden.gather(1, index.unsqueeze(-1).expand({b, R, D})).reshape({b * R, D});  // (b*R, D)
-  auto rows = mask.reshape({-1}).gt(0).nonzero().squeeze(1);                          // (N)
-  auto [logp, entropy] = m->logprobs_and_entropy(at.index_select(0, rows), targets.reshape({-1}).index_select(0, rows),
-                                                 spec.temperature);                    // (N) each
-  auto place = [&](const torch::Tensor& x) {  // (N) -> (b, R)
-    return torch::zeros({b * R}, x.options()).index_copy(0, rows, x).view({b, R}).to(torch::kFloat32);
-  };
-  return {place(logp), place(entropy)};
+  // Length-sorted chunks of the rows, each cut to its longest row; one graph over all of them, so the
+  // backward is that of the whole minibatch.
+  const auto chunks = length_chunks(ro, idx, kPassChunkRows);
+  std::vector<torch::Tensor> logps, entropies;
+  for (const auto& c : chunks) {
+    auto targets = ro.targets.index_select(0, c.source), mask = ro.mask.index_select(0, c.source);  // (c, R)
+    const int64_t b = c.index.size(0), R = c.index.size(1);
+    // The LM head only on the positions that predict real response tokens (not the prompt's, not the padding
+    // past a short response's end), in chunks: (c, len, D) -> (N, D) -> {logp, entropy} (N) -> (c, R), 0 elsewhere.
+    auto hidden = m->hidden({c.ids, {}, c.valid, nullptr, spec.actor});  // (c, len, D)
+    const int64_t D = hidden.size(2);
+    auto at = hidden.gather(1, c.index.unsqueeze(-1).expand({b, R, D})).reshape({b * R, D});  // (c*R, D)
+    auto picked = mask.reshape({-1}).gt(0).nonzero().squeeze(1);                            // (N)
+    auto [logp, entropy] = m->logprobs_and_entropy(at.index_select(0, picked),
+                                                   targets.reshape({-1}).index_select(0, picked), spec.temperature);
+    auto place = [&](const torch::Tensor& x) {  // (N) -> (c, R)
+      return torch::zeros({b * R}, x.options()).index_copy(0, picked, x).view({b, R}).to(torch::kFloat32);
+    };
+    logps.push_back(place(logp));
+    entropies.push_back(place(entropy));
+  }
+  return {gather_chunks(chunks, logps), gather_chunks(chunks, entropies)};
 }
 
 MinibatchOutput forward_minibatch(model::CausalLM& m, model::ScalarHead& value_head, const Rollout& ro,
@@ -138,10 +194,13 @@ MinibatchOutput forward_minibatch(model::CausalLM& m, model::ScalarHead& value_h
   MinibatchOutput out;
   out.logp = policy.logp;
   out.entropy = policy.entropy;
-  auto ids = ro.ids.index_select(0, idx), valid = ro.valid.index_select(0, idx);
-  auto index = ro.index.index_select(0, idx);
-  auto hidden = m->hidden({ids, {}, valid, nullptr, spec.critic});  // (b, L, D)
-  out.values = value_head(hidden).gather(1, index).to(torch::kFloat32);
+  const auto chunks = length_chunks(ro, idx, kPassChunkRows);
+  std::vector<torch::Tensor> values;
+  for (const auto& c : chunks) {
+    auto hidden = m->hidden({c.ids, {}, c.valid, nullptr, spec.critic});  // (c, len, D)
+    values.push_back(value_head(hidden).gather(1, c.index).to(torch::kFloat32));  // (c, R)
+  }
+  out.values = gather_chunks(chunks, values);  // (b, R)
   return out;
 }
 

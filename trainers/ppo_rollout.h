@@ -48,6 +48,22 @@ struct Rollout {
 Rollout sample_rollout(model::CausalLM& m, const data::PromptDataset& prompts, const std::vector<int64_t>& rows,
                        const RolloutSpec& spec, const tokenizer::Tokenizer& tok);
 
+// Rows per chunk of the no-grad passes and of the minibatch forward: rows sorted by length, each chunk cut
+// to its longest row, so short responses (and short prompts) do not pay for the longest one.
+constexpr int64_t kPassChunkRows = 8;
+
+struct RowChunk {
+  torch::Tensor rows;    // (c) positions within the idx it was cut from
+  torch::Tensor source;  // (c) rollout rows (idx[rows])
+  torch::Tensor ids;     // (c, len) cut to the chunk's longest row
+  torch::Tensor valid;   // (c, len)
+  torch::Tensor index;   // (c, R) as the rollout's, clamped to len - 1 (only masked entries move)
+};
+// The rollout rows idx (b) in chunks of at most chunk_rows, shortest rows first.
+std::vector<RowChunk> length_chunks(const Rollout& ro, const torch::Tensor& idx, int64_t chunk_rows);
+// Per-chunk results (c, ...) back into idx's order: (b, ...). Differentiable (cat + index_select).
+torch::Tensor gather_chunks(const std::vector<RowChunk>& chunks, const std::vector<torch::Tensor>& parts);
+
 // Fills ref_logp (no adapter), and old_logp (spec.actor) when the rollout has none yet, without gradients
 // (eval mode).
 void evaluate_logprobs(model::CausalLM& m, Rollout& ro, const RolloutSpec& spec);

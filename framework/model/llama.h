@@ -24,7 +24,7 @@ struct KVCache {
   torch::Tensor key_valid;       // (B, S_max) bool: false for padding slots
   int64_t length = 0;            // slots filled so far
   int64_t capacity() const { return key_valid.size(1); }
-  // Keeps only the given batch rows, in that order: rows (B') int64 -> every tensor (B', ...).
+  // The given batch rows, in that order (a row may repeat): rows (B') int64 -> every tensor (B', ...).
   void keep_rows(const torch::Tensor& rows);
 };
 

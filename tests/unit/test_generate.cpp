@@ -125,6 +125,28 @@ TEST(Generate, SequencesLeavingTheBatchKeepTheirResults) {
   EXPECT_GE(lengths.size(), 6u);  // ... at many different steps
 }
 
+TEST(Generate, RepeatedPromptsArePrefilledOnceAndSampledApart) {
+  // GRPO samples each prompt group_size times: equal prompts share one prefill, and sequence b still draws
+  // what it draws with its own random stream when every other row of the batch holds a different prompt.
+  auto m = io::load_model(test::model_260k());
+  const std::vector<std::vector<int64_t>> distinct = {{1, 400, 261}, {1, 300}, {1, 350, 270, 280, 290}};
+  std::vector<std::vector<int64_t>> prompts;
+  for (int64_t b = 0; b < 12; ++b) prompts.push_back(distinct[size_t(b % 3)]);  // interleaved: 4 copies each
+  auto p = params_with(1.0, 20, 9);
+  const auto batched = generate::generate(m, prompts, p);
+  for (size_t b = 0; b < prompts.size(); ++b) {
+    std::vector<std::vector<int64_t>> others;  // row b's prompt, every other row a prompt of its own
+    for (size_t i = 0; i < prompts.size(); ++i)
+      others.push_back(i == b ? prompts[b] : std::vector<int64_t>{1, int64_t(270 + i)});
+    const auto alone = generate::generate(m, others, p)[b];
+    EXPECT_EQ(batched[b].tokens, alone.tokens) << "sequence " << b;
+    ASSERT_EQ(batched[b].logprobs.size(), alone.logprobs.size());
+    for (size_t t = 0; t < alone.logprobs.size(); ++t)
+      EXPECT_NEAR(batched[b].logprobs[t], alone.logprobs[t], 1e-4) << "sequence " << b << " token " << t;
+  }
+  EXPECT_NE(batched[0].tokens, batched[3].tokens);  // copies of one prompt are sampled apart
+}
+
 TEST(Generate, LogprobsAreTheModelsOwn) {
   auto m = io::load_model(test::model_260k());
   auto p = params_with(1.0, 8, 5);

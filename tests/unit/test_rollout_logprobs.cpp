@@ -4,6 +4,8 @@
 // in one batch (left padding during generation, right padding in the rollout).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "framework/io/model_io.h"
 #include "framework/lora/adapter.h"
 #include "test_util.h"
@@ -46,6 +48,83 @@ TEST(RolloutLogprobs, SamplerLogprobsEqualAForwardPassOverTheRollout) {
     EXPECT_LT(sampled.max().item<double>(), 1e-6);                       // log-probs, 0 on padding
     EXPECT_GT(test::max_abs_diff(recomputed.old_logp, recomputed.ref_logp), 1e-3);  // the adapter matters
   }
+}
+
+TEST(RolloutPasses, LengthSortedCutChunksGiveTheWholeBatchsResultsAndGradients) {
+  // The passes over a rollout run in chunks of rows sorted by length, each cut to its longest row
+  // (trainers/ppo_rollout.h, kPassChunkRows): log-probs, entropies and LoRA gradients must be those of one
+  // pass over the whole right-padded batch, in the caller's row order.
+  auto m = io::load_model(test::model_260k());
+  auto tok = io::load_model_tokenizer(test::model_260k(), test::tok_512(), m->config().vocab_size);
+  lora::LoraConfig lc;
+  lc.rank = 4;
+  lc.alpha = 8;
+  lc.targets = {"all-linear"};
+  lora::add_adapter(m, "actor", lc, 1);
+  {
+    torch::NoGradGuard no_grad;
+    torch::manual_seed(3);
+    for (auto& [path, layer] : m->linear_layers()) layer->adapter("actor").B.normal_(0.0, 0.05);
+  }
+  data::PromptDataset prompts;
+  for (const std::string text : {"Once upon a time", "The cat sat on the big red", "Tom", "Lily and her mom went to",
+                                 "One day, a little bird"})
+    prompts.rows.push_back({text, tok->encode(text, tok->add_bos(), false), "", 1});
+  trainers::RolloutSpec spec;
+  spec.actor = {"actor"};
+  spec.max_new_tokens = 30;
+  spec.seed = 4;
+  std::vector<int64_t> rows;
+  for (int64_t i = 0; i < 21; ++i) rows.push_back(i % 5);
+  auto ro = trainers::sample_rollout(m, prompts, rows, spec, *tok);
+  const int64_t n = ro.ids.size(0), R = ro.index.size(1);
+
+  // The whole batch at once, through the full logits: (n, L, V) -> (n, R).
+  auto whole = [&](const model::AdapterSet& adapters) {
+    auto logits = m->forward({ro.ids, {}, ro.valid, nullptr, adapters});  // (n, L, V)
+    auto logp = torch::log_softmax(logits.to(torch::kFloat32), -1);
+    auto at = logp.gather(1, ro.index.unsqueeze(-1).expand({n, R, logp.size(2)}));  // (n, R, V)
+    return at.gather(2, ro.targets.unsqueeze(-1)).squeeze(-1) * ro.mask;           // (n, R)
+  };
+  // Chunks really are cut: the shortest rows' chunk is shorter than the batch.
+  const auto chunks = trainers::length_chunks(ro, torch::arange(n), trainers::kPassChunkRows);
+  ASSERT_EQ(chunks.size(), size_t((n + trainers::kPassChunkRows - 1) / trainers::kPassChunkRows));
+  EXPECT_LT(chunks.front().ids.size(1), ro.ids.size(1));
+
+  {  // no-grad reference pass
+    torch::NoGradGuard no_grad;
+    m->eval();
+    auto expect_ref = whole({});
+    trainers::Rollout r = ro;
+    trainers::evaluate_logprobs(m, r, spec);
+    EXPECT_LT(test::max_abs_diff(r.ref_logp, expect_ref), 1e-4);  // log-probs of size ~10: float rounding
+  }
+  // Minibatch pass with gradients, rows in a shuffled order.
+  m->train();
+  auto params = lora::set_trainable(m, lora::TrainMode::kLora, "actor");
+  const auto idx = torch::randperm(n, torch::TensorOptions().dtype(torch::kLong).device(torch::kCPU))
+                       .narrow(0, 0, 17);                                      // (b)
+  const auto weights = torch::randn({17, R});                                 // (b, R)
+  auto grads = [&](const torch::Tensor& loss) {
+    for (auto& p : params) p.mutable_grad() = torch::Tensor();
+    loss.backward();
+    std::vector<torch::Tensor> g;
+    for (auto& p : params) g.push_back(p.grad().clone());
+    return g;
+  };
+  auto expect = whole(spec.actor).index_select(0, idx);  // (b, R)
+  const auto expect_grads = grads((expect * weights).sum());
+  auto got = trainers::forward_policy(m, ro, idx, spec);
+  EXPECT_LT(test::max_abs_diff(got.logp, expect.detach()), 1e-4);
+  const auto got_grads = grads((got.logp * weights).sum());
+  ASSERT_EQ(got_grads.size(), expect_grads.size());
+  double worst = 0, largest = 0;
+  for (size_t i = 0; i < got_grads.size(); ++i) {
+    worst = std::max(worst, test::max_abs_diff(got_grads[i], expect_grads[i]));
+    largest = std::max(largest, expect_grads[i].abs().max().item<double>());
+  }
+  EXPECT_GT(largest, 1e-3);          // the gradient is real ...
+  EXPECT_LT(worst, 1e-5 * largest);  // ... and the same
 }
 
 }  // namespace
