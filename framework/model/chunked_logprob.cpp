@@ -70,7 +70,8 @@ class ChunkedLogprob : public torch::autograd::Function<ChunkedLogprob> {
 
 // Log-probs and entropies per chunk. With z = logits / t, l = log_softmax(z), p = exp(l), H = -sum p l:
 //   d logp / dz = onehot(target) - p,   dH / dz = -p (l + H),
-// so backward recomputes l and p per chunk and needs neither saved.
+// so backward recomputes l and p per chunk and needs neither saved; a call that is a single chunk (at most
+// logprob_chunk_rows rows, e.g. one length chunk of an RL minibatch) keeps its l instead of recomputing it.
 class ChunkedLogprobEntropy : public torch::autograd::Function<ChunkedLogprobEntropy> {
  public:
   static variable_list forward(AutogradContext* ctx, const torch::Tensor& h, const torch::Tensor& weight,
@@ -78,14 +79,16 @@ class ChunkedLogprobEntropy : public torch::autograd::Function<ChunkedLogprobEnt
     const int64_t n = h.size(0);
     auto opts = h.options().dtype(h.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32);
     auto logp = torch::empty({n}, opts), entropy = torch::empty({n}, opts);
+    torch::Tensor kept;  // (n, V) the log-softmax, when the whole call is one chunk: backward reuses it
     for (int64_t a = 0; a < n; a += chunk_rows) {
       const int64_t b = std::min(n, a + chunk_rows);
       auto l = torch::log_softmax(chunk_logits(h.slice(0, a, b), weight, temperature), 1);  // (c, V)
       logp.slice(0, a, b).copy_(l.gather(1, targets.slice(0, a, b).unsqueeze(1)).squeeze(1));
       entropy.slice(0, a, b).copy_(-(l.exp() * l).sum(1));
+      if (chunk_rows >= n) kept = l;
     }
     ctx->set_materialize_grads(false);  // an unused output's gradient stays undefined, not zeros
-    ctx->save_for_backward({h, weight, targets, entropy.clone()});
+    ctx->save_for_backward({h, weight, targets, entropy.clone(), kept});
     ctx->saved_data["temperature"] = temperature;
     ctx->saved_data["chunk_rows"] = chunk_rows;
     return {logp, entropy};
@@ -93,7 +96,7 @@ class ChunkedLogprobEntropy : public torch::autograd::Function<ChunkedLogprobEnt
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
-    const auto &h = saved[0], &weight = saved[1], &targets = saved[2], &entropy = saved[3];
+    const auto &h = saved[0], &weight = saved[1], &targets = saved[2], &entropy = saved[3], &kept = saved[4];
     const double temperature = ctx->saved_data["temperature"].toDouble();
     const int64_t chunk_rows = ctx->saved_data["chunk_rows"].toInt();
     const auto &g_logp = grad_outputs[0], &g_ent = grad_outputs[1];  // (N) each, or undefined
@@ -106,7 +109,7 @@ class ChunkedLogprobEntropy : public torch::autograd::Function<ChunkedLogprobEnt
     for (int64_t a = 0; a < n; a += chunk_rows) {
       const int64_t b = std::min(n, a + chunk_rows);
       auto hc = h.slice(0, a, b);
-      auto l = torch::log_softmax(chunk_logits(hc, weight, temperature), 1);  // (c, V)
+      auto l = kept.defined() ? kept : torch::log_softmax(chunk_logits(hc, weight, temperature), 1);  // (c, V)
       auto p = l.exp();
       torch::Tensor dz = torch::zeros_like(l);                               // (c, V)
       if (g_logp.defined()) {

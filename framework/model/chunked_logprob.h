@@ -25,7 +25,8 @@ torch::Tensor chunked_token_logprobs(const torch::Tensor& h, const torch::Tensor
 // The same log-probabilities and, from the same chunks of logits, each row's entropy
 // -sum_v p_v log p_v of softmax(logits / temperature): {logp (N), entropy (N)}, both differentiable (to h and,
 // when it requires grad, weight). What PPO/GRPO updates need, without the (N, V) logits, their log-softmax,
-// probabilities and gradients held at once.
+// probabilities and gradients held at once. A call of one chunk (N <= chunk_rows) keeps that chunk's
+// log-softmax for backward instead of recomputing it: at most the chunk budget per call.
 std::pair<torch::Tensor, torch::Tensor> chunked_logprobs_and_entropy(const torch::Tensor& h, const torch::Tensor& weight,
                                                                      const torch::Tensor& targets,
                                                                      double temperature = 1.0, int64_t chunk_rows = 0);
