@@ -13,7 +13,7 @@ namespace {
 
 struct V512 {
   using reg = __m512;
-  static constexpr int W = 16, R = 4, MB = 4, R1 = 8;  // 16 accumulators + 4 weight vectors + 1 input: 21 of 32
+  static constexpr int W = 16, R = 4, MB = 4, R1 = 8, R_I8 = 4, MB_I8 = 4;  // 16 accumulators + 4 weight vectors + 1 input: 21 of 32
   static reg zero() { return _mm512_setzero_ps(); }
   static reg load_x(const float* p) { return _mm512_loadu_ps(p); }
   static reg load_w(const float* p) { return _mm512_loadu_ps(p); }

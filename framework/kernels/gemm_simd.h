@@ -5,7 +5,8 @@
 //
 // y[m, n] = scale[n] * sum_k x[m, k] * widen(w[n, k]) for rows n in [n0, n1): R weight rows and MB input
 // rows at a time, R x MB vector accumulators, each weight vector widened once and used MB times.
-// V provides: reg, W (lanes), R, MB, R1 (weight rows at a time when M = 1), zero(), load_x(const float*), load_w(const float* | const uint16_t* |
+// V provides: reg, W (lanes), R, MB, R1 (weight rows at a time when M = 1), R_I8 and MB_I8 (R and MB for int8
+// weights, whose widening takes registers too), zero(), load_x(const float*), load_w(const float* | const uint16_t* |
 // const int8_t*), fma(a, b, acc) = a * b + acc, sum(reg).
 #pragma once
 #include <cstdint>
@@ -63,17 +64,24 @@ inline void micro_kernel(const float* x, int64_t K, const WT* w, float* out) {
     }
 }
 
+// Input rows per micro-kernel call for weights of type WT.
+template <class V, class WT>
+constexpr int input_rows() {
+  return sizeof(WT) == 1 ? V::MB_I8 : V::MB;
+}
+
 template <class V, class WT, int R>
 inline void row_block(const float* x, int64_t M, int64_t K, const WT* w, const float* scale, float* y, int64_t N,
                       int64_t n) {
-  float out[R * V::MB];
-  for (int64_t m = 0; m < M; m += V::MB) {
-    const int mb = M - m < V::MB ? int(M - m) : V::MB;
+  constexpr int MB = input_rows<V, WT>();
+  float out[R * MB];
+  for (int64_t m = 0; m < M; m += MB) {
+    const int mb = M - m < MB ? int(M - m) : MB;
     const float* xm = x + m * K;
     switch (mb) {  // MB is at most 4
-      case 4: micro_kernel<V, WT, R, (V::MB >= 4 ? 4 : 1)>(xm, K, w + n * K, out); break;
-      case 3: micro_kernel<V, WT, R, (V::MB >= 3 ? 3 : 1)>(xm, K, w + n * K, out); break;
-      case 2: micro_kernel<V, WT, R, (V::MB >= 2 ? 2 : 1)>(xm, K, w + n * K, out); break;
+      case 4: micro_kernel<V, WT, R, (MB >= 4 ? 4 : 1)>(xm, K, w + n * K, out); break;
+      case 3: micro_kernel<V, WT, R, (MB >= 3 ? 3 : 1)>(xm, K, w + n * K, out); break;
+      case 2: micro_kernel<V, WT, R, (MB >= 2 ? 2 : 1)>(xm, K, w + n * K, out); break;
       default: micro_kernel<V, WT, R, 1>(xm, K, w + n * K, out); break;
     }
     for (int r = 0; r < R; ++r) {
@@ -89,9 +97,10 @@ inline void gemm_rows(const float* x, int64_t M, int64_t K, const WT* w, const f
                       int64_t n0, int64_t n1) {
   int64_t n = n0;
   // One input row (a decode step of one sequence): more weight rows at once, more loads in flight.
+  constexpr int R = sizeof(WT) == 1 ? V::R_I8 : V::R;
   if (M == 1)
     for (; n + V::R1 <= n1; n += V::R1) row_block<V, WT, V::R1>(x, M, K, w, scale, y, N, n);
-  for (; n + V::R <= n1; n += V::R) row_block<V, WT, V::R>(x, M, K, w, scale, y, N, n);
+  for (; n + R <= n1; n += R) row_block<V, WT, R>(x, M, K, w, scale, y, N, n);
   for (; n < n1; ++n) row_block<V, WT, 1>(x, M, K, w, scale, y, N, n);
 }
 
