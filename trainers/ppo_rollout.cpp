@@ -101,14 +101,15 @@ std::vector<RowChunk> length_chunks(const Rollout& ro, const torch::Tensor& idx,
   for (int64_t s = 0; s < b; s += chunk_rows) {
     RowChunk c;
     c.rows = order.narrow(0, s, std::min(chunk_rows, b - s));  // (c) positions within idx
-    c.source = idx.index_select(0, c.rows);                  // (c) rollout rows
-    const auto& rows = c.source;
+    c.source = idx.index_select(0, c.rows);                    // (c) rollout rows
     const int64_t len = std::max<int64_t>(1, lengths.index_select(0, c.rows).max().item<int64_t>());
-    c.ids = ro.ids.index_select(0, rows).narrow(1, 0, len);      // (c, len)
-    c.valid = ro.valid.index_select(0, rows).narrow(1, 0, len);  // (c, len)
+    c.ids = ro.ids.index_select(0, c.source).narrow(1, 0, len);      // (c, len)
+    c.valid = ro.valid.index_select(0, c.source).narrow(1, 0, len);  // (c, len)
     // Response positions lie below the row's length; the padding entries past a response's end (masked)
     // are clamped into the cut.
-    c.index = ro.index.index_select(0, rows).clamp_max(len - 1);  // (c, R)
+    c.index = ro.index.index_select(0, c.source).clamp_max(len - 1);  // (c, R)
+    c.targets = ro.targets.index_select(0, c.source);                 // (c, R)
+    c.mask = ro.mask.index_select(0, c.source);                       // (c, R)
     chunks.push_back(std::move(c));
   }
   return chunks;
@@ -124,10 +125,10 @@ torch::Tensor gather_chunks(const std::vector<RowChunk>& chunks, const std::vect
 
 namespace {
 
-// Response-aligned per-row values of the whole rollout, computed chunk by chunk: f(chunk) -> (c, R).
-torch::Tensor over_rollout(const Rollout& ro, const std::function<torch::Tensor(const RowChunk&)>& f) {
-  const auto all = torch::arange(ro.ids.size(0));
-  const auto chunks = length_chunks(ro, all, kPassChunkRows);
+// Response-aligned values of the rollout rows idx (b), computed chunk by chunk: f(chunk) -> (c, R); -> (b, R).
+torch::Tensor over_rows(const Rollout& ro, const torch::Tensor& idx,
+                        const std::function<torch::Tensor(const RowChunk&)>& f) {
+  const auto chunks = length_chunks(ro, idx, kPassChunkRows);
   std::vector<torch::Tensor> parts;
   for (const auto& c : chunks) parts.push_back(f(c));
   return gather_chunks(chunks, parts);
@@ -139,14 +140,13 @@ void evaluate_logprobs(model::CausalLM& m, Rollout& ro, const RolloutSpec& spec)
   torch::NoGradGuard no_grad;
   m->eval();
   const auto logp = [&](const model::AdapterSet& adapters) {  // (n, R); the LM head only on response positions
-    return over_rollout(ro, [&](const RowChunk& c) {
-      const auto targets = ro.targets.index_select(0, c.source), mask = ro.mask.index_select(0, c.source);  // (c, R)
+    return over_rows(ro, torch::arange(ro.ids.size(0)), [&](const RowChunk& c) {
       // The response tokens at the positions that predict them, -100 elsewhere: (c, len). Padding entries of
       // index (past a response's end) carry -100 and never share a position with a response token.
       auto at_positions = torch::full(c.ids.sizes(), -100, torch::kLong)
-                              .scatter_(1, c.index, torch::where(mask > 0, targets, torch::full_like(targets, -100)));
+                              .scatter_(1, c.index, torch::where(c.mask > 0, c.targets, torch::full_like(c.targets, -100)));
       return m->token_logprobs({c.ids, {}, c.valid, nullptr, adapters}, at_positions, spec.temperature)
-                 .gather(1, c.index).to(torch::kFloat32) * mask;  // (c, R)
+                 .gather(1, c.index).to(torch::kFloat32) * c.mask;  // (c, R)
     });
   };
   if (!ro.old_logp.defined()) ro.old_logp = logp(spec.actor);
@@ -157,9 +157,9 @@ void evaluate_rollout(model::CausalLM& m, model::ScalarHead& value_head, Rollout
   evaluate_logprobs(m, ro, spec);
   torch::NoGradGuard no_grad;
   m->eval();
-  ro.values = over_rollout(ro, [&](const RowChunk& c) {
+  ro.values = over_rows(ro, torch::arange(ro.ids.size(0)), [&](const RowChunk& c) {
     auto hidden = m->hidden({c.ids, {}, c.valid, nullptr, spec.critic});  // (c, len, D)
-    return value_head(hidden).gather(1, c.index).to(torch::kFloat32) * ro.mask.index_select(0, c.source);
+    return value_head(hidden).gather(1, c.index).to(torch::kFloat32) * c.mask;
   });  // (n, R)
 }
 
@@ -169,16 +169,15 @@ PolicyOutput forward_policy(model::CausalLM& m, const Rollout& ro, const torch::
   const auto chunks = length_chunks(ro, idx, kPassChunkRows);
   std::vector<torch::Tensor> logps, entropies;
   for (const auto& c : chunks) {
-    auto targets = ro.targets.index_select(0, c.source), mask = ro.mask.index_select(0, c.source);  // (c, R)
     const int64_t b = c.index.size(0), R = c.index.size(1);
     // The LM head only on the positions that predict real response tokens (not the prompt's, not the padding
     // past a short response's end), in chunks: (c, len, D) -> (N, D) -> {logp, entropy} (N) -> (c, R), 0 elsewhere.
     auto hidden = m->hidden({c.ids, {}, c.valid, nullptr, spec.actor});  // (c, len, D)
     const int64_t D = hidden.size(2);
     auto at = hidden.gather(1, c.index.unsqueeze(-1).expand({b, R, D})).reshape({b * R, D});  // (c*R, D)
-    auto picked = mask.reshape({-1}).gt(0).nonzero().squeeze(1);                            // (N)
+    auto picked = c.mask.reshape({-1}).gt(0).nonzero().squeeze(1);                          // (N)
     auto [logp, entropy] = m->logprobs_and_entropy(at.index_select(0, picked),
-                                                   targets.reshape({-1}).index_select(0, picked), spec.temperature);
+                                                   c.targets.reshape({-1}).index_select(0, picked), spec.temperature);
     auto place = [&](const torch::Tensor& x) {  // (N) -> (c, R)
       return torch::zeros({b * R}, x.options()).index_copy(0, picked, x).view({b, R}).to(torch::kFloat32);
     };
@@ -194,13 +193,10 @@ MinibatchOutput forward_minibatch(model::CausalLM& m, model::ScalarHead& value_h
   MinibatchOutput out;
   out.logp = policy.logp;
   out.entropy = policy.entropy;
-  const auto chunks = length_chunks(ro, idx, kPassChunkRows);
-  std::vector<torch::Tensor> values;
-  for (const auto& c : chunks) {
+  out.values = over_rows(ro, idx, [&](const RowChunk& c) {
     auto hidden = m->hidden({c.ids, {}, c.valid, nullptr, spec.critic});  // (c, len, D)
-    values.push_back(value_head(hidden).gather(1, c.index).to(torch::kFloat32));  // (c, R)
-  }
-  out.values = gather_chunks(chunks, values);  // (b, R)
+    return value_head(hidden).gather(1, c.index).to(torch::kFloat32);    // (c, R)
+  });  // (b, R)
   return out;
 }
 

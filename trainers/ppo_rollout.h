@@ -58,6 +58,8 @@ struct RowChunk {
   torch::Tensor ids;     // (c, len) cut to the chunk's longest row
   torch::Tensor valid;   // (c, len)
   torch::Tensor index;   // (c, R) as the rollout's, clamped to len - 1 (only masked entries move)
+  torch::Tensor targets;  // (c, R) the rollout's
+  torch::Tensor mask;     // (c, R) the rollout's
 };
 // The rollout rows idx (b) in chunks of at most chunk_rows, shortest rows first.
 std::vector<RowChunk> length_chunks(const Rollout& ro, const torch::Tensor& idx, int64_t chunk_rows);

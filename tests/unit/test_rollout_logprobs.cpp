@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
 
 #include "framework/io/model_io.h"
 #include "framework/lora/adapter.h"
@@ -14,22 +17,33 @@
 namespace reglage {
 namespace {
 
-TEST(RolloutLogprobs, SamplerLogprobsEqualAForwardPassOverTheRollout) {
-  auto m = io::load_model(test::model_260k());
-  auto tok = io::load_model_tokenizer(test::model_260k(), test::tok_512(), m->config().vocab_size);
+// stories260K with a LoRA adapter "actor" whose B is random (seeded), so the adapter changes the policy, and
+// the given prompts encoded with its tokenizer.
+struct ActorSetup {
+  model::CausalLM m;
+  std::unique_ptr<tokenizer::Tokenizer> tok;
+  data::PromptDataset prompts;
+};
+ActorSetup actor_setup(uint64_t seed, const std::vector<std::string>& texts) {
+  ActorSetup a{io::load_model(test::model_260k()), nullptr, {}};
+  a.tok = io::load_model_tokenizer(test::model_260k(), test::tok_512(), a.m->config().vocab_size);
   lora::LoraConfig lc;
   lc.rank = 4;
   lc.alpha = 8;
   lc.targets = {"all-linear"};
-  lora::add_adapter(m, "actor", lc, 1);
-  {
-    torch::NoGradGuard no_grad;
-    torch::manual_seed(5);
-    for (auto& [path, layer] : m->linear_layers()) layer->adapter("actor").B.normal_(0.0, 0.05);
-  }
-  data::PromptDataset prompts;
-  for (const std::string text : {"Once upon a time", "The cat sat on the big red", "Tom"})
-    prompts.rows.push_back({text, tok->encode(text, tok->add_bos(), false), "", 1});
+  lora::add_adapter(a.m, "actor", lc, 1);
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(seed);
+  for (auto& [path, layer] : a.m->linear_layers()) layer->adapter("actor").B.normal_(0.0, 0.05);
+  for (const auto& text : texts) a.prompts.rows.push_back({text, a.tok->encode(text, a.tok->add_bos(), false), "", 1});
+  return a;
+}
+
+TEST(RolloutLogprobs, SamplerLogprobsEqualAForwardPassOverTheRollout) {
+  auto setup = actor_setup(5, {"Once upon a time", "The cat sat on the big red", "Tom"});
+  auto& m = setup.m;
+  auto& tok = setup.tok;
+  auto& prompts = setup.prompts;
   for (const double temperature : {1.0, 0.7}) {
     trainers::RolloutSpec spec;
     spec.actor = {"actor"};
@@ -54,22 +68,11 @@ TEST(RolloutPasses, LengthSortedCutChunksGiveTheWholeBatchsResultsAndGradients) 
   // The passes over a rollout run in chunks of rows sorted by length, each cut to its longest row
   // (trainers/ppo_rollout.h, kPassChunkRows): log-probs, entropies and LoRA gradients must be those of one
   // pass over the whole right-padded batch, in the caller's row order.
-  auto m = io::load_model(test::model_260k());
-  auto tok = io::load_model_tokenizer(test::model_260k(), test::tok_512(), m->config().vocab_size);
-  lora::LoraConfig lc;
-  lc.rank = 4;
-  lc.alpha = 8;
-  lc.targets = {"all-linear"};
-  lora::add_adapter(m, "actor", lc, 1);
-  {
-    torch::NoGradGuard no_grad;
-    torch::manual_seed(3);
-    for (auto& [path, layer] : m->linear_layers()) layer->adapter("actor").B.normal_(0.0, 0.05);
-  }
-  data::PromptDataset prompts;
-  for (const std::string text : {"Once upon a time", "The cat sat on the big red", "Tom", "Lily and her mom went to",
-                                 "One day, a little bird"})
-    prompts.rows.push_back({text, tok->encode(text, tok->add_bos(), false), "", 1});
+  auto setup = actor_setup(3, {"Once upon a time", "The cat sat on the big red", "Tom", "Lily and her mom went to",
+                               "One day, a little bird"});
+  auto& m = setup.m;
+  auto& tok = setup.tok;
+  auto& prompts = setup.prompts;
   trainers::RolloutSpec spec;
   spec.actor = {"actor"};
   spec.max_new_tokens = 30;
