@@ -11,11 +11,19 @@ optimizer step per iteration), --micro-batch responses per forward/backward (gra
     python bench/peer/trl_grpo.py --model /tmp/smollm2-hf --prompts 16 --generations 8 --new-tokens 64 \
         --iterations 4 --threads 2
 
+Data parallel over processes, as reglage's ranks (torch.distributed with gloo on the CPU; the Trainer reads
+torchrun's environment):
+
+    torchrun --standalone --nproc_per_node 2 bench/peer/trl_grpo.py --model /tmp/smollm2-hf ... --threads 1
+
+The settings stay global: --micro-batch responses per forward/backward are split over the processes, and
+the rollout and optimizer steps are the same as with one process. Only the first process prints.
+
 iteration_s = wall time between iteration boundaries (optimizer steps, from a trainer callback), median of the
 iterations after the first; tokens_per_s counts prompt + completion tokens of one iteration over it, and
 generate_s is the median time of the iteration's generate() call. Prints one JSON line.
 Not part of the build or the tests."""
-import argparse, contextlib, statistics, sys, tempfile, time
+import argparse, contextlib, os, statistics, sys, tempfile, time
 
 import torch
 from datasets import Dataset
@@ -86,6 +94,9 @@ def main():
         sys.exit(f"trl_grpo: --minibatch {minibatch} must divide {responses} responses and --micro-batch {micro} "
                  f"must divide --minibatch")
     steps_per_iter = responses // minibatch
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
+    if micro % world:
+        sys.exit(f"trl_grpo: --micro-batch {micro} must be divisible by the {world} processes")
     torch.set_num_threads(a.threads)
 
     tok, model = load_tokenizer(a.model), load_model(a.model, a.dtype)
@@ -96,7 +107,7 @@ def main():
         output_dir=tempfile.mkdtemp(prefix="trl_grpo_", dir="/tmp"), use_cpu=True, bf16=False, fp16=False,
         gradient_checkpointing=False, report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True,
         seed=0, shuffle_dataset=False, dataloader_num_workers=0,
-        per_device_train_batch_size=micro, gradient_accumulation_steps=minibatch // micro,
+        per_device_train_batch_size=micro // world, gradient_accumulation_steps=minibatch // micro,
         steps_per_generation=responses // micro,  # one rollout of prompts x generations per iteration
         num_generations=a.generations, max_completion_length=a.new_tokens,
         generation_kwargs={"min_new_tokens": a.new_tokens}, temperature=1.0, top_p=1.0, top_k=0,
@@ -109,6 +120,8 @@ def main():
     with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs; stdout keeps the JSON line
         trainer.train()
 
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     rollouts = len(trainer.generate_times)
     assert rollouts == a.iterations, f"{rollouts} rollouts, expected one per iteration ({a.iterations})"
     iters = [b - e for e, b in zip(clock.marks, clock.marks[1:])]
@@ -126,7 +139,7 @@ def main():
     generate_s = statistics.median(trainer.generate_times[1:] or trainer.generate_times)
     emit(name="trl_grpo", shape=f"smollm2-135m prompts={a.prompts} x generations={a.generations} "
                                 f"new={a.new_tokens} lora r={a.rank}", dtype=a.dtype, threads=a.threads,
-         torch_threads=torch.get_num_threads(),
+         torch_threads=torch.get_num_threads(), processes=world,
          tokens_per_s=iter_tokens / iteration_s, step_s=iteration_s,
          iteration_s=iteration_s, iterations_s=iters, trainer_iteration_s=trainer_s,
          tokens_per_iteration=iter_tokens, optimizer_steps_per_iteration=steps_per_iter,

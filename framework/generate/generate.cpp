@@ -1,5 +1,7 @@
 #include "framework/generate/generate.h"
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <map>
 
@@ -94,10 +96,17 @@ std::vector<Generation> generate(model::CausalLM& model, const std::vector<std::
     std::vector<int64_t> next(n, params.pad_id), next_positions(n, 0);  // (n, 1)
     std::vector<uint8_t> next_valid(n, 0);                               // (n, 1)
     const float* rows = logits.data_ptr<float>();                        // (n, V)
+    // The rows' draws in parallel: each reads its own logits and advances its own sequence's stream, so
+    // the tokens are those of a serial loop.
+    std::vector<Choice> choices(n);
+    at::parallel_for(0, n, 1, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i)
+        if (!done[live[i]]) choices[i] = sample_token(rows + i * V, V, params, rngs[live[i]]);
+    });
     for (int64_t i = 0; i < n; ++i) {
       const int64_t b = live[i];
       if (done[b]) continue;
-      Choice c = sample_token(rows + i * V, V, params, rngs[b]);
+      const Choice& c = choices[i];
       out[b].tokens.push_back(c.token);
       out[b].logprobs.push_back(c.logprob);
       if (std::find(params.stop_ids.begin(), params.stop_ids.end(), c.token) != params.stop_ids.end()) {

@@ -38,7 +38,9 @@ Choice sample_token(const float* logits, int64_t vocab, const SamplingParams& pa
     }
   }
   if (!std::isfinite(max_logit)) fail("sampling: logits hold no finite maximum (NaN or inf from the model)");
-  std::vector<double> prob(vocab);
+  // Per-thread buffers: rows of a batch are sampled in parallel (generate.cpp), each call reuses its thread's.
+  thread_local std::vector<double> prob;
+  prob.resize(vocab);
   double sum = 0;
   for (int64_t i = 0; i < vocab; ++i) sum += prob[i] = std::exp((logits[i] - max_logit) / t);
   const double log_sum = std::log(sum);
@@ -46,16 +48,26 @@ Choice sample_token(const float* logits, int64_t vocab, const SamplingParams& pa
 
   if (params.temperature == 0) return {argmax, logprob_of(argmax)};
 
-  // Candidates ordered by probability (ties by id), cut by top-k then top-p.
-  std::vector<int64_t> order(vocab);
-  std::iota(order.begin(), order.end(), 0);
   int64_t keep = vocab;
   if (params.top_k > 0 && params.top_k < vocab) keep = params.top_k;
   const bool need_sort = keep < vocab || params.top_p < 1.0;
-  if (need_sort) {
-    auto by_prob = [&](int64_t a, int64_t b) { return prob[a] > prob[b] || (prob[a] == prob[b] && a < b); };
-    std::partial_sort(order.begin(), order.begin() + keep, order.end(), by_prob);
+  if (!need_sort) {
+    // Every token a candidate, in id order: inverse CDF over all of them with one uniform draw.
+    const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng) * sum;
+    double cdf = 0;
+    for (int64_t i = 0; i < vocab; ++i) {
+      cdf += prob[i];
+      if (u < cdf) return {i, logprob_of(i)};
+    }
+    return {vocab - 1, logprob_of(vocab - 1)};  // rounding: u landed on the very end
   }
+
+  // Candidates ordered by probability (ties by id), cut by top-k then top-p.
+  thread_local std::vector<int64_t> order;
+  order.resize(vocab);
+  std::iota(order.begin(), order.end(), 0);
+  auto by_prob = [&](int64_t a, int64_t b) { return prob[a] > prob[b] || (prob[a] == prob[b] && a < b); };
+  std::partial_sort(order.begin(), order.begin() + keep, order.end(), by_prob);
   if (params.top_p < 1.0) {
     double cum = 0;
     for (int64_t i = 0; i < keep; ++i) {
