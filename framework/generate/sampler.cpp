@@ -48,19 +48,21 @@ Choice sample_token(const float* logits, int64_t vocab, const SamplingParams& pa
 
   if (params.temperature == 0) return {argmax, logprob_of(argmax)};
 
+  // Inverse CDF over the first `count` candidates (candidate(i) the token id of the i-th) with one uniform draw.
+  auto draw = [&](int64_t count, double total, auto candidate) -> Choice {
+    const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng) * total;
+    double cdf = 0;
+    for (int64_t i = 0; i < count; ++i) {
+      cdf += prob[candidate(i)];
+      if (u < cdf) return {candidate(i), logprob_of(candidate(i))};
+    }
+    return {candidate(count - 1), logprob_of(candidate(count - 1))};  // rounding: u landed on the very end
+  };
+
   int64_t keep = vocab;
   if (params.top_k > 0 && params.top_k < vocab) keep = params.top_k;
-  const bool need_sort = keep < vocab || params.top_p < 1.0;
-  if (!need_sort) {
-    // Every token a candidate, in id order: inverse CDF over all of them with one uniform draw.
-    const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng) * sum;
-    double cdf = 0;
-    for (int64_t i = 0; i < vocab; ++i) {
-      cdf += prob[i];
-      if (u < cdf) return {i, logprob_of(i)};
-    }
-    return {vocab - 1, logprob_of(vocab - 1)};  // rounding: u landed on the very end
-  }
+  // Every token a candidate, in id order: no index to build or sort.
+  if (keep == vocab && params.top_p >= 1.0) return draw(vocab, sum, [](int64_t i) { return i; });
 
   // Candidates ordered by probability (ties by id), cut by top-k then top-p.
   thread_local std::vector<int64_t> order;
@@ -80,14 +82,7 @@ Choice sample_token(const float* logits, int64_t vocab, const SamplingParams& pa
   }
   double kept_sum = 0;
   for (int64_t i = 0; i < keep; ++i) kept_sum += prob[order[i]];
-  // Inverse CDF over the kept candidates with one uniform draw.
-  const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng) * kept_sum;
-  double cdf = 0;
-  for (int64_t i = 0; i < keep; ++i) {
-    cdf += prob[order[i]];
-    if (u < cdf) return {order[i], logprob_of(order[i])};
-  }
-  return {order[keep - 1], logprob_of(order[keep - 1])};  // rounding: u landed on the very end
+  return draw(keep, kept_sum, [&](int64_t i) { return order[i]; });
 }
 
 }  // namespace reglage::generate
