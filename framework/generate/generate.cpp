@@ -97,9 +97,11 @@ std::vector<Generation> generate(model::CausalLM& model, const std::vector<std::
     std::vector<uint8_t> next_valid(n, 0);                               // (n, 1)
     const float* rows = logits.data_ptr<float>();                        // (n, V)
     // The rows' draws in parallel: each reads its own logits and advances its own sequence's stream, so
-    // the tokens are those of a serial loop.
+    // the tokens are those of a serial loop. Fewer rows than threads: one row at a time, each draw
+    // spreading its vocabulary over the threads instead.
     std::vector<Choice> choices(n);
-    at::parallel_for(0, n, 1, [&](int64_t i0, int64_t i1) {
+    const int64_t row_grain = n < at::get_num_threads() ? n : 1;
+    at::parallel_for(0, n, row_grain, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i)
         if (!done[live[i]]) choices[i] = sample_token(rows + i * V, V, params, rngs[live[i]]);
     });

@@ -1,5 +1,7 @@
 #include "framework/generate/sampler.h"
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -41,8 +43,23 @@ Choice sample_token(const float* logits, int64_t vocab, const SamplingParams& pa
   // Per-thread buffers: rows of a batch are sampled in parallel (generate.cpp), each call reuses its thread's.
   thread_local std::vector<double> prob;
   prob.resize(vocab);
+  // Blocks of a fixed size, their sums added in order: the same result on any number of threads. A lone
+  // row's exponentials (batch 1) are spread over the intra-op threads; inside the rows' parallel loop this
+  // runs on the calling thread.
+  constexpr int64_t kBlock = 4096;
+  const int64_t blocks = (vocab + kBlock - 1) / kBlock;
+  std::vector<double> block_sum(size_t(blocks), 0.0);
+  double* p = prob.data();  // this thread's buffer: the lambda may run on another thread
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      double s = 0;
+      for (int64_t i = b * kBlock; i < std::min(vocab, (b + 1) * kBlock); ++i)
+        s += p[i] = std::exp((logits[i] - max_logit) / t);
+      block_sum[size_t(b)] = s;
+    }
+  });
   double sum = 0;
-  for (int64_t i = 0; i < vocab; ++i) sum += prob[i] = std::exp((logits[i] - max_logit) / t);
+  for (double s : block_sum) sum += s;
   const double log_sum = std::log(sum);
   auto logprob_of = [&](int64_t i) { return float((logits[i] - max_logit) / t - log_sum); };
 

@@ -91,10 +91,45 @@ inline void row_block(const float* x, int64_t M, int64_t K, const WT* w, const f
   }
 }
 
+// dot(w, x) over K for one weight row of a narrow type (bfloat16, int8) and one input row: the decode step of one
+// sequence. One row at a time, one 64-byte line of it per step, two accumulators, and the line `ahead` elements
+// further on prefetched. Reading several rows side by side (as row_block does) kept a core at 60% (int8) and 80%
+// (bfloat16) of its read bandwidth on an AVX2 EPYC, widening with 8-17 registers live; one row reached 85-90%.
+template <class V, class WT>
+inline float narrow_row_dot(const float* x, int64_t K, const WT* w, int64_t ahead) {
+  constexpr int64_t kLine = 64 / int64_t(sizeof(WT)) > 2 * V::W ? 64 / int64_t(sizeof(WT)) : 2 * V::W;
+  typename V::reg a0 = V::zero(), a1 = V::zero();
+  int64_t k = 0;
+  for (; k + kLine <= K; k += kLine) {
+    prefetch_ahead(w + ahead + k);
+#pragma GCC unroll 8
+    for (int64_t u = 0; u < kLine; u += 2 * V::W) {
+      a0 = V::fma(V::load_w(w + k + u), V::load_x(x + k + u), a0);
+      a1 = V::fma(V::load_w(w + k + u + V::W), V::load_x(x + k + u + V::W), a1);
+    }
+  }
+  for (; k + V::W <= K; k += V::W) a0 = V::fma(V::load_w(w + k), V::load_x(x + k), a0);
+  float s = V::sum(a0) + V::sum(a1);
+  for (; k < K; ++k) s += widen_one(w[k]) * x[k];
+  return s;
+}
+
+// Rows [n0, n1) of y (1, N) = x (1, K) W^T for a narrow W: row by row, prefetching 4 rows ahead.
+template <class V, class WT>
+inline void narrow_rows_m1(const float* x, int64_t K, const WT* w, const float* scale, float* y, int64_t n0,
+                           int64_t n1) {
+  const int64_t ahead = 4 * K;
+  for (int64_t n = n0; n < n1; ++n) {
+    const float s = narrow_row_dot<V>(x, K, w + n * K, ahead);
+    y[n] = scale ? s * scale[n] : s;
+  }
+}
+
 // Rows [n0, n1) of y (M, N) = x (M, K) W^T, W (N, K) of element type WT.
 template <class V, class WT>
 inline void gemm_rows(const float* x, int64_t M, int64_t K, const WT* w, const float* scale, float* y, int64_t N,
                       int64_t n0, int64_t n1) {
+  if (M == 1 && sizeof(WT) < sizeof(float)) return narrow_rows_m1<V>(x, K, w, scale, y, n0, n1);
   int64_t n = n0;
   // One input row (a decode step of one sequence): more weight rows at once, more loads in flight.
   constexpr int R = sizeof(WT) == 1 ? V::R_I8 : V::R;

@@ -52,7 +52,7 @@ TEST(WeightOnly, EveryPathAndFormatEqualsTheWidenedProduct) {
   std::cout << "kernel path chosen on this CPU: " << cpu_path() << "; tested:";
   for (const auto& p : paths) std::cout << " " << p;
   std::cout << "\n";
-  for (int64_t K : {37, 64, 100}) {  // tails after 8 and 16 lanes, and none
+  for (int64_t K : {37, 64, 100, 300}) {  // tails after 8 and 16 lanes, and none; whole and part cache lines
     for (int64_t N : {1, 13, 32}) {  // whole 4-row blocks and remainders
       for (int64_t M : {1, 2, 3, 4, 5, 16}) {
         auto x = torch::randn({M, K});
