@@ -10,6 +10,7 @@
 #include <string>
 
 #include "framework/core/error.h"
+#include "framework/kernels/frozen_linear.h"
 #include "framework/kernels/gemm_paths.h"
 
 namespace {
@@ -127,11 +128,11 @@ int64_t rows_per_chunk(const torch::Tensor& w) { return std::max<int64_t>(1, kWi
 // y (M, N) = x (M, K) W^T with the weight widened chunk by chunk for LibTorch's float32 product.
 torch::Tensor large_product(const torch::Tensor& x2, const torch::Tensor& w, const torch::Tensor& scale) {
   const int64_t N = w.size(0), step = rows_per_chunk(w);
-  if (step >= N) return x2.mm(widen(w, scale).t());
+  if (step >= N) return matmul_2d(x2, widen(w, scale).t());
   auto y = torch::empty({x2.size(0), N}, x2.options());
   for (int64_t n0 = 0; n0 < N; n0 += step) {
     const int64_t count = std::min(step, N - n0);
-    y.narrow(1, n0, count).copy_(x2.mm(widen_rows(w, scale, n0, count).t()));
+    y.narrow(1, n0, count).copy_(matmul_2d(x2, widen_rows(w, scale, n0, count).t()));
   }
   return y;
 }
@@ -254,7 +255,7 @@ torch::Tensor weight_only_linear(const torch::Tensor& x, const torch::Tensor& w,
 
 torch::Tensor stored_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& scale,
                             const torch::Tensor& bias) {
-  if (w.scalar_type() == x.scalar_type()) return torch::nn::functional::linear(x, w, bias);
+  if (w.scalar_type() == x.scalar_type()) return frozen_linear(x, w, bias);
   auto y = weight_only_linear(x, w, scale);
   return bias.defined() ? y + bias.to(y.scalar_type()) : y;
 }

@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "framework/core/error.h"
+#include "framework/kernels/frozen_linear.h"
 
 namespace reglage::model {
 namespace {
@@ -20,7 +21,7 @@ torch::Tensor widen(const torch::Tensor& x) {
 
 // One chunk's logits as the full path computes them: (n, D) x (V, D) -> (n, V), widened, / temperature.
 torch::Tensor chunk_logits(const torch::Tensor& h, const torch::Tensor& weight, double temperature) {
-  auto logits = widen(torch::nn::functional::linear(h, weight));
+  auto logits = widen(kernels::matmul_2d(h, weight.t()));
   return temperature == 1.0 ? logits : logits / temperature;
 }
 
@@ -60,8 +61,8 @@ class ChunkedLogprob : public torch::autograd::Function<ChunkedLogprob> {
       dlogits.scatter_add_(1, targets.slice(0, a, b).unsqueeze(1),
                            torch::ones({b - a, 1}, dlogits.options()));                   // onehot - p
       dlogits.mul_(g.slice(0, a, b).unsqueeze(1).to(dlogits.scalar_type()) / temperature);
-      if (want_h) grad_h.slice(0, a, b).copy_(torch::matmul(dlogits.to(weight.scalar_type()), weight));
-      if (want_w) grad_w.add_(torch::matmul(dlogits.t(), widen(hc)));
+      if (want_h) grad_h.slice(0, a, b).copy_(kernels::matmul_2d(dlogits.to(weight.scalar_type()), weight));
+      if (want_w) grad_w.add_(kernels::matmul_2d(dlogits.t(), widen(hc)));
     }
     if (want_w) grad_w = grad_w.to(weight.scalar_type());
     return {grad_h, grad_w, torch::Tensor(), torch::Tensor(), torch::Tensor()};
@@ -121,8 +122,8 @@ class ChunkedLogprobEntropy : public torch::autograd::Function<ChunkedLogprobEnt
         dz.sub_(p * (l + entropy.slice(0, a, b).unsqueeze(1)) * ge);
       }
       if (temperature != 1.0) dz.div_(temperature);
-      if (want_h) grad_h.slice(0, a, b).copy_(torch::matmul(dz.to(weight.scalar_type()), weight));
-      if (want_w) grad_w.add_(torch::matmul(dz.t(), widen(hc)));
+      if (want_h) grad_h.slice(0, a, b).copy_(kernels::matmul_2d(dz.to(weight.scalar_type()), weight));
+      if (want_w) grad_w.add_(kernels::matmul_2d(dz.t(), widen(hc)));
     }
     if (want_w) grad_w = grad_w.to(weight.scalar_type());
     return {grad_h, grad_w, torch::Tensor(), torch::Tensor(), torch::Tensor()};
