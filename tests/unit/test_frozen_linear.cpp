@@ -14,6 +14,17 @@ double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
 }
 
+// y against y_ref in value, then one random upstream gradient through both: x's gradient against x_ref's.
+void expect_same_values_and_input_gradient(const torch::Tensor& y, const torch::Tensor& y_ref, const torch::Tensor& x,
+                                           const torch::Tensor& x_ref) {
+  ASSERT_EQ(y.sizes(), y_ref.sizes());
+  EXPECT_LT(max_diff(y, y_ref), 1e-5);
+  auto g = torch::randn(y.sizes());
+  (y * g).sum().backward();
+  (y_ref * g).sum().backward();
+  EXPECT_LT(max_diff(x.grad(), x_ref.grad()), 1e-5);
+}
+
 TEST(FrozenLinear, Matmul2dEqualsMm) {
   torch::manual_seed(3);
   for (auto dtype : {torch::kFloat32, torch::kFloat64}) {
@@ -32,13 +43,7 @@ TEST(FrozenLinear, ValuesAndInputGradientEqualLinear) {
       auto x = torch::randn(shape).requires_grad_(true);
       auto x_ref = x.detach().clone().requires_grad_(true);
       auto y = frozen_linear(x, w, bias);
-      auto y_ref = torch::nn::functional::linear(x_ref, w, bias);
-      ASSERT_EQ(y.sizes(), y_ref.sizes());
-      EXPECT_LT(max_diff(y, y_ref), 1e-5);
-      auto g = torch::randn(y.sizes());
-      (y * g).sum().backward();
-      (y_ref * g).sum().backward();
-      EXPECT_LT(max_diff(x.grad(), x_ref.grad()), 1e-5);
+      expect_same_values_and_input_gradient(y, torch::nn::functional::linear(x_ref, w, bias), x, x_ref);
     }
   // A weight being trained takes LibTorch's path and gets its gradient.
   auto w = torch::randn({3, 4}).requires_grad_(true);
@@ -62,12 +67,7 @@ TEST(FrozenLinear, LoraLayerEqualsItsFormula) {
   auto A = a.A.detach().clone().requires_grad_(true), B = a.B.detach().clone().requires_grad_(true);
   auto x_ref = x.detach().clone().requires_grad_(true);
   auto y_ref = torch::matmul(x_ref, lin->weight.t()) + 2.0 * torch::matmul(torch::matmul(x_ref, A.t()), B.t());
-  ASSERT_EQ(y.sizes(), y_ref.sizes());
-  EXPECT_LT(max_diff(y, y_ref), 1e-5);
-  auto g = torch::randn(y.sizes());
-  (y * g).sum().backward();
-  (y_ref * g).sum().backward();
-  EXPECT_LT(max_diff(x.grad(), x_ref.grad()), 1e-5);
+  expect_same_values_and_input_gradient(y, y_ref, x, x_ref);
   EXPECT_LT(max_diff(a.A.grad(), A.grad()), 1e-4);
   EXPECT_LT(max_diff(a.B.grad(), B.grad()), 1e-4);
   // No gradient wanted: the same values.
