@@ -15,8 +15,8 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x, const AdapterSet& active) {
   // Rows flattened: the base product's output is then a fresh (N, out) matrix that each adapter's second
-  // factor accumulates into (a GEMM with beta = 1), with no (N, out) delta, scaled copy and sum per adapter:
-  // those three passes over the output were a tenth of a LoRA training step on SmolLM2.
+  // factor accumulates into (a GEMM with beta = 1), instead of an (N, out) delta, its scaled copy and the sum
+  // per adapter, each a pass over the output in forward and again in backward.
   const int64_t in = in_features();
   auto x2 = x.reshape({-1, in});                                     // (N, in)
   auto y = kernels::stored_linear(x2, weight, weight_scale, bias);  // (N, out)
