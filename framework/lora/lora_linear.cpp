@@ -24,13 +24,20 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x, const AdapterSet& acti
     auto it = adapters_.find(name);
     if (it == adapters_.end() || it->second.merged_weight > 0) continue;  // not on this layer, or merged
     LoraWeights& a = it->second;
-    auto h = x2.to(a.A.scalar_type());  // adapters compute in their own (float32) precision
+    // A base computing in bfloat16 (dtype: bfloat16): the adapter's products run in that dtype too, as
+    // autocast runs them, on casts of its float32 master weights (the casts carry the gradients back to
+    // float32). Widening the (N, in) input and forming an (N, out) float32 delta per adapter cost more than
+    // the base product itself on SmolLM2's MLP. Otherwise adapters compute in their own precision.
+    const bool narrow = y.scalar_type() == x2.scalar_type() && y.scalar_type() != a.B.scalar_type();
+    const auto compute = narrow ? y.scalar_type() : a.A.scalar_type();
+    auto h = x2.to(compute);
     if (a.dropout > 0 && is_training()) h = torch::dropout(h, a.dropout, /*train=*/true);
-    auto t = torch::nn::functional::linear(h, a.A);  // (N, r)
-    if (y.scalar_type() == a.B.scalar_type()) {
+    auto t = torch::nn::functional::linear(h, a.A.to(compute));  // (N, r)
+    if (y.scalar_type() == compute) {
       // y += scale * t B^T: in place on the base output (nothing saves it), out of place on a view.
-      y = y.is_view() ? torch::addmm(y, t, a.B.t(), /*beta=*/1, /*alpha=*/a.scale)
-                      : y.addmm_(t, a.B.t(), /*beta=*/1, /*alpha=*/a.scale);
+      auto b = a.B.to(compute);
+      y = y.is_view() ? torch::addmm(y, t, b.t(), /*beta=*/1, /*alpha=*/a.scale)
+                      : y.addmm_(t, b.t(), /*beta=*/1, /*alpha=*/a.scale);
     } else {
       y = y + (torch::nn::functional::linear(t, a.B) * a.scale).to(y.scalar_type());
     }

@@ -2,6 +2,7 @@
 //   forward:  per chunk, logits = widen(h_c W^T) / t; logp = logits[target] - logsumexp(logits)
 //   backward: per chunk, recompute p = softmax(logits); dlogits = g * (onehot(target) - p) / t;
 //             dh_c = dlogits W (in the model's dtype), dW += dlogits^T h_c
+//   a frozen head: forward also forms (onehot(target) - p) W / t per row and backward only scales it by g
 #include "framework/model/chunked_logprob.h"
 
 #include <algorithm>
@@ -27,28 +28,45 @@ torch::Tensor chunk_logits(const torch::Tensor& h, const torch::Tensor& weight, 
 
 class ChunkedLogprob : public torch::autograd::Function<ChunkedLogprob> {
  public:
+  // early: the head is frozen and h needs a gradient, so forward also forms each row's d logp / d h
+  // = (onehot(target) - p) W / t from the logits it holds (keeping (N, D) instead of h), and backward scales
+  // it by the upstream gradient: one (c, D) x (D, V) product and one softmax per chunk less than recomputing.
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& h, const torch::Tensor& weight,
-                               const torch::Tensor& targets, double temperature, int64_t chunk_rows) {
+                               const torch::Tensor& targets, double temperature, int64_t chunk_rows, bool early) {
     const int64_t n = h.size(0);
     auto out = torch::empty({n}, h.options().dtype(h.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32));
+    torch::Tensor dlogp_dh = early ? torch::empty_like(h) : torch::Tensor();  // (N, D)
     for (int64_t a = 0; a < n; a += chunk_rows) {
       const int64_t b = std::min(n, a + chunk_rows);
-      auto logits = chunk_logits(h.slice(0, a, b), weight, temperature);                  // (c, V)
-      auto picked = logits.gather(1, targets.slice(0, a, b).unsqueeze(1)).squeeze(1);    // (c)
-      out.slice(0, a, b).copy_(picked - logits.logsumexp(1));
+      auto target = targets.slice(0, a, b).unsqueeze(1);                          // (c, 1)
+      auto logits = chunk_logits(h.slice(0, a, b), weight, temperature);          // (c, V)
+      auto picked = logits.gather(1, target).squeeze(1);                          // (c)
+      auto lse = logits.logsumexp(1);                                             // (c)
+      out.slice(0, a, b).copy_(picked - lse);
+      if (early) {
+        auto dlogits = logits.sub_(lse.unsqueeze(1)).exp_().neg_();               // (c, V): -p
+        dlogits.scatter_add_(1, target, torch::ones({b - a, 1}, dlogits.options()));  // onehot - p
+        if (temperature != 1.0) dlogits.div_(temperature);
+        dlogp_dh.slice(0, a, b).copy_(kernels::matmul_2d(dlogits.to(weight.scalar_type()), weight));
+      }
     }
-    ctx->save_for_backward({h, weight, targets});
+    ctx->save_for_backward({early ? dlogp_dh : h, weight, targets});
     ctx->saved_data["temperature"] = temperature;
     ctx->saved_data["chunk_rows"] = chunk_rows;
+    ctx->saved_data["early"] = early;
     return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
+    const auto g = grad_outputs[0];  // (N)
+    if (ctx->saved_data["early"].toBool()) {
+      const auto& dlogp_dh = saved[0];  // (N, D)
+      return {dlogp_dh * g.unsqueeze(1).to(dlogp_dh.scalar_type()), {}, {}, {}, {}, {}};
+    }
     const auto &h = saved[0], &weight = saved[1], &targets = saved[2];
     const double temperature = ctx->saved_data["temperature"].toDouble();
     const int64_t chunk_rows = ctx->saved_data["chunk_rows"].toInt();
-    const auto g = grad_outputs[0];  // (N)
     const bool want_h = ctx->needs_input_grad(0), want_w = ctx->needs_input_grad(1);
     torch::Tensor grad_h = want_h ? torch::empty_like(h) : torch::Tensor();
     torch::Tensor grad_w = want_w ? torch::zeros(weight.sizes(), weight.options().dtype(widen(weight).scalar_type()))
@@ -65,7 +83,7 @@ class ChunkedLogprob : public torch::autograd::Function<ChunkedLogprob> {
       if (want_w) grad_w.add_(kernels::matmul_2d(dlogits.t(), widen(hc)));
     }
     if (want_w) grad_w = grad_w.to(weight.scalar_type());
-    return {grad_h, grad_w, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {grad_h, grad_w, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -149,7 +167,8 @@ torch::Tensor chunked_token_logprobs(const torch::Tensor& h, const torch::Tensor
                                      double temperature, int64_t chunk_rows) {
   check_logprob_operands(h, weight, targets, temperature);
   if (chunk_rows <= 0) chunk_rows = logprob_chunk_rows(weight.size(0));
-  return ChunkedLogprob::apply(h, weight, targets.to(torch::kLong), temperature, chunk_rows);
+  const bool early = torch::GradMode::is_enabled() && h.requires_grad() && !weight.requires_grad();
+  return ChunkedLogprob::apply(h, weight, targets.to(torch::kLong), temperature, chunk_rows, early);
 }
 
 std::pair<torch::Tensor, torch::Tensor> chunked_logprobs_and_entropy(const torch::Tensor& h, const torch::Tensor& weight,

@@ -51,6 +51,40 @@ TEST(ChunkedLogprob, EqualsTheFullLogSoftmaxInValueAndGradient) {
   EXPECT_FALSE(w.grad().defined());
 }
 
+// A frozen head (what LoRA training has): forward forms d logp / d h and backward scales it; the gradient to
+// h equals the full path's for any upstream gradient, chunk size and temperature, and a second backward
+// through the same forward (retain_graph) gives the same again.
+TEST(ChunkedLogprob, AFrozenHeadGivesTheFullPathsGradientToTheHiddenStates) {
+  torch::manual_seed(6);
+  for (auto dtype : {torch::kFloat64, torch::kFloat32}) {
+    const double tol = dtype == torch::kFloat64 ? 1e-12 : 2e-5;
+    const int64_t N = 13, D = 8, V = 43;
+    auto h0 = torch::randn({N, D}, dtype), w = torch::randn({V, D}, dtype);
+    auto targets = torch::randint(0, V, {N}, torch::kLong);
+    auto weights = torch::randn({N}, dtype);
+    for (double t : {1.0, 0.8}) {
+      const Reference ref = full_path(h0, w, targets, t, weights);
+      for (int64_t chunk : {1, 5, 13, 64}) {
+        auto h = h0.detach().clone().requires_grad_(true);
+        auto logp = chunked_token_logprobs(h, w, targets, t, chunk);
+        EXPECT_LT((logp - ref.logp).abs().max().item<double>(), tol) << "chunk " << chunk << " t " << t;
+        (logp * weights).sum().backward({}, /*retain_graph=*/true);
+        EXPECT_LT((h.grad() - ref.grad_h).abs().max().item<double>(), tol) << "chunk " << chunk << " t " << t;
+        (logp * weights).sum().backward();
+        EXPECT_LT((h.grad() - 2 * ref.grad_h).abs().max().item<double>(), 2 * tol) << "chunk " << chunk;
+        EXPECT_FALSE(w.grad().defined());
+      }
+    }
+  }
+  // Without grad mode nothing is formed for backward, and the values are the same.
+  auto h = torch::randn({5, 8}).requires_grad_(true);
+  auto w2 = torch::randn({37, 8});
+  auto targets = torch::randint(0, 37, {5}, torch::kLong);
+  auto with_grad = chunked_token_logprobs(h, w2, targets);
+  torch::NoGradGuard no_grad;
+  EXPECT_LT((chunked_token_logprobs(h, w2, targets) - with_grad).abs().max().item<double>(), 1e-6);
+}
+
 // Log-probs and entropies together (what PPO/GRPO updates take) against log_softmax and rl::entropy's formula
 // over the full logits, in value and in the gradient of a loss that weighs both; either output alone.
 TEST(ChunkedLogprob, LogprobsAndEntropyEqualTheFullPathInValueAndGradient) {
