@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "framework/core/error.h"
+#include "framework/kernels/batched_matmul.h"
 
 namespace reglage::model {
 
@@ -101,7 +102,9 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   if (broadcast) {
     scores = (qg.unsqueeze(3) * k.unsqueeze(2)).sum(-1);  // (B, Hkv, g*T, 1, Dh) * (B, Hkv, 1, S, Dh)
   } else {
-    scores = torch::matmul(qg, k.transpose(-1, -2));
+    scores = kernels::batched_matmul(qg.reshape({B * n_kv_heads, group * T, head_dim}),
+                                     k.reshape({B * n_kv_heads, S, head_dim}).transpose(1, 2))
+                 .view({B, n_kv_heads, group * T, S});
   }
   // In place on the fresh product: the backward passes of the product, the scaling and the mask do not
   // need its values.
@@ -113,7 +116,8 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
                                                                         : std::numeric_limits<float>::lowest());
   auto probs = torch::softmax(scores, -1).to(v.scalar_type()).view({B, n_kv_heads, group * T, S});
   auto out = broadcast ? (probs.unsqueeze(-1) * v.unsqueeze(2)).sum(3)  // (B, Hkv, g*T, S, 1) * (B, Hkv, 1, S, Dh)
-                       : torch::matmul(probs, v);                         // (B, Hkv, g*T, Dh)
+                       : kernels::batched_matmul(probs.reshape({B * n_kv_heads, group * T, S}),
+                                                 v.reshape({B * n_kv_heads, S, head_dim}));  // (B*Hkv, g*T, Dh)
   out = out.view({B, n_heads, T, head_dim}).transpose(1, 2).reshape({B, T, n_heads * head_dim});
   return o_proj(out, adapters);  // (B, T, D)
 }

@@ -1,0 +1,49 @@
+// kernels::batched_matmul (attention's products, one batch entry per thread) against torch::bmm: values and
+// both gradients for float64 and float32 with transposed (strided) operands, values for bfloat16, and the
+// no-grad path.
+#include <gtest/gtest.h>
+
+#include <ATen/Parallel.h>
+
+#include "framework/kernels/batched_matmul.h"
+
+namespace reglage::kernels {
+namespace {
+
+TEST(BatchedMatmul, EqualsBmmInValueAndGradient) {
+  torch::manual_seed(7);
+  const int threads = at::get_num_threads();
+  at::set_num_threads(2);
+  for (auto dtype : {torch::kFloat64, torch::kFloat32}) {
+    const double tol = dtype == torch::kFloat64 ? 1e-12 : 1e-4;
+    const int64_t G = 5, M = 7, K = 33, N = 6;
+    auto a0 = torch::randn({G, M, K}, dtype);
+    auto b0 = torch::randn({G, N, K}, dtype);  // used transposed: a strided operand, as attention's keys
+    auto up = torch::randn({G, M, N}, dtype);  // an arbitrary upstream gradient
+    auto ar = a0.clone().requires_grad_(true), br = b0.clone().requires_grad_(true);
+    auto ref = torch::bmm(ar, br.transpose(1, 2));
+    (ref * up).sum().backward();
+    auto a = a0.clone().requires_grad_(true), b = b0.clone().requires_grad_(true);
+    auto got = batched_matmul(a, b.transpose(1, 2));
+    ASSERT_EQ(got.sizes(), ref.sizes());
+    EXPECT_LT((got - ref).abs().max().item<double>(), tol);
+    (got * up).sum().backward();
+    EXPECT_LT((a.grad() - ar.grad()).abs().max().item<double>(), tol);
+    EXPECT_LT((b.grad() - br.grad()).abs().max().item<double>(), tol);
+    {
+      torch::NoGradGuard no_grad;
+      EXPECT_LT((batched_matmul(a0, b0.transpose(1, 2)) - ref).abs().max().item<double>(), tol);
+    }
+  }
+  // bfloat16: the same product up to bfloat16 rounding of the result.
+  auto a = torch::randn({3, 8, 64}).to(torch::kBFloat16), b = torch::randn({3, 64, 32}).to(torch::kBFloat16);
+  auto ref = torch::bmm(a.to(torch::kFloat32), b.to(torch::kFloat32));
+  auto got = batched_matmul(a, b).to(torch::kFloat32);
+  EXPECT_LT(((got - ref).abs() / (ref.abs() + 1)).max().item<double>(), 1e-2);
+  // Shapes that do not fit are left to torch::bmm, which reports them.
+  EXPECT_THROW(batched_matmul(torch::randn({2, 3, 4}), torch::randn({2, 5, 6})), c10::Error);
+  at::set_num_threads(threads);
+}
+
+}  // namespace
+}  // namespace reglage::kernels
