@@ -11,7 +11,8 @@
 namespace reglage::kernels {
 
 // a (G, M, K) @ b (G, K, N) -> (G, M, N); any strides; gradients for a and b. float32/float64 on the CPU;
-// anything else (bfloat16, another device, shapes that do not fit) goes to torch::bmm.
+// anything else (bfloat16, another device, shapes that do not fit, entries under 64^3 multiply-adds) goes to
+// torch::bmm.
 torch::Tensor batched_matmul(const torch::Tensor& a, const torch::Tensor& b);
 
 }  // namespace reglage::kernels

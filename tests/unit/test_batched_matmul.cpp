@@ -1,6 +1,6 @@
 // kernels::batched_matmul (attention's products, one batch entry per thread) against torch::bmm: values and
-// both gradients for float64 and float32 with transposed (strided) operands, values for bfloat16, and the
-// no-grad path.
+// both gradients for float64 and float32 with transposed (strided) operands, values for bfloat16 and for
+// small entries (left to torch::bmm), and the no-grad path.
 #include <gtest/gtest.h>
 
 #include <ATen/Parallel.h>
@@ -16,7 +16,7 @@ TEST(BatchedMatmul, EqualsBmmInValueAndGradient) {
   at::set_num_threads(2);
   for (auto dtype : {torch::kFloat64, torch::kFloat32}) {
     const double tol = dtype == torch::kFloat64 ? 1e-12 : 1e-4;
-    const int64_t G = 5, M = 7, K = 33, N = 6;
+    const int64_t G = 3, M = 64, K = 65, N = 70;  // 291,200 multiply-adds per entry: the threaded path
     auto a0 = torch::randn({G, M, K}, dtype);
     auto b0 = torch::randn({G, N, K}, dtype);  // used transposed: a strided operand, as attention's keys
     auto up = torch::randn({G, M, N}, dtype);  // an arbitrary upstream gradient
@@ -35,6 +35,9 @@ TEST(BatchedMatmul, EqualsBmmInValueAndGradient) {
       EXPECT_LT((batched_matmul(a0, b0.transpose(1, 2)) - ref).abs().max().item<double>(), tol);
     }
   }
+  // Small entries go to torch::bmm: the same values.
+  auto sa = torch::randn({4, 5, 8}), sb = torch::randn({4, 8, 6});
+  EXPECT_TRUE(torch::equal(batched_matmul(sa, sb), torch::bmm(sa, sb)));
   // bfloat16: the same product up to bfloat16 rounding of the result.
   auto a = torch::randn({3, 8, 64}).to(torch::kBFloat16), b = torch::randn({3, 64, 32}).to(torch::kBFloat16);
   auto ref = torch::bmm(a.to(torch::kFloat32), b.to(torch::kFloat32));
