@@ -23,14 +23,20 @@ Reference full_path(const torch::Tensor& h0, const torch::Tensor& w0, const torc
   return {logp.detach(), h.grad(), w.grad()};
 }
 
+// Random operands: hidden states (N, D), a head (V, D), targets and an arbitrary upstream gradient (N).
+struct Operands {
+  torch::Tensor h, w, targets, weights;
+};
+Operands random_operands(torch::ScalarType dtype, int64_t N, int64_t D, int64_t V) {
+  return {torch::randn({N, D}, dtype), torch::randn({V, D}, dtype), torch::randint(0, V, {N}, torch::kLong),
+          torch::randn({N}, dtype)};
+}
+
 TEST(ChunkedLogprob, EqualsTheFullLogSoftmaxInValueAndGradient) {
   torch::manual_seed(3);
   for (auto dtype : {torch::kFloat64, torch::kFloat32}) {
     const double tol = dtype == torch::kFloat64 ? 1e-12 : 2e-5;
-    const int64_t N = 11, D = 8, V = 37;
-    auto h0 = torch::randn({N, D}, dtype), w0 = torch::randn({V, D}, dtype);
-    auto targets = torch::randint(0, V, {N}, torch::kLong);
-    auto weights = torch::randn({N}, dtype);  // an arbitrary upstream gradient
+    const auto [h0, w0, targets, weights] = random_operands(dtype, 11, 8, 37);
     for (double t : {1.0, 0.7}) {
       const Reference ref = full_path(h0, w0, targets, t, weights);
       for (int64_t chunk : {1, 3, 11, 100}) {
@@ -58,10 +64,7 @@ TEST(ChunkedLogprob, AFrozenHeadGivesTheFullPathsGradientToTheHiddenStates) {
   torch::manual_seed(6);
   for (auto dtype : {torch::kFloat64, torch::kFloat32}) {
     const double tol = dtype == torch::kFloat64 ? 1e-12 : 2e-5;
-    const int64_t N = 13, D = 8, V = 43;
-    auto h0 = torch::randn({N, D}, dtype), w = torch::randn({V, D}, dtype);
-    auto targets = torch::randint(0, V, {N}, torch::kLong);
-    auto weights = torch::randn({N}, dtype);
+    const auto [h0, w, targets, weights] = random_operands(dtype, 13, 8, 43);
     for (double t : {1.0, 0.8}) {
       const Reference ref = full_path(h0, w, targets, t, weights);
       for (int64_t chunk : {1, 5, 13, 64}) {
