@@ -9,6 +9,7 @@
 #include "framework/data/sft_data.h"
 #include "framework/generate/generate.h"
 #include "framework/rl/ppo_math.h"
+#include "trainers/shared_prefix.h"
 
 namespace reglage::trainers {
 
@@ -149,8 +150,13 @@ void evaluate_logprobs(model::CausalLM& m, Rollout& ro, const RolloutSpec& spec)
                  .gather(1, c.index).to(torch::kFloat32) * c.mask;  // (c, R)
     });
   };
-  if (!ro.old_logp.defined()) ro.old_logp = logp(spec.actor);
-  ro.ref_logp = logp({});
+  // Rows that share prompts (GRPO) run each prompt once; otherwise row by row.
+  auto shared_or_rows = [&](const model::AdapterSet& adapters) {
+    auto shared = shared_prefix_logprobs(m, ro, adapters, spec.temperature);
+    return shared.defined() ? shared : logp(adapters);
+  };
+  if (!ro.old_logp.defined()) ro.old_logp = shared_or_rows(spec.actor);
+  ro.ref_logp = shared_or_rows({});
 }
 
 void evaluate_rollout(model::CausalLM& m, model::ScalarHead& value_head, Rollout& ro, const RolloutSpec& spec) {

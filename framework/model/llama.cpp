@@ -70,17 +70,45 @@ AttentionImpl::AttentionImpl(const ModelConfig& cfg)
   o_proj = register_module("o_proj", lora::Linear(n_heads * head_dim, cfg.dim, false));
 }
 
+torch::Tensor TokenLayout::pack(const torch::Tensor& x) const {
+  auto shape = x.sizes().vec();  // (B, T, ...) -> (N, ...)
+  shape.erase(shape.begin());
+  shape[0] = tokens.size(0);
+  auto flat = x.sizes().vec();
+  flat.erase(flat.begin());
+  flat[0] = B * T;
+  return x.reshape(flat).index_select(0, tokens).view(shape);
+}
+
+torch::Tensor TokenLayout::unpack(const torch::Tensor& x) const {
+  auto flat = x.sizes().vec();  // (N, ...) -> (B*T, ...) -> (B, T, ...)
+  flat[0] = B * T;
+  auto shape = flat;
+  shape[0] = T;
+  shape.insert(shape.begin(), B);
+  return torch::zeros(flat, x.options()).index_copy(0, tokens, x).view(shape);
+}
+
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                                      const torch::Tensor& blocked, KVCache* cache, int64_t layer,
-                                     const AdapterSet& adapters) {
-  const int64_t B = x.size(0), T = x.size(1);
+                                     const AdapterSet& adapters, const TokenLayout& layout) {
+  const int64_t B = layout.packed() ? layout.B : x.size(0), T = layout.packed() ? layout.T : x.size(1);
   const int64_t group = n_heads / n_kv_heads;
-  auto q = q_proj(x, adapters).view({B, T, n_heads, head_dim});
-  auto k = k_proj(x, adapters).view({B, T, n_kv_heads, head_dim});
-  auto v = v_proj(x, adapters).view({B, T, n_kv_heads, head_dim});
-  q = apply_rotary(q, cos, sin).transpose(1, 2);  // (B, H, T, Dh)
-  k = apply_rotary(k, cos, sin).transpose(1, 2);  // (B, Hkv, T, Dh)
-  v = v.transpose(1, 2);                          // (B, Hkv, T, Dh)
+  // (B, T) rows, or the N valid tokens of a packed layout: the projections and rotary run on those only.
+  auto rows = layout.packed() ? std::vector<int64_t>{x.size(0)} : std::vector<int64_t>{B, T};
+  auto heads_of = [&](const torch::Tensor& y, int64_t heads) {  // (..., heads * Dh) -> (..., heads, Dh)
+    auto shape = rows;
+    shape.push_back(heads);
+    shape.push_back(head_dim);
+    return y.view(shape);
+  };
+  auto q = apply_rotary(heads_of(q_proj(x, adapters), n_heads), cos, sin);
+  auto k = apply_rotary(heads_of(k_proj(x, adapters), n_kv_heads), cos, sin);
+  auto v = heads_of(v_proj(x, adapters), n_kv_heads);
+  if (layout.packed()) q = layout.unpack(q), k = layout.unpack(k), v = layout.unpack(v);  // (B, T, heads, Dh)
+  q = q.transpose(1, 2);  // (B, H, T, Dh)
+  k = k.transpose(1, 2);  // (B, Hkv, T, Dh)
+  v = v.transpose(1, 2);  // (B, Hkv, T, Dh)
 
   if (cache != nullptr) {
     // Append to the pre-allocated cache, then attend over everything filled so far.
@@ -119,7 +147,8 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
                        : kernels::batched_matmul(probs.reshape({B * n_kv_heads, group * T, S}),
                                                  v.reshape({B * n_kv_heads, S, head_dim}));  // (B*Hkv, g*T, Dh)
   out = out.view({B, n_heads, T, head_dim}).transpose(1, 2).reshape({B, T, n_heads * head_dim});
-  return o_proj(out, adapters);  // (B, T, D)
+  if (layout.packed()) out = layout.pack(out);  // (N, H*Dh)
+  return o_proj(out, adapters);                 // (B, T, D) or (N, D)
 }
 
 // ---- MLP, layer, decoder ------------------------------------------------------------------------
@@ -289,21 +318,36 @@ torch::Tensor CausalLMImpl::hidden(const ForwardInput& in) {
   auto [cos, sin] = rotary_tables(positions, cfg_.head_size(), cfg_.rope_theta);  // (B, T, 1, Dh)
   if (dtype() == torch::kFloat64) cos = cos.to(torch::kFloat64), sin = sin.to(torch::kFloat64);
 
+  // Padding skipped outside attention: every row-wise result of a valid token is the one the padded call
+  // computes (rows of a matrix product do not depend on the other rows).
+  TokenLayout layout;
+  auto ids = in.ids;
+  if (pack_padding && T > 1 && !in.segments.defined()) {  // not decode steps: the fused step's layout
+    const int64_t n = valid.sum().item<int64_t>();
+    if (n > 0 && 16 * (B * T - n) >= B * T) {
+      layout = {valid.reshape({-1}).nonzero().squeeze(1), B, T};  // (N)
+      ids = layout.pack(in.ids).unsqueeze(0);                      // (1, N)
+      cos = layout.pack(cos), sin = layout.pack(sin);              // (N, 1, Dh)
+    }
+  }
   auto h = storage_ == kernels::Storage::kNative
-               ? model->embed_tokens(in.ids)
-               : kernels::stored_embedding(in.ids, model->embed_tokens->weight, embed_scale, dtype());  // (B, T, D)
+               ? model->embed_tokens(ids)
+               : kernels::stored_embedding(ids, model->embed_tokens->weight, embed_scale, dtype());  // (B, T, D)
+  if (layout.packed()) h = h.squeeze(0);  // (N, D)
   const bool checkpoint = checkpoint_layers && in.cache == nullptr && torch::GradMode::is_enabled();
   for (size_t l = 0; l < model->layers.size(); ++l) {
     auto& layer = model->layers[l];
     // By value: a checkpointed layer runs again in backward, after hidden() has returned.
-    auto run_layer = [layer, cos, sin, blocked, cache = in.cache, adapters = in.adapters, l](const torch::Tensor& x) mutable {
-      auto y = x + layer->self_attn(layer->input_layernorm(x), cos, sin, blocked, cache, int64_t(l), adapters);
-      return y + layer->mlp(layer->post_attention_layernorm(y), adapters);  // (B, T, D) -> (B, T, D)
+    auto run_layer = [layer, cos, sin, blocked, cache = in.cache, adapters = in.adapters, l,
+                      layout](const torch::Tensor& x) mutable {
+      auto y = x + layer->self_attn(layer->input_layernorm(x), cos, sin, blocked, cache, int64_t(l), adapters, layout);
+      return y + layer->mlp(layer->post_attention_layernorm(y), adapters);  // (B, T, D) or (N, D)
     };
     h = checkpoint ? checkpointed(run_layer, h, trainable_tensors(layer, in.adapters)) : run_layer(h);
   }
   if (in.cache) in.cache->length = past + T;
-  return model->norm(h);  // (B, T, D)
+  h = model->norm(h);
+  return layout.packed() ? layout.unpack(h) : h;  // (B, T, D), zeros at skipped padding
 }
 
 torch::Tensor CausalLMImpl::lm_logits(const torch::Tensor& hidden) {

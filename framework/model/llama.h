@@ -49,13 +49,26 @@ class RMSNormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(RMSNorm);
 
+// Rows without their padding: a call whose rows are partly padding runs the token-wise parts of each layer
+// (norms, projections, MLP, residuals) on its N valid positions only, and attention unpacks its queries,
+// keys and values into (B, T) slots (zeros at padding, which the mask hides) and packs its output again.
+struct TokenLayout {
+  torch::Tensor tokens;  // (N) int64: flat positions b * T + t of the valid tokens; undefined = not packed
+  int64_t B = 0, T = 0;
+  bool packed() const { return tokens.defined(); }
+  torch::Tensor pack(const torch::Tensor& x) const;    // (B, T, ...) -> (N, ...)
+  torch::Tensor unpack(const torch::Tensor& x) const;  // (N, ...) -> (B, T, ...), zeros at padding
+};
+
 class AttentionImpl : public torch::nn::Module {
  public:
   explicit AttentionImpl(const ModelConfig& cfg);
   // x: (B, T, D); cos/sin: (B, T, 1, Dh) from rotary_tables; blocked: (B, 1, 1, T, S) bool, true where a
-  // query may not see a key -> (B, T, D)
+  // query may not see a key -> (B, T, D). With a packed layout x is (N, D), cos/sin (N, 1, Dh), the result
+  // (N, D).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const torch::Tensor& blocked, KVCache* cache, int64_t layer, const AdapterSet& adapters);
+                        const torch::Tensor& blocked, KVCache* cache, int64_t layer, const AdapterSet& adapters,
+                        const TokenLayout& layout = {});
   lora::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   int64_t n_heads, n_kv_heads, head_dim;
 };
@@ -91,7 +104,8 @@ class CausalLMImpl : public torch::nn::Module {
  public:
   explicit CausalLMImpl(const ModelConfig& cfg);
 
-  // Final hidden state after the last RMSNorm: (B, T, D). The heads (LM, value, reward) read it.
+  // Final hidden state after the last RMSNorm: (B, T, D). The heads (LM, value, reward) read it. Padding
+  // positions (valid false) hold zeros when the call skipped them (pack_padding).
   torch::Tensor hidden(const ForwardInput& in);
   // LM head on hidden states: (B, T, D) -> (B, T, V) logits in float32 (float64 for a float64 model).
   torch::Tensor lm_logits(const torch::Tensor& hidden);
@@ -121,6 +135,10 @@ class CausalLMImpl : public torch::nn::Module {
   // Recompute each decoder layer in backward instead of keeping its activations (training without a cache):
   // memory per layer drops to its input, for one extra forward pass of the layers.
   bool checkpoint_layers = false;
+
+  // Calls of several positions per row whose slots are at least 1/16 padding skip the padding in everything
+  // but attention (TokenLayout; not with packed segments, not decode steps); false computes every slot.
+  bool pack_padding = true;
 
   // Decode steps of small batches (generate::generate) run the fused step (fused_decode.h) when it supports
   // the call; false keeps them on the operator path (benchmarks compare the two).

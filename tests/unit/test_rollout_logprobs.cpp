@@ -13,6 +13,7 @@
 #include "framework/lora/adapter.h"
 #include "test_util.h"
 #include "trainers/ppo_rollout.h"
+#include "trainers/shared_prefix.h"
 
 namespace reglage {
 namespace {
@@ -24,8 +25,8 @@ struct ActorSetup {
   std::unique_ptr<tokenizer::Tokenizer> tok;
   data::PromptDataset prompts;
 };
-ActorSetup actor_setup(uint64_t seed, const std::vector<std::string>& texts) {
-  ActorSetup a{io::load_model(test::model_260k()), nullptr, {}};
+ActorSetup actor_setup(uint64_t seed, const std::vector<std::string>& texts, torch::Dtype dtype = torch::kFloat32) {
+  ActorSetup a{io::load_model(test::model_260k(), dtype), nullptr, {}};
   a.tok = io::load_model_tokenizer(test::model_260k(), test::tok_512(), a.m->config().vocab_size);
   lora::LoraConfig lc;
   lc.rank = 4;
@@ -128,6 +129,59 @@ TEST(RolloutPasses, LengthSortedCutChunksGiveTheWholeBatchsResultsAndGradients) 
   }
   EXPECT_GT(largest, 1e-3);          // the gradient is real ...
   EXPECT_LT(worst, 1e-5 * largest);  // ... and the same
+}
+
+TEST(RolloutPasses, SharedPromptsRunOnceAndGiveTheRowByRowLogprobs) {
+  // GRPO's rows repeat each prompt: the no-grad passes run each distinct prompt once into a cache that its
+  // rows share (trainers/shared_prefix.h). Prompts of different lengths, responses of different lengths
+  // (stopped ones included), groups of unequal size, more rows than one chunk holds, in the caller's order.
+  const std::vector<std::string> texts = {"Once upon a time", "The cat sat on the big red", "Tom",
+                                          "Lily and her mom went to", "One day, a little bird"};
+  auto sampler = actor_setup(9, texts);
+  trainers::RolloutSpec spec;
+  spec.actor = {"actor"};
+  spec.max_new_tokens = 28;
+  spec.temperature = 0.8;
+  spec.seed = 6;
+  spec.eos_id = sampler.tok->eos_id();
+  std::vector<int64_t> rows;
+  for (int64_t i = 0; i < 23; ++i) rows.push_back((i * 3) % 5 == 4 ? 2 : (i * 3) % 5);  // prompt 4 never
+  auto ro = trainers::sample_rollout(sampler.m, sampler.prompts, rows, spec, *sampler.tok);
+  const int64_t n = ro.ids.size(0), R = ro.index.size(1);
+  for (int64_t b = 0; b < n; ++b) {  // responses that stopped early, as a stop token ends them
+    const int64_t keep = std::min<int64_t>(R, 28 - (b * 5) % 17), P = ro.index[b][0].item<int64_t>() + 1;
+    ro.mask[b].narrow(0, keep, R - keep).zero_();
+    ro.targets[b].narrow(0, keep, R - keep).fill_(spec.pad_id);
+    ro.valid[b].narrow(0, P + keep, ro.ids.size(1) - P - keep).fill_(false);
+    ro.ids[b].narrow(0, P + keep, ro.ids.size(1) - P - keep).fill_(spec.pad_id);
+  }
+  const auto lengths = ro.mask.sum(1);
+  ASSERT_LT(lengths.min().item<double>(), lengths.max().item<double>());  // responses of different lengths
+  for (auto dtype : {torch::kFloat64, torch::kFloat32}) {
+    auto setup = actor_setup(9, texts, dtype);  // the rollout's tokens scored by a model of this dtype
+    auto& m = setup.m;
+    torch::NoGradGuard no_grad;
+    m->eval();
+    for (const model::AdapterSet& adapters : {model::AdapterSet{}, spec.actor}) {
+      // Row by row over the right-padded rollout, every slot computed.
+      m->pack_padding = false;
+      auto at = torch::full(ro.ids.sizes(), -100, torch::kLong)
+                    .scatter_(1, ro.index, torch::where(ro.mask > 0, ro.targets, torch::full_like(ro.targets, -100)));
+      auto expect = m->token_logprobs({ro.ids, {}, ro.valid, nullptr, adapters}, at, spec.temperature)
+                        .gather(1, ro.index).to(torch::kFloat32) * ro.mask;  // (n, R)
+      m->pack_padding = true;
+      auto got = trainers::shared_prefix_logprobs(m, ro, adapters, spec.temperature);
+      ASSERT_TRUE(got.defined());
+      ASSERT_EQ(got.sizes(), (std::vector<int64_t>{n, R}));
+      const double tol = dtype == torch::kFloat64 ? 1e-6 : 2e-5;  // float32 results either way
+      EXPECT_LT(test::max_abs_diff(got, expect), tol) << (adapters.empty() ? "reference" : "actor");
+      EXPECT_EQ(got.masked_select(ro.mask == 0).abs().max().item<double>(), 0.0);
+      EXPECT_LT(got.masked_select(ro.mask > 0).max().item<double>(), 0.0);
+    }
+    // Every prompt once: nothing to share, the row-by-row pass runs.
+  }
+  auto distinct = trainers::sample_rollout(sampler.m, sampler.prompts, {0, 1, 2}, spec, *sampler.tok);
+  EXPECT_FALSE(trainers::shared_prefix_logprobs(sampler.m, distinct, {}, 1.0).defined());
 }
 
 }  // namespace
