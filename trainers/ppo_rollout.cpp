@@ -170,6 +170,8 @@ void evaluate_rollout(model::CausalLM& m, model::ScalarHead& value_head, Rollout
 }
 
 PolicyOutput forward_policy(model::CausalLM& m, const Rollout& ro, const torch::Tensor& idx, const RolloutSpec& spec) {
+  // Rows that share prompts (GRPO) run each prompt once; otherwise row by row.
+  if (auto shared = shared_prefix_policy(m, ro, idx, spec)) return *shared;
   // Length-sorted chunks of the rows, each cut to its longest row; one graph over all of them, so the
   // backward is that of the whole minibatch.
   const auto chunks = length_chunks(ro, idx, kPassChunkRows);

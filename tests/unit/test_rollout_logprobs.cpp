@@ -65,12 +65,10 @@ TEST(RolloutLogprobs, SamplerLogprobsEqualAForwardPassOverTheRollout) {
   }
 }
 
-TEST(RolloutPasses, LengthSortedCutChunksGiveTheWholeBatchsResultsAndGradients) {
-  // The passes over a rollout run in chunks of rows sorted by length, each cut to its longest row
-  // (trainers/ppo_rollout.h, kPassChunkRows): log-probs, entropies and LoRA gradients must be those of one
-  // pass over the whole right-padded batch, in the caller's row order.
-  auto setup = actor_setup(3, {"Once upon a time", "The cat sat on the big red", "Tom", "Lily and her mom went to",
-                               "One day, a little bird"});
+// The passes over a rollout (no-grad log-probs, and the minibatch pass with gradients, rows in a shuffled
+// order) must give what one pass over the whole right-padded batch through the full logits gives.
+void check_passes_against_the_whole_batch(const std::vector<std::string>& texts, const std::vector<int64_t>& rows) {
+  auto setup = actor_setup(3, texts);
   auto& m = setup.m;
   auto& tok = setup.tok;
   auto& prompts = setup.prompts;
@@ -78,8 +76,6 @@ TEST(RolloutPasses, LengthSortedCutChunksGiveTheWholeBatchsResultsAndGradients) 
   spec.actor = {"actor"};
   spec.max_new_tokens = 30;
   spec.seed = 4;
-  std::vector<int64_t> rows;
-  for (int64_t i = 0; i < 21; ++i) rows.push_back(i % 5);
   auto ro = trainers::sample_rollout(m, prompts, rows, spec, *tok);
   const int64_t n = ro.ids.size(0), R = ro.index.size(1);
 
@@ -120,6 +116,13 @@ TEST(RolloutPasses, LengthSortedCutChunksGiveTheWholeBatchsResultsAndGradients) 
   const auto expect_grads = grads((expect * weights).sum());
   auto got = trainers::forward_policy(m, ro, idx, spec);
   EXPECT_LT(test::max_abs_diff(got.logp, expect.detach()), 1e-4);
+  {  // entropies of the same positions from the full logits
+    torch::NoGradGuard no_grad;
+    auto logp = torch::log_softmax(m->forward({ro.ids, {}, ro.valid, nullptr, spec.actor}).to(torch::kFloat32), -1);
+    auto entropy = -(logp.exp() * logp).sum(-1).gather(1, ro.index) * ro.mask;  // (n, R)
+    EXPECT_LT(test::max_abs_diff(got.entropy, entropy.index_select(0, idx)), 1e-4);
+    EXPECT_GT(got.entropy.sum().item<double>(), 1.0);
+  }
   const auto got_grads = grads((got.logp * weights).sum());
   ASSERT_EQ(got_grads.size(), expect_grads.size());
   double worst = 0, largest = 0;
@@ -129,6 +132,28 @@ TEST(RolloutPasses, LengthSortedCutChunksGiveTheWholeBatchsResultsAndGradients) 
   }
   EXPECT_GT(largest, 1e-3);          // the gradient is real ...
   EXPECT_LT(worst, 1e-5 * largest);  // ... and the same
+}
+
+TEST(RolloutPasses, LengthSortedCutChunksGiveTheWholeBatchsResultsAndGradients) {
+  // Every row its own prompt: the passes run in chunks of rows sorted by length, each cut to its longest row
+  // (trainers/ppo_rollout.h, kPassChunkRows), and must return results in the caller's row order.
+  const std::vector<std::string> starts = {"Once upon a time", "The cat sat on the big red", "Tom",
+                                           "Lily and her mom went to", "One day, a little bird"};
+  const std::vector<std::string> ends = {"", " and", " with the", " when a big", " so"};
+  std::vector<std::string> texts;
+  std::vector<int64_t> rows;
+  for (int64_t i = 0; i < 21; ++i) texts.push_back(starts[size_t(i % 5)] + ends[size_t(i / 5)]), rows.push_back(i);
+  check_passes_against_the_whole_batch(texts, rows);
+}
+
+TEST(RolloutPasses, SharedPromptChunksGiveTheWholeBatchsResultsAndGradients) {
+  // Rows repeating 5 prompts: the passes run each prompt once on a shared cache (trainers/shared_prefix.h)
+  // and the rows' gradients meet in the shared prompt states.
+  std::vector<int64_t> rows;
+  for (int64_t i = 0; i < 21; ++i) rows.push_back(i % 5);
+  check_passes_against_the_whole_batch({"Once upon a time", "The cat sat on the big red", "Tom",
+                                        "Lily and her mom went to", "One day, a little bird"},
+                                       rows);
 }
 
 TEST(RolloutPasses, SharedPromptsRunOnceAndGiveTheRowByRowLogprobs) {
