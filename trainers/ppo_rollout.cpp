@@ -137,6 +137,10 @@ torch::Tensor over_rows(const Rollout& ro, const torch::Tensor& idx,
 
 }  // namespace
 
+torch::Tensor masked_targets(const torch::Tensor& targets, const torch::Tensor& mask) {
+  return torch::where(mask > 0, targets, torch::full_like(targets, -100));  // (c, r)
+}
+
 void evaluate_logprobs(model::CausalLM& m, Rollout& ro, const RolloutSpec& spec) {
   torch::NoGradGuard no_grad;
   m->eval();
@@ -144,8 +148,8 @@ void evaluate_logprobs(model::CausalLM& m, Rollout& ro, const RolloutSpec& spec)
     return over_rows(ro, torch::arange(ro.ids.size(0)), [&](const RowChunk& c) {
       // The response tokens at the positions that predict them, -100 elsewhere: (c, len). Padding entries of
       // index (past a response's end) carry -100 and never share a position with a response token.
-      auto at_positions = torch::full(c.ids.sizes(), -100, torch::kLong)
-                              .scatter_(1, c.index, torch::where(c.mask > 0, c.targets, torch::full_like(c.targets, -100)));
+      auto at_positions =
+          torch::full(c.ids.sizes(), -100, torch::kLong).scatter_(1, c.index, masked_targets(c.targets, c.mask));
       return m->token_logprobs({c.ids, {}, c.valid, nullptr, adapters}, at_positions, spec.temperature)
                  .gather(1, c.index).to(torch::kFloat32) * c.mask;  // (c, R)
     });
@@ -169,6 +173,19 @@ void evaluate_rollout(model::CausalLM& m, model::ScalarHead& value_head, Rollout
   });  // (n, R)
 }
 
+PolicyOutput response_logprobs(model::CausalLM& m, const torch::Tensor& states, const torch::Tensor& targets,
+                               const torch::Tensor& mask, double temperature) {
+  const int64_t b = states.size(0), r = states.size(1), D = states.size(2);
+  const auto dev = states.device();
+  auto picked = mask.reshape({-1}).gt(0).nonzero().squeeze(1).to(dev);  // (N) flat positions b * r + t
+  auto [logp, entropy] = m->logprobs_and_entropy(states.reshape({b * r, D}).index_select(0, picked),
+                                                 targets.reshape({-1}).to(dev).index_select(0, picked), temperature);
+  auto place = [&](const torch::Tensor& x) {  // (N) -> (c, r), 0 elsewhere
+    return torch::zeros({b * r}, x.options()).index_copy(0, picked, x).view({b, r}).to(torch::kFloat32);
+  };
+  return {place(logp), place(entropy)};
+}
+
 PolicyOutput forward_policy(model::CausalLM& m, const Rollout& ro, const torch::Tensor& idx, const RolloutSpec& spec) {
   // Rows that share prompts (GRPO) run each prompt once; otherwise row by row.
   if (auto shared = shared_prefix_policy(m, ro, idx, spec)) return *shared;
@@ -178,19 +195,12 @@ PolicyOutput forward_policy(model::CausalLM& m, const Rollout& ro, const torch::
   std::vector<torch::Tensor> logps, entropies;
   for (const auto& c : chunks) {
     const int64_t b = c.index.size(0), R = c.index.size(1);
-    // The LM head only on the positions that predict real response tokens (not the prompt's, not the padding
-    // past a short response's end), in chunks: (c, len, D) -> (N, D) -> {logp, entropy} (N) -> (c, R), 0 elsewhere.
     auto hidden = m->hidden({c.ids, {}, c.valid, nullptr, spec.actor});  // (c, len, D)
     const int64_t D = hidden.size(2);
-    auto at = hidden.gather(1, c.index.unsqueeze(-1).expand({b, R, D})).reshape({b * R, D});  // (c*R, D)
-    auto picked = c.mask.reshape({-1}).gt(0).nonzero().squeeze(1);                          // (N)
-    auto [logp, entropy] = m->logprobs_and_entropy(at.index_select(0, picked),
-                                                   c.targets.reshape({-1}).index_select(0, picked), spec.temperature);
-    auto place = [&](const torch::Tensor& x) {  // (N) -> (c, R)
-      return torch::zeros({b * R}, x.options()).index_copy(0, picked, x).view({b, R}).to(torch::kFloat32);
-    };
-    logps.push_back(place(logp));
-    entropies.push_back(place(entropy));
+    auto at = hidden.gather(1, c.index.to(hidden.device()).unsqueeze(-1).expand({b, R, D}));  // (c, R, D)
+    auto out = response_logprobs(m, at, c.targets, c.mask, spec.temperature);  // (c, R) each
+    logps.push_back(out.logp);
+    entropies.push_back(out.entropy);
   }
   return {gather_chunks(chunks, logps), gather_chunks(chunks, entropies)};
 }

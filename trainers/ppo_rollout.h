@@ -66,6 +66,9 @@ std::vector<RowChunk> length_chunks(const Rollout& ro, const torch::Tensor& idx,
 // Per-chunk results (c, ...) back into idx's order: (b, ...). Differentiable (cat + index_select).
 torch::Tensor gather_chunks(const std::vector<RowChunk>& chunks, const std::vector<torch::Tensor>& parts);
 
+// The response tokens where mask > 0, -100 (no log-prob wanted) elsewhere: targets, mask (c, r) -> (c, r).
+torch::Tensor masked_targets(const torch::Tensor& targets, const torch::Tensor& mask);
+
 // Fills ref_logp (no adapter), and old_logp (spec.actor) when the rollout has none yet, without gradients
 // (eval mode).
 void evaluate_logprobs(model::CausalLM& m, Rollout& ro, const RolloutSpec& spec);
@@ -77,6 +80,12 @@ struct PolicyOutput {
   torch::Tensor logp;     // (b, R) actor log-probs, with grad
   torch::Tensor entropy;  // (b, R) actor entropy, with grad
 };
+// Log-probs and entropies of response tokens from the states that predict them, the LM head only on the
+// positions where mask > 0 (not the padding past a short response's end): states (c, r, D), targets and
+// mask (c, r) -> {logp, entropy} (c, r) float32, 0 where mask is 0. With gradients when grad mode is on.
+PolicyOutput response_logprobs(model::CausalLM& m, const torch::Tensor& states, const torch::Tensor& targets,
+                               const torch::Tensor& mask, double temperature);
+
 // The rows `idx` (b) of the rollout through the actor, with gradients.
 PolicyOutput forward_policy(model::CausalLM& m, const Rollout& ro, const torch::Tensor& idx, const RolloutSpec& spec);
 

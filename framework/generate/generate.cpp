@@ -3,9 +3,9 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <map>
 
 #include "framework/core/error.h"
+#include "framework/generate/prefill.h"
 #include "framework/model/fused_decode.h"
 
 namespace reglage::generate {
@@ -46,46 +46,20 @@ std::vector<Generation> generate(model::CausalLM& model, const std::vector<std::
   model->eval();
   const auto dev = model->device();
 
-  // Equal prompts (GRPO's group_size copies of each) are prefilled once: unique[u] is the first sequence
-  // with the u-th distinct prompt, source[b] the distinct prompt of sequence b.
-  std::map<std::vector<int64_t>, int64_t> seen;
-  std::vector<int64_t> unique, source(B);
-  for (int64_t b = 0; b < B; ++b) {
-    auto [it, added] = seen.emplace(prompts[b], int64_t(unique.size()));
-    if (added) unique.push_back(b);
-    source[b] = it->second;
-  }
-  const int64_t U = int64_t(unique.size());
-
-  // Left padding: distinct prompt u occupies the last len slots of the first P; its positions start at 0.
-  std::vector<int64_t> ids(U * P, params.pad_id), positions(U * P, 0);  // (U, P)
-  std::vector<uint8_t> valid(U * P, 0);                                  // (U, P)
-  for (int64_t u = 0; u < U; ++u) {
-    const auto& prompt = prompts[unique[u]];
-    const int64_t len = int64_t(prompt.size()), pad = P - len;
-    for (int64_t i = 0; i < len; ++i) {
-      ids[u * P + pad + i] = prompt[i];
-      valid[u * P + pad + i] = 1;
-      positions[u * P + pad + i] = i;
-    }
-  }
+  // Equal prompts (GRPO's group_size copies of each) are prefilled once; every sequence gets its prompt's
+  // cache rows. The LM head on the last prompt position only: (U, P, V) logits would be P times larger.
+  const auto groups = group_prompts(prompts);
+  Prefill prefill = prefill_prompts(model, groups, capacity, adapters, params.pad_id);
+  model::KVCache& cache = prefill.cache;                                        // B rows
+  auto logits = model->lm_logits(prefill.last).contiguous().to(torch::kCPU);  // (U, V)
+  if (int64_t(groups.distinct.size()) < B)
+    logits = logits.index_select(0, torch::tensor(groups.source, torch::kLong));  // (B, V)
   std::vector<int64_t> next_pos(B);
   for (int64_t b = 0; b < B; ++b) next_pos[b] = int64_t(prompts[b].size());
 
   std::vector<std::mt19937_64> rngs;
   for (int64_t b = 0; b < B; ++b) rngs.push_back(sequence_rng(params.seed, uint64_t(b)));
   std::vector<bool> done(B, false);
-
-  model::KVCache cache = model->new_cache(U, capacity);
-  model::ForwardInput in{to_tensor(ids, {U, P}, dev), to_tensor(positions, {U, P}, dev),
-                         to_tensor(valid, {U, P}, dev).to(torch::kBool), &cache, adapters};
-  // The LM head on the last prompt position only: (U, P, V) logits would be P times larger for nothing.
-  auto logits = model->lm_logits(model->hidden(in).select(1, P - 1)).contiguous().to(torch::kCPU);  // (U, V)
-  if (U < B) {  // every sequence gets its prompt's cache rows and logits: (U, ...) -> (B, ...)
-    const auto rows = torch::tensor(source, torch::kLong);
-    cache.keep_rows(rows);
-    logits = logits.index_select(0, rows);  // (B, V)
-  }
 
   // Rows of the running batch: live[i] is the sequence in row i. Finished sequences leave the batch once
   // they are an eighth of it (one copy of the cache), so later steps compute only sequences still running.

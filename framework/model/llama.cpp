@@ -289,7 +289,10 @@ torch::Tensor CausalLMImpl::hidden(const ForwardInput& in) {
                              .expand({B, T});
   auto valid = in.valid.defined() ? in.valid.to(torch::kBool)
                                   : torch::ones({B, T}, torch::TensorOptions().dtype(torch::kBool).device(dev));
-  const int64_t max_pos = positions.numel() ? positions.max().item<int64_t>() : 0;
+  // One host read (a sync point on a GPU) for the largest position and the count of valid slots.
+  const auto counts = positions.numel() ? torch::stack({positions.max(), valid.sum()}).to(torch::kCPU)
+                                        : torch::zeros({2}, torch::kLong);
+  const int64_t max_pos = counts[0].item<int64_t>(), n_valid = counts[1].item<int64_t>();
   if (max_pos >= cfg_.max_seq_len)
     fail("position ", max_pos, " is beyond the model's context of ", cfg_.max_seq_len, " tokens");
 
@@ -323,8 +326,7 @@ torch::Tensor CausalLMImpl::hidden(const ForwardInput& in) {
   TokenLayout layout;
   auto ids = in.ids;
   if (pack_padding && T > 1 && !in.segments.defined()) {  // not decode steps: the fused step's layout
-    const int64_t n = valid.sum().item<int64_t>();
-    if (n > 0 && 16 * (B * T - n) >= B * T) {
+    if (n_valid > 0 && 16 * (B * T - n_valid) >= B * T) {
       layout = {valid.reshape({-1}).nonzero().squeeze(1), B, T};  // (N)
       ids = layout.pack(in.ids).unsqueeze(0);                      // (1, N)
       cos = layout.pack(cos), sin = layout.pack(sin);              // (N, 1, Dh)

@@ -8,6 +8,7 @@
 
 #include "framework/core/error.h"
 #include "framework/generate/generate.h"
+#include "framework/generate/prefill.h"
 #include "framework/io/model_io.h"
 #include "test_util.h"
 
@@ -145,6 +146,41 @@ TEST(Generate, RepeatedPromptsArePrefilledOnceAndSampledApart) {
       EXPECT_NEAR(batched[b].logprobs[t], alone.logprobs[t], 1e-4) << "sequence " << b << " token " << t;
   }
   EXPECT_NE(batched[0].tokens, batched[3].tokens);  // copies of one prompt are sampled apart
+}
+
+TEST(Generate, PromptGroupsKeepFirstAppearanceOrder) {
+  const auto g = generate::group_prompts({{1, 5}, {1, 6, 7}, {1, 5}, {1}, {1, 6, 7}, {1, 5}});
+  const std::vector<std::vector<int64_t>> distinct = {{1, 5}, {1, 6, 7}, {1}};
+  EXPECT_EQ(g.distinct, distinct);
+  EXPECT_EQ(g.source, (std::vector<int64_t>{0, 1, 0, 2, 1, 0}));
+}
+
+TEST(Generate, PrefillGivesEachSequenceItsPromptsAloneState) {
+  // Left padding and the shared cache change nothing: each sequence's prefill state and cache rows are
+  // those of its prompt run alone (float64, so any mix-up between rows shows far above rounding).
+  auto m = io::load_model(test::model_260k(), torch::kFloat64);
+  m->eval();
+  torch::NoGradGuard no_grad;
+  const std::vector<std::vector<int64_t>> prompts = {{1, 400, 261, 300}, {1, 300}, {1, 400, 261, 300}, {1, 350, 270}};
+  const auto groups = generate::group_prompts(prompts);
+  auto pre = generate::prefill_prompts(m, groups, 8, {}, 0);
+  ASSERT_EQ(pre.last.size(0), 3);
+  ASSERT_EQ(pre.cache.key_valid.size(0), 4);
+  for (size_t b = 0; b < prompts.size(); ++b) {
+    const int64_t len = int64_t(prompts[b].size());
+    auto alone = m->hidden({torch::tensor(prompts[b], torch::kLong).unsqueeze(0), {}, {}, nullptr, {}});  // (1, len, D)
+    EXPECT_TRUE(torch::allclose(pre.last[groups.source[b]], alone[0][len - 1], 1e-12, 1e-12)) << "sequence " << b;
+  }
+  // The next token for every sequence at once on the shared cache.
+  auto next = torch::full({4, 1}, 280, torch::kLong);
+  std::vector<int64_t> pos;
+  for (const auto& p : prompts) pos.push_back(int64_t(p.size()));
+  auto step = m->hidden({next, torch::tensor(pos, torch::kLong).view({4, 1}), {}, &pre.cache, {}});  // (4, 1, D)
+  for (size_t b = 0; b < prompts.size(); ++b) {
+    auto ids = torch::cat({torch::tensor(prompts[b], torch::kLong), torch::tensor({int64_t(280)})}).unsqueeze(0);
+    auto want = m->hidden({ids, {}, {}, nullptr, {}})[0][int64_t(prompts[b].size())];  // (D)
+    EXPECT_TRUE(torch::allclose(step[int64_t(b)][0], want, 1e-12, 1e-12)) << "sequence " << b;
+  }
 }
 
 TEST(Generate, LogprobsAreTheModelsOwn) {
