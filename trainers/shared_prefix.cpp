@@ -55,9 +55,7 @@ torch::Tensor predicting_states(model::CausalLM& m, const Rollout& ro, const Sha
 
   // 1. the distinct prompts into a cache with room for the longest response, each row on its prompt's
   //    cache rows; the last prompt position's state predicts each row's first response token.
-  int64_t P = 0;
-  for (const auto& p : chunk.prompts.distinct) P = std::max<int64_t>(P, int64_t(p.size()));
-  auto prefill = generate::prefill_prompts(m, chunk.prompts, P + Rm, adapters);
+  auto prefill = generate::prefill_prompts(m, chunk.prompts, Rm, adapters);
   const auto dev = m->device();
   const auto src = torch::tensor(chunk.prompts.source, torch::kLong).to(dev);  // (c) each row's prompt
 

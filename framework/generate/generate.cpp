@@ -49,7 +49,7 @@ std::vector<Generation> generate(model::CausalLM& model, const std::vector<std::
   // Equal prompts (GRPO's group_size copies of each) are prefilled once; every sequence gets its prompt's
   // cache rows. The LM head on the last prompt position only: (U, P, V) logits would be P times larger.
   const auto groups = group_prompts(prompts);
-  Prefill prefill = prefill_prompts(model, groups, capacity, adapters, params.pad_id);
+  Prefill prefill = prefill_prompts(model, groups, params.max_new_tokens, adapters, params.pad_id);
   model::KVCache& cache = prefill.cache;                                        // B rows
   auto logits = model->lm_logits(prefill.last).contiguous().to(torch::kCPU);  // (U, V)
   if (int64_t(groups.distinct.size()) < B)

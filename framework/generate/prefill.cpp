@@ -17,7 +17,7 @@ PromptGroups group_prompts(const std::vector<std::vector<int64_t>>& prompts) {
   return g;
 }
 
-Prefill prefill_prompts(model::CausalLM& m, const PromptGroups& groups, int64_t capacity,
+Prefill prefill_prompts(model::CausalLM& m, const PromptGroups& groups, int64_t room,
                         const model::AdapterSet& adapters, int64_t pad_id) {
   const int64_t U = int64_t(groups.distinct.size()), B = int64_t(groups.source.size());
   int64_t P = 0;  // longest prompt
@@ -31,10 +31,14 @@ Prefill prefill_prompts(model::CausalLM& m, const PromptGroups& groups, int64_t 
   for (int64_t u = 0; u < U; ++u) {
     const auto& prompt = groups.distinct[size_t(u)];
     const int64_t len = int64_t(prompt.size()), pad = P - len;
-    for (int64_t i = 0; i < len; ++i) ids_a[u][pad + i] = prompt[size_t(i)], positions_a[u][pad + i] = i, valid_a[u][pad + i] = true;
+    for (int64_t i = 0; i < len; ++i) {
+      ids_a[u][pad + i] = prompt[size_t(i)];
+      positions_a[u][pad + i] = i;
+      valid_a[u][pad + i] = true;
+    }
   }
   const auto dev = m->device();
-  Prefill out{{}, m->new_cache(U, capacity)};
+  Prefill out{{}, m->new_cache(U, P + room)};
   out.last = m->hidden({ids.to(dev), positions.to(dev), valid.to(dev), &out.cache, adapters}).select(1, P - 1);  // (U, D)
   if (U < B) out.cache.keep_rows(torch::tensor(groups.source, torch::kLong).to(dev));  // (U, ...) -> (B, ...)
   return out;

@@ -20,11 +20,12 @@ PromptGroups group_prompts(const std::vector<std::vector<int64_t>>& prompts);
 
 struct Prefill {
   torch::Tensor last;   // (U, D) the state at each distinct prompt's last position (it predicts the next token)
-  model::KVCache cache;  // B rows (row b holds prompt source[b]), room for `capacity` positions
+  model::KVCache cache;  // B rows (row b holds prompt source[b]), room for `room` positions past the longest prompt
 };
 // Runs the distinct prompts of `groups` (non-empty, ids in the vocabulary) with the given adapters into a
-// new cache of `capacity` positions; padding slots hold pad_id. With gradients when grad mode is on.
-Prefill prefill_prompts(model::CausalLM& m, const PromptGroups& groups, int64_t capacity,
+// new cache of (longest prompt + room) positions; padding slots hold pad_id. With gradients when grad mode
+// is on.
+Prefill prefill_prompts(model::CausalLM& m, const PromptGroups& groups, int64_t room,
                         const model::AdapterSet& adapters, int64_t pad_id = 0);
 
 }  // namespace reglage::generate

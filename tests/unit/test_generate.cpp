@@ -163,7 +163,7 @@ TEST(Generate, PrefillGivesEachSequenceItsPromptsAloneState) {
   torch::NoGradGuard no_grad;
   const std::vector<std::vector<int64_t>> prompts = {{1, 400, 261, 300}, {1, 300}, {1, 400, 261, 300}, {1, 350, 270}};
   const auto groups = generate::group_prompts(prompts);
-  auto pre = generate::prefill_prompts(m, groups, 8, {}, 0);
+  auto pre = generate::prefill_prompts(m, groups, 4, {}, 0);
   ASSERT_EQ(pre.last.size(0), 3);
   ASSERT_EQ(pre.cache.key_valid.size(0), 4);
   for (size_t b = 0; b < prompts.size(); ++b) {
