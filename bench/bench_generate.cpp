@@ -5,7 +5,10 @@
 // tokens/s counts generated tokens (batch x new tokens) over the wall time of the whole generate() call,
 // prefill included. MFU: 2 x (matmul parameters) FLOP per generated token over the measured matmul peak.
 // BW %: bytes of weights a decode step reads (every linear layer and the LM head, in their storage) times
-// decode steps per second, over the read bandwidth measured first (measure_read_bandwidth).
+// decode steps per second, over the read bandwidth (measure_read_bandwidth) probed just before and just after
+// that timed run; the median over the repeats. A VM's bandwidth moves with its neighbours (28-44 GB/s on 2
+// threads of one AVX-512 EPYC VM within minutes, 25-37 GB/s between passes of one kernel loop), so a probe
+// taken once beside runs seconds later measured that noise more than the step.
 // --decodes: the fused decode step (float32 compute, batches up to 16) and/or the operator path; a
 // configuration the fused step does not take runs once, labelled "ops".
 #include <algorithm>
@@ -26,9 +29,8 @@ namespace reglage::bench {
 std::vector<Measurement> bench_generate(const GenerateOptions& opt) {
   std::vector<Measurement> out;
   torch::set_num_threads(opt.threads);
-  const double bandwidth = measure_read_bandwidth();
   std::printf("{\"name\":\"read_bandwidth\",\"threads\":%d,\"gb_per_s\":%.2f,\"kernel_path\":\"%s\"}\n",
-              opt.threads, bandwidth / 1e9, kernels::cpu_path().c_str());
+              opt.threads, measure_read_bandwidth() / 1e9, kernels::cpu_path().c_str());
   const std::string model_name = std::filesystem::path(opt.model_path).stem().string();
   for (const auto& dtype_name : opt.dtypes)
    for (const auto& storage_name : opt.storages) {
@@ -65,11 +67,18 @@ std::vector<Measurement> bench_generate(const GenerateOptions& opt) {
       p.seed = 1;  // no stop tokens: every row generates exactly new_tokens
       generate::generate(m, prompts, p);  // warm-up
       double best = 1e30;
+      std::vector<double> fractions, probes = {measure_read_bandwidth(1)};  // bandwidth before each run and after the last
       for (int r = 0; r < opt.repeats; ++r) {
         const auto t0 = std::chrono::steady_clock::now();
         generate::generate(m, prompts, p);
-        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        best = std::min(best, seconds);
+        probes.push_back(measure_read_bandwidth(1));
+        const double around = 0.5 * (probes[probes.size() - 2] + probes.back());
+        fractions.push_back(step_bytes * (double(opt.new_tokens) / seconds) / around);
       }
+      std::sort(fractions.begin(), fractions.end());
+      const auto [lo, hi] = std::minmax_element(probes.begin(), probes.end());
       Measurement ms;
       ms.name = "generate";
       ms.shape = model_name + " batch=" + std::to_string(batch) + " new=" + std::to_string(opt.new_tokens);
@@ -79,7 +88,9 @@ std::vector<Measurement> bench_generate(const GenerateOptions& opt) {
       ms.step_ms = 1000.0 * best / double(opt.new_tokens);
       ms.gflops = ms.tokens_per_s * 2.0 * matmul_params / 1e9;
       ms.peak_rss_mb = peak_rss_mb();
-      ms.bw_fraction = step_bytes * (double(opt.new_tokens) / best) / bandwidth;
+      const size_t mid = fractions.size() / 2;
+      ms.bw_fraction = fractions.size() % 2 ? fractions[mid] : 0.5 * (fractions[mid - 1] + fractions[mid]);
+      ms.probe_gb_per_s = {*lo / 1e9, *hi / 1e9};
       timed.push_back(ms);
     }
     // The matmul peak after the timed runs: seconds of full-width GEMM just before them left the decode

@@ -94,6 +94,7 @@ void print_json(const Measurement& m) {
                    {"step_ms", m.step_ms},   {"gflops", m.gflops}, {"mfu", m.mfu},
                    {"peak_rss_mb", m.peak_rss_mb}};
   if (m.bw_fraction > 0) j["bw_fraction"] = m.bw_fraction;
+  if (m.probe_gb_per_s.second > 0) j["probe_gb_per_s"] = {m.probe_gb_per_s.first, m.probe_gb_per_s.second};
   std::printf("%s\n", j.dump().c_str());
   std::fflush(stdout);
 }

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace reglage::bench {
@@ -19,6 +20,7 @@ struct Measurement {
   double mfu = 0;       // achieved FLOP/s over the measured matmul peak at the same dtype and threads
   double peak_rss_mb = 0;
   double bw_fraction = 0;  // generation: weight bytes read per second over the measured read bandwidth
+  std::pair<double, double> probe_gb_per_s = {0, 0};  // generation: the lowest and highest probe beside the runs
 };
 
 // Bytes per second of a multi-threaded sequential read of a buffer far larger than the caches (256 MiB), best

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "framework/kernels/gemm_paths.h"
 
@@ -16,6 +17,7 @@ struct V256 {
   // 12 accumulators + 3 weight vectors + 1 input: 16 of 16 (R1 x 1: 8 + 8 + 1). Widening int8 needs registers
   // of its own: 4 x 2 there (8 + 4 + 1), which at 16 input rows ran 1.25x faster than 3 x 4 spilling.
   static constexpr int W = 8, R = 3, MB = 4, R1 = 8, R_I8 = 4, MB_I8 = 2;
+  static constexpr bool kPackedNarrow = false;  // element by element (gemm_simd.h, narrow_rows_m1)
   static reg zero() { return _mm256_setzero_ps(); }
   static reg load_x(const float* p) { return _mm256_loadu_ps(p); }
   static reg load_w(const float* p) { return _mm256_loadu_ps(p); }

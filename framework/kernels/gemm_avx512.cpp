@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "framework/kernels/gemm_paths.h"
 
@@ -14,6 +15,7 @@ namespace {
 struct V512 {
   using reg = __m512;
   static constexpr int W = 16, R = 4, MB = 4, R1 = 8, R_I8 = 4, MB_I8 = 4;  // 16 accumulators + 4 weight vectors + 1 input: 21 of 32
+  static constexpr bool kPackedNarrow = true;  // packed loads (gemm_simd.h, narrow_rows_m1)
   static reg zero() { return _mm512_setzero_ps(); }
   static reg load_x(const float* p) { return _mm512_loadu_ps(p); }
   static reg load_w(const float* p) { return _mm512_loadu_ps(p); }
@@ -25,6 +27,18 @@ struct V512 {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
   }
   static reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+  static void load_bf16_pair(const uint16_t* p, reg& even, reg& odd) {
+    const __m512i v = _mm512_loadu_si512(p);
+    even = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+    odd = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(int(0xFFFF0000u))));
+  }
+  static void load_i8_quad(const int8_t* p, reg out[4]) {
+    const __m512i v = _mm512_loadu_si512(p), top = _mm512_set1_epi32(int(0xFF000000u));
+    out[0] = _mm512_cvtepi32_ps(_mm512_slli_epi32(v, 24));
+    out[1] = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_slli_epi32(v, 16), top));
+    out[2] = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_slli_epi32(v, 8), top));
+    out[3] = _mm512_cvtepi32_ps(_mm512_and_si512(v, top));
+  }
   static float sum(reg a) { return _mm512_reduce_add_ps(a); }
 };
 

@@ -2,12 +2,15 @@
 // per instruction set (gemm_avx512.cpp, gemm_avx2.cpp, and the scalar path in weight_only.cpp), each compiled
 // with its own -m flags. Everything here has internal linkage (the includer wraps it in an anonymous
 // namespace), so code built for one instruction set is never linked into another's callers.
+// Includers include <cstdint>, <cstring> and <vector> first (the standard headers cannot open inside a namespace).
 //
 // y[m, n] = scale[n] * sum_k x[m, k] * widen(w[n, k]) for rows n in [n0, n1): R weight rows and MB input
 // rows at a time, R x MB vector accumulators, each weight vector widened once and used MB times.
 // V provides: reg, W (lanes), R, MB, R1 (weight rows at a time when M = 1), R_I8 and MB_I8 (R and MB for int8
 // weights, whose widening takes registers too), zero(), load_x(const float*), load_w(const float* | const uint16_t* |
-// const int8_t*), fma(a, b, acc) = a * b + acc, sum(reg).
+// const int8_t*), fma(a, b, acc) = a * b + acc, sum(reg); kPackedNarrow, and when it is set the packed loads of
+// narrow_rows_m1: load_bf16_pair(const uint16_t* p, reg& even, reg& odd) widens p[0, 2W) into its even and odd
+// elements, and load_i8_quad(const int8_t* p, reg out[4]) widens p[0, 4W) into out[j][i] = 2^24 * p[4 i + j].
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -91,36 +94,99 @@ inline void row_block(const float* x, int64_t M, int64_t K, const WT* w, const f
   }
 }
 
-// dot(w, x) over K for one weight row of a narrow type (bfloat16, int8) and one input row: the decode step of one
-// sequence. One row at a time, one 64-byte line of it per step, two accumulators, and the line `ahead` elements
-// further on prefetched. Reading several rows side by side (as row_block does) kept a core at 60% (int8) and 80%
-// (bfloat16) of its read bandwidth on an AVX2 EPYC, widening with 8-17 registers live; one row reached 85-90%.
+// The decode step of one sequence (M = 1) against a narrow weight (bfloat16, int8). Where V::kPackedNarrow is set
+// it reads whole vectors of packed weights and widens them without lane-crossing shuffles: one register of 2W
+// bfloat16 gives W even elements (shifted into the top half) and W odd ones (the top half masked), one register
+// of 4W int8 gives byte j of each lane for j = 0..3 (moved into the top byte and converted, so as 2^24 times its
+// value); the input row is reordered once per call to match (permute_for_packed). On an AVX-512 EPYC, widening
+// element by element (vpmovzxwd / vpmovsxbd and a shift or a convert per W elements) held a core at 2 cycles per
+// 16 weights, and the packed loads read 1.2-1.5x faster in the same runs; on the AVX2 path they were no faster
+// on that machine, so V256 widens element by element (P = 1 below).
+// Weights per lane of one load: sizeof(float) / sizeof(WT) when packed, else 1.
 template <class V, class WT>
-inline float narrow_row_dot(const float* x, int64_t K, const WT* w, int64_t ahead) {
-  constexpr int64_t kLine = 64 / int64_t(sizeof(WT)) > 2 * V::W ? 64 / int64_t(sizeof(WT)) : 2 * V::W;
-  typename V::reg a0 = V::zero(), a1 = V::zero();
+constexpr int64_t narrow_parts() {
+  return V::kPackedNarrow ? int64_t(sizeof(float) / sizeof(WT)) : 1;
+}
+
+// xp (K) = x reordered per packed block of P * W weights: block element p * W + i holds x[i * P + p]. The tail
+// past the last whole block stays in place.
+template <class V, class WT>
+inline void permute_for_packed(const float* x, int64_t K, float* xp) {
+  constexpr int64_t P = narrow_parts<V, WT>(), B = P * V::W;
+  int64_t k = 0;
+  for (; k + B <= K; k += B)
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t i = 0; i < V::W; ++i) xp[k + p * V::W + i] = x[k + i * P + p];
+  for (; k < K; ++k) xp[k] = x[k];
+}
+
+// 2^24: the factor the packed int8 widening leaves on each weight (its byte moved to the top of the lane).
+constexpr float kPackedI8Factor = 16777216.0f;
+
+// acc[p] += part p of the block of P * W weights at w times xp's part p.
+template <class V, int64_t P>
+inline void narrow_fma(const uint16_t* w, const float* xp, typename V::reg* acc) {
+  if constexpr (P == 1) {
+    acc[0] = V::fma(V::load_w(w), V::load_x(xp), acc[0]);
+  } else {
+    typename V::reg even, odd;
+    V::load_bf16_pair(w, even, odd);
+    acc[0] = V::fma(even, V::load_x(xp), acc[0]);
+    acc[1] = V::fma(odd, V::load_x(xp + V::W), acc[1]);
+  }
+}
+template <class V, int64_t P>
+inline void narrow_fma(const int8_t* w, const float* xp, typename V::reg* acc) {
+  if constexpr (P == 1) {
+    acc[0] = V::fma(V::load_w(w), V::load_x(xp), acc[0]);
+  } else {
+    typename V::reg b[4];
+    V::load_i8_quad(w, b);
+#pragma GCC unroll 4
+    for (int p = 0; p < 4; ++p) acc[p] = V::fma(b[p], V::load_x(xp + p * V::W), acc[p]);
+  }
+}
+
+// dot(w, x) over K for one narrow weight row (x permuted when packed): one row at a time, one 64-byte line
+// per step with the line `ahead` elements further on prefetched, P accumulators (two when P = 1, alternating
+// blocks). Reading several rows side by side kept a core at 60% (int8) and 80% (bfloat16) of its read
+// bandwidth on an AVX2 EPYC, widening with 8-17 registers live, and ran at 55-75% of one row's speed on an
+// AVX-512 EPYC; one row reached 85-90%.
+template <class V, class WT>
+inline float narrow_row_dot(const float* xp, int64_t K, const WT* w, int64_t ahead) {
+  constexpr int64_t P = narrow_parts<V, WT>(), B = P * V::W, A = P > 1 ? P : 2;
+  constexpr int64_t kLine = 64 / int64_t(sizeof(WT)) > A * V::W ? 64 / int64_t(sizeof(WT)) : A * V::W;
+  typename V::reg acc[A];
+  for (auto& a : acc) a = V::zero();
   int64_t k = 0;
   for (; k + kLine <= K; k += kLine) {
     prefetch_ahead(w + ahead + k);
 #pragma GCC unroll 8
-    for (int64_t u = 0; u < kLine; u += 2 * V::W) {
-      a0 = V::fma(V::load_w(w + k + u), V::load_x(x + k + u), a0);
-      a1 = V::fma(V::load_w(w + k + u + V::W), V::load_x(x + k + u + V::W), a1);
-    }
+    for (int64_t u = 0; u < kLine; u += B) narrow_fma<V, P>(w + k + u, xp + k + u, acc + (P == 1 ? (u / B) % 2 : 0));
   }
-  for (; k + V::W <= K; k += V::W) a0 = V::fma(V::load_w(w + k), V::load_x(x + k), a0);
-  float s = V::sum(a0) + V::sum(a1);
-  for (; k < K; ++k) s += widen_one(w[k]) * x[k];
+  for (; k + B <= K; k += B) narrow_fma<V, P>(w + k, xp + k, acc);
+  float s = 0;
+  for (int64_t a = 0; a < A; ++a) s += V::sum(acc[a]);
+  if (P == 4) s /= kPackedI8Factor;
+  for (; k < K; ++k) s += widen_one(w[k]) * xp[k];
   return s;
 }
 
-// Rows [n0, n1) of y (1, N) = x (1, K) W^T for a narrow W: row by row, prefetching 4 rows ahead.
+// Rows [n0, n1) of y (1, N) = x (1, K) W^T for a narrow W: x permuted once when packed, then row by row,
+// prefetching 4 rows ahead.
 template <class V, class WT>
 inline void narrow_rows_m1(const float* x, int64_t K, const WT* w, const float* scale, float* y, int64_t n0,
                            int64_t n1) {
+  const float* xp = x;
+  if constexpr (narrow_parts<V, WT>() > 1) {
+    thread_local std::vector<float> permuted;
+    if (int64_t(permuted.size()) < K) permuted.resize(size_t(K));
+    permute_for_packed<V, WT>(x, K, permuted.data());
+    xp = permuted.data();
+  }
   const int64_t ahead = 4 * K;
   for (int64_t n = n0; n < n1; ++n) {
-    const float s = narrow_row_dot<V>(x, K, w + n * K, ahead);
+    const float s = narrow_row_dot<V>(xp, K, w + n * K, ahead);
     y[n] = scale ? s * scale[n] : s;
   }
 }
@@ -129,7 +195,8 @@ inline void narrow_rows_m1(const float* x, int64_t K, const WT* w, const float* 
 template <class V, class WT>
 inline void gemm_rows(const float* x, int64_t M, int64_t K, const WT* w, const float* scale, float* y, int64_t N,
                       int64_t n0, int64_t n1) {
-  if (M == 1 && sizeof(WT) < sizeof(float)) return narrow_rows_m1<V>(x, K, w, scale, y, n0, n1);
+  if constexpr (sizeof(WT) < sizeof(float))
+    if (M == 1) return narrow_rows_m1<V>(x, K, w, scale, y, n0, n1);
   int64_t n = n0;
   // One input row (a decode step of one sequence): more weight rows at once, more loads in flight.
   constexpr int R = sizeof(WT) == 1 ? V::R_I8 : V::R;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -20,6 +21,7 @@ namespace {
 struct VScalar {  // one lane: the reference the vector paths are tested against, and the fallback
   using reg = float;
   static constexpr int W = 1, R = 4, MB = 4, R1 = 4, R_I8 = 4, MB_I8 = 4;
+  static constexpr bool kPackedNarrow = false;
   static reg zero() { return 0.0f; }
   static reg load_x(const float* p) { return *p; }
   template <class T>

@@ -52,7 +52,9 @@ TEST(WeightOnly, EveryPathAndFormatEqualsTheWidenedProduct) {
   std::cout << "kernel path chosen on this CPU: " << cpu_path() << "; tested:";
   for (const auto& p : paths) std::cout << " " << p;
   std::cout << "\n";
-  for (int64_t K : {37, 64, 100, 300}) {  // tails after 8 and 16 lanes, and none; whole and part cache lines
+  // K: tails after 8 and 16 lanes, and none; whole and part cache lines; whole vectors after the last whole line
+  // (8 lanes: 48 bfloat16, 100 int8); several int8 lines and a tail (130; AVX-512 reads int8 64 at a time).
+  for (int64_t K : {37, 48, 64, 100, 130, 300}) {
     for (int64_t N : {1, 13, 32}) {  // whole 4-row blocks and remainders
       for (int64_t M : {1, 2, 3, 4, 5, 16}) {
         auto x = torch::randn({M, K});
