@@ -10,6 +10,7 @@
 
 #include "framework/core/error.h"
 #include "framework/kernels/batched_matmul.h"
+#include "framework/kernels/huge_pages.h"
 
 namespace reglage::model {
 
@@ -403,6 +404,11 @@ void CausalLMImpl::set_storage(kernels::Storage s) {
   auto& emb = model->embed_tokens->weight;
   auto scale = kernels::store_weight(emb, s);
   if (scale.defined()) embed_scale = register_buffer("embed_scale", scale);
+  // The stored weights, which nothing trains or resizes, in one block on 2 MiB pages: decode streams them.
+  std::vector<torch::Tensor*> stored = {&emb};
+  for (auto& [path, layer] : linear_layers()) stored.push_back(&layer->weight);
+  if (lm_head) stored.push_back(&lm_head->weight);
+  kernels::gather_on_huge_pages(stored);
   storage_ = s;
 }
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "framework/io/model_io.h"
+#include "framework/kernels/huge_pages.h"
 #include "framework/kernels/weight_only.h"
 #include "framework/lora/adapter.h"
 #include "test_util.h"
@@ -105,6 +106,31 @@ TEST(WeightOnly, BadOperandsAreRefused) {
   EXPECT_THROW(weight_only_linear(torch::ones({1, 3}, torch::kFloat64), torch::ones({2, 3}, torch::kBFloat16), {}),
                Error);
   EXPECT_THROW(parse_storage("int4"), Error);
+}
+
+TEST(WeightOnly, GatheredWeightsKeepTheirValuesInOneAlignedBlock) {
+  torch::manual_seed(8);
+  torch::Tensor a = torch::randn({5, 7}), b = torch::randn({300, 33}).to(torch::kBFloat16),
+                c = torch::randint(-127, 128, {3, 4099}).to(torch::kChar), none;
+  const auto a0 = a.clone(), b0 = b.clone(), c0 = c.clone();
+  const int64_t moved = gather_on_huge_pages({&a, &none, &b, &c});
+  // Each at a 4 KiB-aligned offset: 4096 (a: 140 bytes) + 20480 (b: 19800) + 16384 (c: 12297).
+  EXPECT_EQ(moved, 4096 + 20480 + 16384);
+  EXPECT_FALSE(none.defined());
+  for (const auto& [t, t0] : {std::pair{a, a0}, {b, b0}, {c, c0}}) {
+    EXPECT_EQ(t.scalar_type(), t0.scalar_type());
+    EXPECT_EQ(t.sizes(), t0.sizes());
+    EXPECT_TRUE(torch::equal(t, t0));
+    EXPECT_NE(t.data_ptr(), t0.data_ptr());
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(t.data_ptr()) % 4096, 0u);
+  }
+  const auto* base = static_cast<const char*>(a.data_ptr());
+  EXPECT_EQ(static_cast<const char*>(b.data_ptr()) - base, 4096);
+  EXPECT_EQ(static_cast<const char*>(c.data_ptr()) - base, 4096 + 20480);
+  // The block lives as long as any tensor in it does.
+  a = torch::Tensor(), b = torch::Tensor();
+  EXPECT_TRUE(torch::equal(c, c0));
+  EXPECT_EQ(gather_on_huge_pages({&none}), 0);
 }
 
 // A float32 copy of the model whose weights hold exactly what the stored model computes with.
