@@ -7,8 +7,10 @@
 // vocab 32000), randomly initialised; "model" is the model file given by --model. The loss is the sft
 // stage's: token log-probs through the chunked LM head (CausalLM::token_logprobs). tokens/s = batch x seq over the median step. MFU counts
 // 6 x parameters x tokens for full training and 4 x parameters x tokens for LoRA (no weight gradients of
-// the frozen base), attention scores ignored, over the matmul peak measured first at the same dtype and
-// thread count.
+// the frozen base), attention scores ignored, over the matmul peak at the same dtype and thread count,
+// measured just before and just after each configuration's steps (the mean of the two; both in the JSON line):
+// on a shared VM the peak itself moved by 10-30% within minutes, and a figure measured once, minutes away,
+// made the MFU move with it.
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
@@ -55,7 +57,6 @@ std::vector<Measurement> bench_train(const TrainOptions& opt) {
   torch::set_num_threads(opt.threads);
   for (const auto& dtype_name : opt.dtypes) {
     const auto dtype = model::parse_dtype(dtype_name);
-    const double peak = measure_matmul_peak(dtype);
     for (const auto& shape : opt.shapes) {
       for (const auto& mode : opt.modes)
        for (const auto& storage_name : opt.storages) {
@@ -93,6 +94,7 @@ std::vector<Measurement> bench_train(const TrainOptions& opt) {
         auto input = ids.narrow(1, 0, T), targets = ids.narrow(1, 1, T).contiguous();
         auto valid = torch::ones({B, T}, torch::kBool);
         std::vector<double> times;
+        const double peak_before = measure_matmul_peak(dtype);
         for (int s = 0; s < opt.steps + 2; ++s) {  // 2 warm-up steps
           const auto t0 = std::chrono::steady_clock::now();
           auto loss = -m->token_logprobs({input, {}, valid, nullptr, active}, targets).mean();  // (B, T) -> ()
@@ -102,6 +104,8 @@ std::vector<Measurement> bench_train(const TrainOptions& opt) {
           optimizer.zero_grad();
           if (s >= 2) times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         }
+        const double peak_after = measure_matmul_peak(dtype);
+        const double peak = 0.5 * (peak_before + peak_after);
         std::sort(times.begin(), times.end());
         const double step_s = times[times.size() / 2];
         double n_params = 0;  // every weight that takes part in a matmul: the linear layers and the LM head
@@ -119,6 +123,7 @@ std::vector<Measurement> bench_train(const TrainOptions& opt) {
         ms.step_ms = 1000.0 * step_s;
         ms.gflops = ms.tokens_per_s * (train == config::TrainMode::kFull ? 6.0 : 4.0) * n_params / 1e9;
         ms.mfu = ms.gflops * 1e9 / peak;
+        ms.peak_gflops = {peak_before / 1e9, peak_after / 1e9};
         ms.peak_rss_mb = peak_rss_mb();
         print_json(ms);
         out.push_back(ms);

@@ -21,6 +21,7 @@ struct Measurement {
   double peak_rss_mb = 0;
   double bw_fraction = 0;  // generation: weight bytes read per second over the measured read bandwidth
   std::pair<double, double> probe_gb_per_s = {0, 0};  // generation: the lowest and highest probe beside the runs
+  std::pair<double, double> peak_gflops = {0, 0};     // training: the matmul peak just before and just after the run
 };
 
 // Bytes per second of a multi-threaded sequential read of a buffer far larger than the caches (256 MiB), best
@@ -28,7 +29,7 @@ struct Measurement {
 double measure_read_bandwidth(int repeats = 5);
 
 // FLOP/s of square matrix products (n x n) in `dtype` at the current thread count: the ceiling that MFU is
-// measured against. Runs for about `seconds`.
+// measured against. Runs for about `seconds` and returns the best window of a quarter second.
 double measure_matmul_peak(torch::Dtype dtype, int64_t n = 1024, double seconds = 1.0);
 
 // Peak resident set size of this process so far, in MiB.

@@ -9,45 +9,49 @@ namespace {
 // Multiply-adds per batch entry below which one bmm call beats a call per entry (64^3).
 constexpr int64_t kMinEntryProduct = int64_t(1) << 18;
 
-// The forward product without autograd: out[g] = a[g] b[g], batch entries over the threads.
-torch::Tensor bmm_threads(const torch::Tensor& a, const torch::Tensor& b) {
+// The forward product without autograd: out[g] = alpha a[g] b[g], batch entries over the threads.
+torch::Tensor bmm_threads(const torch::Tensor& a, const torch::Tensor& b, double alpha) {
   const int64_t G = a.size(0);
   auto out = torch::zeros({G, a.size(1), b.size(2)}, a.options());  // (G, M, N)
   at::parallel_for(0, G, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t g = begin; g < end; ++g) out[g].addmm_(a[g], b[g]);  // beta = 1: no clearing pass
+    for (int64_t g = begin; g < end; ++g) out[g].addmm_(a[g], b[g], /*beta=*/1, alpha);  // beta = 1: no clearing pass
   });
   return out;
 }
 
 struct BatchedMatmulFn : public torch::autograd::Function<BatchedMatmulFn> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& a, const torch::Tensor& b) {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& a, const torch::Tensor& b,
+                               double alpha) {
     ctx->save_for_backward({a, b});
-    return bmm_threads(a, b);
+    ctx->saved_data["alpha"] = alpha;
+    return bmm_threads(a, b, alpha);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const auto &a = saved[0], &b = saved[1];
     const auto& g = grads[0];  // (G, M, N)
+    const double alpha = ctx->saved_data["alpha"].toDouble();
     torch::Tensor ga, gb;
-    if (ctx->needs_input_grad(0)) ga = bmm_threads(g, b.transpose(1, 2));  // (G, M, K)
-    if (ctx->needs_input_grad(1)) gb = bmm_threads(a.transpose(1, 2), g);  // (G, K, N)
-    return {ga, gb};
+    if (ctx->needs_input_grad(0)) ga = bmm_threads(g, b.transpose(1, 2), alpha);  // (G, M, K)
+    if (ctx->needs_input_grad(1)) gb = bmm_threads(a.transpose(1, 2), g, alpha);  // (G, K, N)
+    return {ga, gb, torch::Tensor()};
   }
 };
 
 }  // namespace
 
-torch::Tensor batched_matmul(const torch::Tensor& a, const torch::Tensor& b) {
+torch::Tensor batched_matmul(const torch::Tensor& a, const torch::Tensor& b, double alpha) {
   const bool fits = a.dim() == 3 && b.dim() == 3 && a.size(0) == b.size(0) && a.size(2) == b.size(1) &&
                     a.scalar_type() == b.scalar_type() && a.device().is_cpu() && b.device().is_cpu();
   // bfloat16 stays with torch::bmm: its oneDNN batched product was 10-20% faster than one entry per thread.
   const bool blas = a.scalar_type() == torch::kFloat32 || a.scalar_type() == torch::kFloat64;
   // Small entries (stories260K's 8-wide heads) cost more in per-call overhead than they compute: torch::bmm.
   const bool large = fits && a.size(1) * a.size(2) * b.size(2) >= kMinEntryProduct;
-  if (!fits || !blas || !large) return torch::bmm(a, b);
-  if (torch::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad())) return BatchedMatmulFn::apply(a, b);
-  return bmm_threads(a, b);
+  if (!fits || !blas || !large) return alpha == 1.0 ? torch::bmm(a, b) : torch::bmm(a, b).mul_(alpha);
+  if (torch::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad()))
+    return BatchedMatmulFn::apply(a, b, alpha);
+  return bmm_threads(a, b, alpha);
 }
 
 }  // namespace reglage::kernels

@@ -10,9 +10,9 @@
 
 namespace reglage::kernels {
 
-// a (G, M, K) @ b (G, K, N) -> (G, M, N); any strides; gradients for a and b. float32/float64 on the CPU;
-// anything else (bfloat16, another device, shapes that do not fit, entries under 64^3 multiply-adds) goes to
-// torch::bmm.
-torch::Tensor batched_matmul(const torch::Tensor& a, const torch::Tensor& b);
+// alpha * a (G, M, K) @ b (G, K, N) -> (G, M, N); any strides; gradients for a and b. float32/float64 on the
+// CPU; anything else (bfloat16, another device, shapes that do not fit, entries under 64^3 multiply-adds) goes
+// to torch::bmm (then scaled). alpha rides in the BLAS call: attention's 1/sqrt(Dh) costs no pass of its own.
+torch::Tensor batched_matmul(const torch::Tensor& a, const torch::Tensor& b, double alpha = 1.0);
 
 }  // namespace reglage::kernels

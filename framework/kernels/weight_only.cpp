@@ -168,16 +168,9 @@ struct WeightOnlyLinearFn : public torch::autograd::Function<WeightOnlyLinearFn>
     const auto w = ctx->saved_data["w"].toTensor();
     const auto scale = ctx->saved_data["scale"].toTensor();
     const auto& gy = grads[0];  // (..., N)
-    const int64_t N = w.size(0), K = w.size(1), step = rows_per_chunk(w);
     auto shape = gy.sizes().vec();
-    shape.back() = K;
-    auto g2 = gy.reshape({-1, N});                                 // (M, N)
-    auto gx = torch::zeros({g2.size(0), K}, gy.options());         // (M, K) = sum over chunks g[:, c] W[c, :]
-    for (int64_t n0 = 0; n0 < N; n0 += step) {
-      const int64_t count = std::min(step, N - n0);
-      gx.addmm_(g2.narrow(1, n0, count), widen_rows(w, scale, n0, count));
-    }
-    return {gx.view(shape), torch::Tensor()};
+    shape.back() = w.size(1);
+    return {stored_linear_grad_input(gy.reshape({-1, w.size(0)}), w, scale).view(shape), torch::Tensor()};
   }
 };
 
@@ -260,6 +253,17 @@ torch::Tensor stored_linear(const torch::Tensor& x, const torch::Tensor& w, cons
   if (w.scalar_type() == x.scalar_type()) return frozen_linear(x, w, bias);
   auto y = weight_only_linear(x, w, scale);
   return bias.defined() ? y + bias.to(y.scalar_type()) : y;
+}
+
+torch::Tensor stored_linear_grad_input(const torch::Tensor& g2, const torch::Tensor& w, const torch::Tensor& scale) {
+  if (w.scalar_type() == g2.scalar_type()) return matmul_2d(g2.contiguous(), w);
+  const int64_t N = w.size(0), K = w.size(1), step = rows_per_chunk(w);
+  auto gx = torch::zeros({g2.size(0), K}, g2.options());  // (M, K) = sum over row chunks c of g[:, c] W[c, :]
+  for (int64_t n0 = 0; n0 < N; n0 += step) {
+    const int64_t count = std::min(step, N - n0);
+    gx.addmm_(g2.narrow(1, n0, count), widen_rows(w, scale, n0, count));
+  }
+  return gx;
 }
 
 torch::Tensor stored_linear_weight(const torch::Tensor& w, const torch::Tensor& scale, torch::Dtype dtype) {

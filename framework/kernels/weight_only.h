@@ -61,6 +61,10 @@ torch::Tensor weight_only_linear(const torch::Tensor& x, const torch::Tensor& w,
 torch::Tensor stored_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& scale,
                             const torch::Tensor& bias = {});
 
+// The input gradient of stored_linear: g2 (M, N) -> g2 W (M, K), the stored weight widened in row chunks (a
+// float32 weight of g2's dtype multiplies directly).
+torch::Tensor stored_linear_grad_input(const torch::Tensor& g2, const torch::Tensor& w, const torch::Tensor& scale);
+
 // A stored weight as a matrix of `dtype` for code that multiplies by it directly: w itself when it already has
 // that dtype, else widened (a temporary copy for this call).
 torch::Tensor stored_linear_weight(const torch::Tensor& w, const torch::Tensor& scale, torch::Dtype dtype);

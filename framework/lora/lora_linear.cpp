@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "framework/core/error.h"
+#include "framework/lora/lora_fused.h"
 
 namespace reglage::lora {
 
@@ -18,7 +19,20 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x, const AdapterSet& acti
   // factor accumulates into (a GEMM with beta = 1), instead of an (N, out) delta, its scaled copy and the sum
   // per adapter, each a pass over the output in forward and again in backward.
   const int64_t in = in_features();
-  auto x2 = x.reshape({-1, in});                                     // (N, in)
+  auto x2 = x.reshape({-1, in});  // (N, in)
+  auto shape = x.sizes().vec();
+  shape.back() = out_features();
+  // Float32 adapters without dropout on a frozen base: the whole layer as one autograd node (lora_fused.h).
+  std::vector<LoraTerm> terms;
+  bool dropout = false;
+  for (const auto& name : active) {
+    auto it = adapters_.find(name);
+    if (it == adapters_.end() || it->second.merged_weight > 0) continue;  // not on this layer, or merged
+    terms.push_back({it->second.A, it->second.B, it->second.scale});
+    dropout = dropout || (it->second.dropout > 0 && is_training());
+  }
+  if (!terms.empty() && !dropout && fused_lora_fits(x2, weight, bias, terms))
+    return fused_lora_linear(x2, weight, weight_scale, bias, terms).view(shape);  // (..., out)
   auto y = kernels::stored_linear(x2, weight, weight_scale, bias);  // (N, out)
   for (const auto& name : active) {
     auto it = adapters_.find(name);
@@ -42,8 +56,6 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x, const AdapterSet& acti
       y = y + (torch::nn::functional::linear(t, a.B) * a.scale).to(y.scalar_type());
     }
   }
-  auto shape = x.sizes().vec();
-  shape.back() = out_features();
   return y.view(shape);  // (..., out)
 }
 

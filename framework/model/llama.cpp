@@ -5,7 +5,6 @@
 
 #include <cmath>
 #include <functional>
-#include <limits>
 #include <mutex>
 
 #include "framework/core/error.h"
@@ -127,23 +126,22 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   // Decoding small models: B * Hkv matrix products of a few rows each cost more in per-call overhead than
   // the arithmetic, so multiply-and-sum by broadcasting instead while the product tensor stays small.
   const bool broadcast = B * n_kv_heads * group * T * S * head_dim <= kBroadcastAttentionLimit;
-  torch::Tensor scores;  // (B, Hkv, g*T, S)
+  torch::Tensor scores;  // (B, Hkv, g*T, S), scaled by 1/sqrt(Dh)
   if (broadcast) {
-    scores = (qg.unsqueeze(3) * k.unsqueeze(2)).sum(-1);  // (B, Hkv, g*T, 1, Dh) * (B, Hkv, 1, S, Dh)
+    scores = (qg.unsqueeze(3) * k.unsqueeze(2)).sum(-1).div_(std::sqrt(double(head_dim)));  // (B, Hkv, g*T, 1, Dh) * (B, Hkv, 1, S, Dh)
   } else {
     scores = kernels::batched_matmul(qg.reshape({B * n_kv_heads, group * T, head_dim}),
-                                     k.reshape({B * n_kv_heads, S, head_dim}).transpose(1, 2))
+                                     k.reshape({B * n_kv_heads, S, head_dim}).transpose(1, 2),
+                                     1.0 / std::sqrt(double(head_dim)))
                  .view({B, n_kv_heads, group * T, S});
   }
-  // In place on the fresh product: the backward passes of the product, the scaling and the mask do not
-  // need its values.
-  scores.div_(std::sqrt(double(head_dim)));
   scores = scores.view({B, n_kv_heads, group, T, S}).to(wide(scores));
-  // Masked entries get the lowest finite value, not -inf: a padding query with nothing to attend to then
-  // yields finite (ignored) values instead of NaN that would leak into later layers.
-  scores.masked_fill_(blocked, scores.scalar_type() == torch::kFloat64 ? std::numeric_limits<double>::lowest()
-                                                                        : std::numeric_limits<float>::lowest());
-  auto probs = torch::softmax(scores, -1).to(v.scalar_type()).view({B, n_kv_heads, group * T, S});
+  // Blocked entries get a large negative score added (one fresh tensor; an in-place fill of this view would
+  // cost a copy of the scores in backward): exp() of it is exactly 0 against any real score, and a padding
+  // query with nothing to attend to gets equal scores (finite, ignored values) instead of the NaN of -inf.
+  const double kBlockedScore = scores.scalar_type() == torch::kFloat64 ? -1e300 : -1e30;
+  auto block = torch::zeros(blocked.sizes(), scores.options()).masked_fill_(blocked, kBlockedScore);  // (B, 1, 1, T, S)
+  auto probs = torch::softmax(scores + block, -1).to(v.scalar_type()).view({B, n_kv_heads, group * T, S});
   auto out = broadcast ? (probs.unsqueeze(-1) * v.unsqueeze(2)).sum(3)  // (B, Hkv, g*T, S, 1) * (B, Hkv, 1, S, Dh)
                        : kernels::batched_matmul(probs.reshape({B * n_kv_heads, group * T, S}),
                                                  v.reshape({B * n_kv_heads, S, head_dim}));  // (B*Hkv, g*T, Dh)

@@ -1,6 +1,6 @@
 // kernels::batched_matmul (attention's products, one batch entry per thread) against torch::bmm: values and
 // both gradients for float64 and float32 with transposed (strided) operands, values for bfloat16 and for
-// small entries (left to torch::bmm), and the no-grad path.
+// small entries (left to torch::bmm), the no-grad path, and the scale alpha.
 #include <gtest/gtest.h>
 
 #include <ATen/Parallel.h>
@@ -46,6 +46,24 @@ TEST(BatchedMatmul, EqualsBmmInValueAndGradient) {
   // Shapes that do not fit are left to torch::bmm, which reports them.
   EXPECT_THROW(batched_matmul(torch::randn({2, 3, 4}), torch::randn({2, 5, 6})), c10::Error);
   at::set_num_threads(threads);
+}
+
+// alpha scales the product and both gradients (attention's 1/sqrt(Dh)), on the threaded and torch::bmm paths.
+TEST(BatchedMatmul, AlphaScalesProductAndGradients) {
+  torch::manual_seed(8);
+  for (int64_t M : {64, 4}) {  // 64 x 64 x 64: the threaded path; 4 rows: torch::bmm
+    auto a0 = torch::randn({2, M, 64}, torch::kFloat64), b0 = torch::randn({2, 64, 64}, torch::kFloat64);
+    auto up = torch::randn({2, M, 64}, torch::kFloat64);
+    auto ar = a0.clone().requires_grad_(true), br = b0.clone().requires_grad_(true);
+    auto ref = torch::bmm(ar, br) * 0.3;
+    (ref * up).sum().backward();
+    auto a = a0.clone().requires_grad_(true), b = b0.clone().requires_grad_(true);
+    auto got = batched_matmul(a, b, 0.3);
+    EXPECT_LT((got - ref).abs().max().item<double>(), 1e-12);
+    (got * up).sum().backward();
+    EXPECT_LT((a.grad() - ar.grad()).abs().max().item<double>(), 1e-12);
+    EXPECT_LT((b.grad() - br.grad()).abs().max().item<double>(), 1e-12);
+  }
 }
 
 }  // namespace

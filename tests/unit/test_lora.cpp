@@ -6,7 +6,9 @@
 
 #include "framework/core/error.h"
 #include "framework/io/model_io.h"
+#include "framework/kernels/weight_only.h"
 #include "framework/lora/adapter.h"
+#include "framework/lora/lora_fused.h"
 #include "test_util.h"
 
 namespace reglage {
@@ -235,6 +237,96 @@ TEST(Lora, PeftAlphaOutOfRangeIsNamed) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("lora_alpha = 1e+300 (must be in (0, 1e6])"), std::string::npos) << e.what();
   }
+}
+
+
+// The fused LoRA node (lora_fused.h) against the same layer written out in float64 LibTorch operators with
+// autograd: output and the gradients of x and of every adapter factor that wants one, for a float32, bfloat16
+// and int8 base, with a bias, two adapters (one frozen) and an input that wants no gradient; and in bfloat16
+// compute (a bfloat16 model), where the reference takes the same bfloat16 inputs and the bound is bfloat16's
+// rounding of the intermediate products.
+void check_fused_lora(kernels::Storage storage, bool bias, bool x_grad, bool second_frozen,
+                      torch::Dtype compute = torch::kFloat32) {
+  torch::manual_seed(7);
+  const int64_t N = 37, in = 48, out = 40;
+  auto w = (torch::randn({out, in}) * 0.1).to(compute);  // (out, in)
+  torch::Tensor scale;
+  if (storage != kernels::Storage::kNative) scale = kernels::store_weight(w, storage);
+  auto b = bias ? (torch::randn({out}) * 0.1).to(compute) : torch::Tensor();
+  const auto w64 = kernels::widen(w, scale).to(torch::kFloat64);  // the weight the base actually multiplies by
+  std::vector<lora::LoraTerm> terms = {{torch::randn({4, in}) * 0.1, torch::randn({out, 4}) * 0.1, 2.0},
+                                       {torch::randn({8, in}) * 0.1, torch::randn({out, 8}) * 0.1, 0.5}};
+  for (size_t a = 0; a < terms.size(); ++a) {
+    const bool trains = !(second_frozen && a == 1);
+    terms[a].A.set_requires_grad(trains);
+    terms[a].B.set_requires_grad(trains);
+  }
+  auto x = torch::randn({N, in}).to(compute).set_requires_grad(x_grad);
+  auto g = torch::randn({N, out}).to(compute);  // the upstream gradient
+  ASSERT_TRUE(lora::fused_lora_fits(x, w, b, terms));
+
+  auto y = lora::fused_lora_linear(x, w, scale, b, terms);  // (N, out)
+  (y * g).sum().backward();
+
+  // Reference: float64 leaves copied from the float32 ones.
+  auto x64 = x.detach().to(torch::kFloat64).set_requires_grad(true);
+  auto y64 = torch::matmul(x64, w64.t());
+  if (bias) y64 = y64 + b.to(torch::kFloat64);
+  std::vector<torch::Tensor> leaves;
+  for (const auto& t : terms) {
+    auto A = t.A.detach().to(compute).to(torch::kFloat64).set_requires_grad(true);
+    auto B = t.B.detach().to(compute).to(torch::kFloat64).set_requires_grad(true);
+    y64 = y64 + t.scale * torch::matmul(torch::matmul(x64, A.t()), B.t());
+    leaves.insert(leaves.end(), {A, B});
+  }
+  (y64 * g.to(torch::kFloat64)).sum().backward();
+
+  const double tol = compute == torch::kFloat32 ? 2e-6 : 2e-2;
+  auto near = [tol](const torch::Tensor& got, const torch::Tensor& want, const char* what) {
+    ASSERT_TRUE(got.defined()) << what;
+    const double err = (got.to(torch::kFloat64) - want).abs().max().item<double>();
+    const double size = want.abs().max().item<double>();
+    EXPECT_LE(err, tol * std::max(1.0, size)) << what << ": max error " << err << " against max " << size;
+  };
+  near(y.detach(), y64.detach(), "output");
+  if (x_grad) near(x.grad(), x64.grad(), "x gradient");
+  for (size_t a = 0; a < terms.size(); ++a) {
+    if (second_frozen && a == 1) {
+      EXPECT_FALSE(terms[a].A.grad().defined());
+      EXPECT_FALSE(terms[a].B.grad().defined());
+      continue;
+    }
+    EXPECT_EQ(terms[a].A.grad().scalar_type(), torch::kFloat32);  // the master weights' dtype
+    near(terms[a].A.grad(), leaves[2 * a].grad(), "A gradient");
+    near(terms[a].B.grad(), leaves[2 * a + 1].grad(), "B gradient");
+  }
+  // Without autograd the node's forward arithmetic, bit for bit.
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::equal(lora::fused_lora_linear(x, w, scale, b, terms), y.detach()));
+}
+
+TEST(Lora, FusedLayerEqualsTheOperatorsFloat32) {
+  check_fused_lora(kernels::Storage::kNative, /*bias=*/true, /*x_grad=*/true, /*second_frozen=*/false);
+  check_fused_lora(kernels::Storage::kNative, false, false, true);
+}
+
+TEST(Lora, FusedLayerEqualsTheOperatorsOnStoredWeights) {
+  check_fused_lora(kernels::Storage::kBFloat16, true, true, true);
+  check_fused_lora(kernels::Storage::kInt8, false, true, false);
+}
+
+TEST(Lora, FusedLayerInBfloat16Compute) {
+  check_fused_lora(kernels::Storage::kNative, true, true, true, torch::kBFloat16);
+}
+
+TEST(Lora, FusedLayerIsNotTakenWhereItDoesNotApply) {
+  auto x = torch::randn({3, 8});
+  std::vector<lora::LoraTerm> terms = {{torch::randn({2, 8}), torch::randn({4, 2}), 1.0}};
+  EXPECT_TRUE(lora::fused_lora_fits(x, torch::randn({4, 8}), {}, terms));
+  EXPECT_FALSE(lora::fused_lora_fits(x, torch::randn({4, 8}).set_requires_grad(true), {}, terms));  // base trains
+  EXPECT_TRUE(lora::fused_lora_fits(x.to(torch::kBFloat16), torch::randn({4, 8}).to(torch::kBFloat16), {}, terms));
+  EXPECT_FALSE(lora::fused_lora_fits(x.to(torch::kBFloat16), torch::randn({4, 8}), {}, terms));  // mixed
+  EXPECT_FALSE(lora::fused_lora_fits(x.to(torch::kFloat64), torch::randn({4, 8}).to(torch::kFloat64), {}, terms));
 }
 
 }  // namespace

@@ -1,0 +1,107 @@
+#include "framework/lora/lora_fused.h"
+
+#include "framework/kernels/frozen_linear.h"
+#include "framework/kernels/weight_only.h"
+
+namespace reglage::lora {
+
+namespace {
+
+// What forward hands backward besides the saved tensors: the frozen base and the adapters' scales.
+struct FrozenBase {
+  torch::Tensor weight, weight_scale, bias;  // scale and bias may be undefined
+  std::vector<double> scales;                // one per adapter
+};
+
+// Inputs: x (N, in), then A_0, B_0, A_1, B_1, ... Saved: x, then per adapter A, B and t = x A^T (N, r).
+struct FusedLoraFn : public torch::autograd::Function<FusedLoraFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, at::TensorList ab,
+                               const FrozenBase& base) {
+    auto y = kernels::stored_linear(x, base.weight, base.weight_scale, base.bias);  // (N, out), a fresh tensor
+    std::vector<torch::Tensor> saved{x};
+    for (size_t a = 0; a < base.scales.size(); ++a) {
+      // The adapter computes in x's dtype: float32, or bfloat16 on casts of its float32 master weights (as
+      // autocast runs it; the gradients are cast back in backward).
+      auto A = ab[2 * a].to(x.scalar_type()), B = ab[2 * a + 1].to(x.scalar_type());
+      auto t = torch::mm(x, A.t());                                  // (N, r)
+      y.addmm_(t, B.t(), /*beta=*/1, /*alpha=*/base.scales[a]);     // y += scale t B^T, in place
+      saved.insert(saved.end(), {A, B, t});
+    }
+    ctx->save_for_backward(saved);
+    ctx->saved_data["w"] = base.weight;
+    ctx->saved_data["scale"] = base.weight_scale;
+    ctx->saved_data["scales"] = base.scales;
+    ctx->saved_data["master_dtype"] = ab.empty() ? x.scalar_type() : ab[0].scalar_type();
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto& x = saved[0];                   // (N, in)
+    const auto g = grads[0].contiguous();       // (N, out)
+    const auto scales = ctx->saved_data["scales"].toDoubleVector();
+    const auto master = ctx->saved_data["master_dtype"].toScalarType();
+    const size_t n_adapters = scales.size();
+    // Outputs: x's gradient, then A_a's and B_a's in input order (the TensorList counts as 2n inputs), then
+    // an undefined one for the FrozenBase argument.
+    torch::autograd::variable_list out(2 + 2 * n_adapters);
+    const bool want_x = ctx->needs_input_grad(0);
+    if (want_x)
+      out[0] = kernels::stored_linear_grad_input(g, ctx->saved_data["w"].toTensor(),
+                                                 ctx->saved_data["scale"].toTensor());  // (N, in) = g W
+    for (size_t a = 0; a < n_adapters; ++a) {
+      const auto &A = saved[1 + 3 * a], &B = saved[2 + 3 * a], &t = saved[3 + 3 * a];
+      const bool want_a = ctx->needs_input_grad(1 + 2 * a), want_b = ctx->needs_input_grad(2 + 2 * a);
+      if (want_b) out[2 + 2 * a] = torch::mm(t.t(), g).mul_(scales[a]).t().to(master).contiguous();  // (out, r) = s g^T t
+      if (!want_a && !want_x) continue;
+      auto gt = torch::mm(g, B).mul_(scales[a]);                        // (N, r) = s g B
+      if (want_a) out[1 + 2 * a] = torch::mm(gt.t(), x).to(master);    // (r, in)
+      if (want_x) out[0].addmm_(gt, A);                                 // += s g B A, in place
+    }
+    return out;
+  }
+};
+
+}  // namespace
+
+bool fused_lora_fits(const torch::Tensor& x2, const torch::Tensor& weight, const torch::Tensor& bias,
+                     const std::vector<LoraTerm>& terms) {
+  if (x2.dim() != 2 || !x2.device().is_cpu()) return false;
+  if (weight.requires_grad() || (bias.defined() && bias.requires_grad())) return false;
+  const auto x_type = x2.scalar_type(), w_type = weight.scalar_type();
+  // float32 compute on a float32, bfloat16 or int8 base; bfloat16 compute on a bfloat16 base.
+  const bool float32 = x_type == torch::kFloat32 &&
+                       (w_type == torch::kFloat32 || w_type == torch::kBFloat16 || w_type == torch::kChar);
+  const bool bfloat16 = x_type == torch::kBFloat16 && w_type == torch::kBFloat16;
+  if (!float32 && !bfloat16) return false;
+  for (const auto& term : terms)
+    if (term.A.scalar_type() != torch::kFloat32 || term.B.scalar_type() != torch::kFloat32 || !term.A.device().is_cpu())
+      return false;
+  return true;
+}
+
+torch::Tensor fused_lora_linear(const torch::Tensor& x2, const torch::Tensor& weight,
+                                const torch::Tensor& weight_scale, const torch::Tensor& bias,
+                                const std::vector<LoraTerm>& terms) {
+  FrozenBase base{weight, weight_scale, bias, {}};
+  std::vector<torch::Tensor> ab;
+  for (const auto& term : terms) {
+    ab.push_back(term.A);
+    ab.push_back(term.B);
+    base.scales.push_back(term.scale);
+  }
+  auto x = x2.contiguous();
+  bool any_grad = x.requires_grad();
+  for (const auto& p : ab) any_grad = any_grad || p.requires_grad();
+  if (torch::GradMode::is_enabled() && any_grad) return FusedLoraFn::apply(x, at::TensorList(ab), base);  // a TensorList, so each tensor is a graph input
+  torch::NoGradGuard no_grad;  // the same arithmetic as FusedLoraFn::forward, nothing saved
+  auto y = kernels::stored_linear(x, weight, weight_scale, bias);  // (N, out)
+  for (const auto& term : terms) {
+    auto A = term.A.to(x.scalar_type()), B = term.B.to(x.scalar_type());
+    y.addmm_(torch::mm(x, A.t()), B.t(), /*beta=*/1, term.scale);
+  }
+  return y;
+}
+
+}  // namespace reglage::lora
