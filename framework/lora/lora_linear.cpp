@@ -22,7 +22,8 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x, const AdapterSet& acti
   auto x2 = x.reshape({-1, in});  // (N, in)
   auto shape = x.sizes().vec();
   shape.back() = out_features();
-  // Float32 adapters without dropout on a frozen base: the whole layer as one autograd node (lora_fused.h).
+  // Adapters without dropout on a frozen base (float32 compute, or bfloat16 on a bfloat16 base): the whole
+  // layer as one autograd node (lora_fused.h). Otherwise the operators below.
   std::vector<LoraTerm> terms;
   bool dropout = false;
   for (const auto& name : active) {
