@@ -9,6 +9,7 @@
 
 #include "framework/core/error.h"
 #include "framework/kernels/frozen_linear.h"
+#include "framework/kernels/fused_elementwise.h"
 
 namespace reglage::model {
 namespace {
@@ -41,10 +42,12 @@ class ChunkedLogprob : public torch::autograd::Function<ChunkedLogprob> {
       auto target = targets.slice(0, a, b).unsqueeze(1);                          // (c, 1)
       auto logits = chunk_logits(h.slice(0, a, b), weight, temperature);          // (c, V)
       auto picked = logits.gather(1, target).squeeze(1);                          // (c)
-      auto lse = logits.logsumexp(1);                                             // (c)
+      // float32: one fused pass per row leaves -p in logits; float64: the operators.
+      const bool fused = kernels::fused_elementwise_fits(logits) && logits.scalar_type() == torch::kFloat32;
+      auto lse = fused ? kernels::neg_softmax_rows_(logits) : logits.logsumexp(1);  // (c)
       out.slice(0, a, b).copy_(picked - lse);
       if (early) {
-        auto dlogits = logits.sub_(lse.unsqueeze(1)).exp_().neg_();               // (c, V): -p
+        auto dlogits = fused ? logits : logits.sub_(lse.unsqueeze(1)).exp_().neg_();  // (c, V): -p
         dlogits.scatter_add_(1, target, torch::ones({b - a, 1}, dlogits.options()));  // onehot - p
         if (temperature != 1.0) dlogits.div_(temperature);
         dlogp_dh.slice(0, a, b).copy_(kernels::matmul_2d(dlogits.to(weight.scalar_type()), weight));
@@ -75,7 +78,11 @@ class ChunkedLogprob : public torch::autograd::Function<ChunkedLogprob> {
     for (int64_t a = 0; a < n; a += chunk_rows) {
       const int64_t b = std::min(n, a + chunk_rows);
       auto hc = h.slice(0, a, b);
-      auto dlogits = -torch::softmax(chunk_logits(hc, weight, temperature), 1);          // (c, V): -p
+      auto dlogits = chunk_logits(hc, weight, temperature);                              // (c, V)
+      if (kernels::fused_elementwise_fits(dlogits) && dlogits.scalar_type() == torch::kFloat32)
+        kernels::neg_softmax_rows_(dlogits);                                              // -p, in place
+      else
+        dlogits = -torch::softmax(dlogits, 1);                                            // -p
       dlogits.scatter_add_(1, targets.slice(0, a, b).unsqueeze(1),
                            torch::ones({b - a, 1}, dlogits.options()));                   // onehot - p
       dlogits.mul_(g.slice(0, a, b).unsqueeze(1).to(dlogits.scalar_type()) / temperature);

@@ -9,6 +9,7 @@
 
 #include "framework/core/error.h"
 #include "framework/kernels/batched_matmul.h"
+#include "framework/kernels/fused_elementwise.h"
 #include "framework/kernels/huge_pages.h"
 
 namespace reglage::model {
@@ -28,6 +29,9 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) {
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
   // As Hugging Face: statistics in float32, the normalised value cast back before the weight multiplies it.
+  // float32 and bfloat16 take the fused kernel (one node, one pass each way); float64 the operators.
+  if (kernels::fused_elementwise_fits(x) && weight.scalar_type() == x.scalar_type())
+    return kernels::rms_norm(x, weight, eps);
   auto xf = x.to(wide(x));
   auto normed = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
   return weight * normed.to(x.scalar_type());
@@ -51,6 +55,8 @@ std::pair<torch::Tensor, torch::Tensor> rotary_tables(const torch::Tensor& posit
 // x * cos + rotate_half(x) * sin, with rotate_half(x) = cat(-x2, x1) written as roll(x) = cat(x2, x1) and
 // the sign carried by the first half of `sin` (rotary_tables).
 static torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  if (kernels::fused_elementwise_fits(x) && cos.scalar_type() == torch::kFloat32)
+    return kernels::rotary(x, cos, sin);  // one node, float32 arithmetic
   auto xf = x.to(wide(x));  // (B, T, heads, Dh)
   return (xf * cos + xf.roll(x.size(-1) / 2, -1) * sin).to(x.scalar_type());
 }
@@ -159,7 +165,11 @@ MLPImpl::MLPImpl(const ModelConfig& cfg) {
 }
 
 torch::Tensor MLPImpl::forward(const torch::Tensor& x, const AdapterSet& adapters) {
-  return down_proj(F::silu(gate_proj(x, adapters)) * up_proj(x, adapters), adapters);
+  auto gate = gate_proj(x, adapters), up = up_proj(x, adapters);  // (..., F) each
+  auto act = kernels::fused_elementwise_fits(gate) && gate.scalar_type() == up.scalar_type()
+                 ? kernels::swiglu(gate, up)  // one node: silu(gate) * up
+                 : F::silu(gate) * up;
+  return down_proj(act, adapters);
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& cfg) {

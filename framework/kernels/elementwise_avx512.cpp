@@ -1,0 +1,21 @@
+// The fused elementwise kernels for AVX-512 (F + BW), 16 float lanes. Compiled with -mavx512f -mavx512bw -mfma -O3
+// (CMakeLists.txt) and without the precompiled header; used only when the CPU has these instructions.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "framework/kernels/elementwise_paths.h"
+
+namespace reglage::kernels::detail {
+namespace {
+
+#include "framework/kernels/elementwise_simd.h"
+
+}  // namespace
+
+const ElementwiseKernels& elementwise_avx512() {
+  static const ElementwiseKernels table = make_elementwise_kernels();
+  return table;
+}
+
+}  // namespace reglage::kernels::detail

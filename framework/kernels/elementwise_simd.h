@@ -1,0 +1,204 @@
+// The fused elementwise kernels (SwiGLU, RMSNorm, rotary embedding, row softmax), written once as plain loops and included by one
+// translation unit per instruction set (elementwise_avx512.cpp, elementwise_avx2.cpp, and the scalar path in
+// fused_elementwise.cpp), each compiled with its own -m flags and -O3 so that GCC vectorises the loops. Everything
+// here has internal linkage (the includer wraps it in an anonymous namespace).
+// Includers include <cmath>, <cstdint> and <cstring> first.
+//
+// Values are float32 or bfloat16 (stored as uint16_t); arithmetic is float32 throughout, and a bfloat16 result
+// is rounded to nearest even once, as LibTorch rounds.
+#pragma once
+
+inline float bits_float(uint32_t b) {
+  float f;
+  std::memcpy(&f, &b, sizeof f);
+  return f;
+}
+inline uint32_t float_bits(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, sizeof b);
+  return b;
+}
+
+inline float load_value(const float* p, int64_t i) { return p[i]; }
+inline float load_value(const uint16_t* p, int64_t i) { return bits_float(uint32_t(p[i]) << 16); }
+
+// float32 -> bfloat16 bits, round to nearest even; NaN stays a (quiet) NaN.
+inline uint16_t bf16_bits(float v) {
+  const uint32_t b = float_bits(v);
+  const uint32_t rounded = (b + 0x7FFFu + ((b >> 16) & 1u)) >> 16;
+  return uint16_t(v != v ? 0x7FC0u : rounded);
+}
+inline void store_value(float* p, int64_t i, float v) { p[i] = v; }
+inline void store_value(uint16_t* p, int64_t i, float v) { p[i] = bf16_bits(v); }
+
+// v as the storage type T holds it: unchanged for float32, rounded to bfloat16 for bfloat16.
+inline float as_stored(const float*, float v) { return v; }
+inline float as_stored(const uint16_t*, float v) { return bits_float(uint32_t(bf16_bits(v)) << 16); }
+
+// e^x for float32, branch-free so that it vectorises: x = n ln2 + r with |r| <= ln2 / 2, e^r by Cephes' degree-6
+// polynomial (about 1 ulp), 2^n put into the exponent bits. Below -87.3 the result is 0 (e^x is subnormal there),
+// above 88.7 it is e^88.7 (finite; callers only pass non-positive x or feed 1 / (1 + e^x)), NaN stays NaN.
+// Rounding to the nearest n adds and subtracts 1.5 * 2^23, whose bits then hold n; the clamps are comparisons
+// (std::fmin/fmax do not vectorise).
+inline float exp_f32(float x) {
+  constexpr float kShifter = 12582912.0f;  // 1.5 * 2^23
+  const float c = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
+  const float t = c * 1.44269504088896341f + kShifter;
+  const float n = t - kShifter;
+  float r = c - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const float scale = bits_float((float_bits(t) - float_bits(kShifter) + 127u) << 23);
+  const float e = x < -87.3f ? 0.0f : p * scale;
+  return x != x ? x : e;
+}
+
+inline float sigmoid_f32(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
+
+// h = silu(g) * u over n elements.
+template <class T>
+void swiglu_forward_kernel(const T* g, const T* u, T* h, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float gv = load_value(g, i);
+    store_value(h, i, gv * sigmoid_f32(gv) * load_value(u, i));
+  }
+}
+
+// With s = sigmoid(g): du = dh g s, dg = dh u s (1 + g (1 - s)).
+template <class T>
+void swiglu_backward_kernel(const T* g, const T* u, const T* dh, T* dg, T* du, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float gv = load_value(g, i), uv = load_value(u, i), d = load_value(dh, i);
+    const float s = sigmoid_f32(gv);
+    store_value(du, i, d * gv * s);
+    store_value(dg, i, d * uv * s * (1.0f + gv * (1.0f - s)));
+  }
+}
+
+// Rows [r0, r1) of x (rows, D): inv[r] = 1 / sqrt(mean(x[r]^2) + eps); y = w * stored(x * inv), as Hugging Face
+// (the normalised value in the storage type before the weight multiplies it).
+template <class T>
+void rms_norm_forward_kernel(const T* x, const T* w, float eps, int64_t D, int64_t r0, int64_t r1, T* y,
+                             float* inv) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* xr = x + r * D;
+    T* yr = y + r * D;
+    float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+    for (int64_t i = 0; i < D; ++i) ss += load_value(xr, i) * load_value(xr, i);
+    const float k = 1.0f / std::sqrt(ss / float(D) + eps);
+    inv[r] = k;
+#pragma omp simd
+    for (int64_t i = 0; i < D; ++i) store_value(yr, i, load_value(w, i) * as_stored(x, load_value(xr, i) * k));
+  }
+}
+
+// The input gradient of rows [r0, r1): with gn = dy w and k = inv[r], dx = k gn - x k^3 mean(gn x).
+template <class T>
+void rms_norm_backward_kernel(const T* x, const T* w, const float* inv, const T* dy, int64_t D, int64_t r0,
+                              int64_t r1, T* dx) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* xr = x + r * D;
+    const T* dyr = dy + r * D;
+    T* dxr = dx + r * D;
+    float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t i = 0; i < D; ++i) dot += load_value(dyr, i) * load_value(w, i) * load_value(xr, i);
+    const float k = inv[r], c = k * k * k * dot / float(D);
+#pragma omp simd
+    for (int64_t i = 0; i < D; ++i)
+      store_value(dxr, i, k * load_value(dyr, i) * load_value(w, i) - c * load_value(xr, i));
+  }
+}
+
+// Rotary embedding of rows [r0, r1) of x (rows, heads, Dh) with tables cos, sin (rows, Dh), float32, whose sin
+// carries rotate_half's sign in its first half: y[i] = x[i] cos[i] + x[partner(i)] sin[i], partner(i) = (i + Dh/2)
+// mod Dh. The map is its own partner's, so backward is dx[i] = dy[i] cos[i] + dy[partner(i)] sin[partner(i)].
+template <class T>
+void rotary_forward_kernel(const T* x, const float* cos, const float* sin, int64_t heads, int64_t Dh, int64_t r0,
+                           int64_t r1, T* y) {
+  const int64_t half = Dh / 2;
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* c = cos + r * Dh;
+    const float* s = sin + r * Dh;
+    for (int64_t h = 0; h < heads; ++h) {
+      const T* xr = x + (r * heads + h) * Dh;
+      T* yr = y + (r * heads + h) * Dh;
+#pragma omp simd
+      for (int64_t i = 0; i < half; ++i) {
+        const float a = load_value(xr, i), b = load_value(xr, i + half);
+        store_value(yr, i, a * c[i] + b * s[i]);
+        store_value(yr, i + half, b * c[i + half] + a * s[i + half]);
+      }
+    }
+  }
+}
+
+template <class T>
+void rotary_backward_kernel(const T* dy, const float* cos, const float* sin, int64_t heads, int64_t Dh, int64_t r0,
+                            int64_t r1, T* dx) {
+  const int64_t half = Dh / 2;
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* c = cos + r * Dh;
+    const float* s = sin + r * Dh;
+    for (int64_t h = 0; h < heads; ++h) {
+      const T* dyr = dy + (r * heads + h) * Dh;
+      T* dxr = dx + (r * heads + h) * Dh;
+#pragma omp simd
+      for (int64_t i = 0; i < half; ++i) {
+        const float a = load_value(dyr, i), b = load_value(dyr, i + half);
+        store_value(dxr, i, a * c[i] + b * s[i + half]);
+        store_value(dxr, i + half, b * c[i + half] + a * s[i]);
+      }
+    }
+  }
+}
+
+// Rows [r0, r1) of z (rows, V), float32, in place: lse[r] = logsumexp(z[r]) and z[r] becomes -softmax(z[r]).
+// Each row is read three times while it sits in cache (max, exp and sum, scale) instead of once per operator.
+inline void neg_softmax_rows_kernel(float* z, int64_t V, int64_t r0, int64_t r1, float* lse) {
+  for (int64_t r = r0; r < r1; ++r) {
+    float* zr = z + r * V;
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int64_t i = 0; i < V; ++i) mx = zr[i] > mx ? zr[i] : mx;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < V; ++i) {
+      const float e = exp_f32(zr[i] - mx);
+      zr[i] = e;
+      sum += e;
+    }
+    lse[r] = mx + std::log(sum);
+    const float scale = -1.0f / sum;
+#pragma omp simd
+    for (int64_t i = 0; i < V; ++i) zr[i] *= scale;
+  }
+}
+
+// The table of one instruction set's entry points (bf16 = bfloat16 stored as uint16_t).
+inline ElementwiseKernels make_elementwise_kernels() {
+  ElementwiseKernels k;
+  k.swiglu_forward_f32 = swiglu_forward_kernel<float>;
+  k.swiglu_forward_bf16 = swiglu_forward_kernel<uint16_t>;
+  k.swiglu_backward_f32 = swiglu_backward_kernel<float>;
+  k.swiglu_backward_bf16 = swiglu_backward_kernel<uint16_t>;
+  k.rms_norm_forward_f32 = rms_norm_forward_kernel<float>;
+  k.rms_norm_forward_bf16 = rms_norm_forward_kernel<uint16_t>;
+  k.rms_norm_backward_f32 = rms_norm_backward_kernel<float>;
+  k.rms_norm_backward_bf16 = rms_norm_backward_kernel<uint16_t>;
+  k.rotary_forward_f32 = rotary_forward_kernel<float>;
+  k.rotary_forward_bf16 = rotary_forward_kernel<uint16_t>;
+  k.rotary_backward_f32 = rotary_backward_kernel<float>;
+  k.rotary_backward_bf16 = rotary_backward_kernel<uint16_t>;
+  k.neg_softmax_rows = neg_softmax_rows_kernel;
+  return k;
+}
