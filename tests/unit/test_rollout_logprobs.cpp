@@ -198,7 +198,9 @@ TEST(RolloutPasses, SharedPromptsRunOnceAndGiveTheRowByRowLogprobs) {
       auto got = trainers::shared_prefix_logprobs(m, ro, adapters, spec.temperature);
       ASSERT_TRUE(got.defined());
       ASSERT_EQ(got.sizes(), (std::vector<int64_t>{n, R}));
-      const double tol = dtype == torch::kFloat64 ? 1e-6 : 2e-5;  // float32 results either way
+      // float32 results either way; in float32 a few ulp of the largest log-prob (about 13 here), since the
+      // two passes sum attention and the vocabulary in different orders.
+      const double tol = dtype == torch::kFloat64 ? 1e-6 : 2e-6 * (1.0 + expect.abs().max().item<double>());
       EXPECT_LT(test::max_abs_diff(got, expect), tol) << (adapters.empty() ? "reference" : "actor");
       EXPECT_EQ(got.masked_select(ro.mask == 0).abs().max().item<double>(), 0.0);
       EXPECT_LT(got.masked_select(ro.mask > 0).max().item<double>(), 0.0);
