@@ -123,6 +123,11 @@ std::vector<Measurement> bench_train(const TrainOptions& opt) {
         ms.step_ms = 1000.0 * step_s;
         ms.gflops = ms.tokens_per_s * (train == config::TrainMode::kFull ? 6.0 : 4.0) * n_params / 1e9;
         ms.mfu = ms.gflops * 1e9 / peak;
+        // Attention's products, counted as PaLM's MFU counts them (Chowdhery et al. 2022, appendix B): per token
+        // and layer, q k^T and p v over the T keys are 4 T H Dh in forward, twice that in backward; they have
+        // no weights, so LoRA's backward does them whole as well.
+        const double attention_flops = 12.0 * double(cfg.n_layers) * double(T) * double(cfg.n_heads * cfg.head_size());
+        ms.mfu_with_attention = ms.tokens_per_s * attention_flops / peak + ms.mfu;
         ms.peak_gflops = {peak_before / 1e9, peak_after / 1e9};
         ms.peak_rss_mb = peak_rss_mb();
         print_json(ms);

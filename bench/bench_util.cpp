@@ -105,6 +105,7 @@ void print_json(const Measurement& m) {
   if (m.bw_fraction > 0) j["bw_fraction"] = m.bw_fraction;
   if (m.probe_gb_per_s.second > 0) j["probe_gb_per_s"] = {m.probe_gb_per_s.first, m.probe_gb_per_s.second};
   if (m.peak_gflops.second > 0) j["peak_gflops"] = {m.peak_gflops.first, m.peak_gflops.second};
+  if (m.mfu_with_attention > 0) j["mfu_with_attention"] = m.mfu_with_attention;
   std::printf("%s\n", j.dump().c_str());
   std::fflush(stdout);
 }

@@ -18,6 +18,7 @@ struct Measurement {
   double step_ms = 0;   // one step: a decode step for generation, an optimizer step for training
   double gflops = 0;    // achieved GFLOP/s by the benchmark's FLOP count (the peak itself for "peak")
   double mfu = 0;       // achieved FLOP/s over the measured matmul peak at the same dtype and threads
+  double mfu_with_attention = 0;  // training: the same with attention's score and value products counted (PaLM's MFU)
   double peak_rss_mb = 0;
   double bw_fraction = 0;  // generation: weight bytes read per second over the measured read bandwidth
   std::pair<double, double> probe_gb_per_s = {0, 0};  // generation: the lowest and highest probe beside the runs
