@@ -27,6 +27,14 @@ struct ElementwiseKernels {
                               int64_t r0, int64_t r1, float* dx);
   void (*rotary_backward_bf16)(const uint16_t* dy, const float* cos, const float* sin, int64_t heads, int64_t Dh,
                                int64_t r0, int64_t r1, uint16_t* dx);
+  void (*masked_softmax_forward_f32)(const float* scores, const uint8_t* blocked, int64_t S, int64_t T,
+                                     int64_t heads, int64_t r0, int64_t r1, float* probs, float* scratch);
+  void (*masked_softmax_forward_bf16)(const uint16_t* scores, const uint8_t* blocked, int64_t S, int64_t T,
+                                      int64_t heads, int64_t r0, int64_t r1, uint16_t* probs, float* scratch);
+  void (*softmax_backward_f32)(const float* probs, const float* dprobs, int64_t S, int64_t r0, int64_t r1,
+                               float* dscores);
+  void (*softmax_backward_bf16)(const uint16_t* probs, const uint16_t* dprobs, int64_t S, int64_t r0, int64_t r1,
+                                uint16_t* dscores);
   void (*neg_softmax_rows)(float* z, int64_t V, int64_t r0, int64_t r1, float* lse);
 };
 

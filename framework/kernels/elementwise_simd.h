@@ -1,4 +1,5 @@
-// The fused elementwise kernels (SwiGLU, RMSNorm, rotary embedding, row softmax), written once as plain loops and included by one
+// The fused elementwise kernels (SwiGLU, RMSNorm, rotary embedding, attention's masked softmax, the loss's row
+// softmax), written once as plain loops and included by one
 // translation unit per instruction set (elementwise_avx512.cpp, elementwise_avx2.cpp, and the scalar path in
 // fused_elementwise.cpp), each compiled with its own -m flags and -O3 so that GCC vectorises the loops. Everything
 // here has internal linkage (the includer wraps it in an anonymous namespace).
@@ -162,6 +163,55 @@ void rotary_backward_kernel(const T* dy, const float* cos, const float* sin, int
   }
 }
 
+// Attention's softmax over rows [r0, r1) of scores (rows, S), rows ordered (batch, heads, T) with `heads` rows
+// of T per batch entry; blocked (batches * T, S) as bytes (1 = blocked) holds the mask row of each (batch, t).
+// Blocked entries get probability exactly 0; a row with nothing to attend to gets 1/S everywhere (finite,
+// ignored values, as a large negative score added to every entry gives). e (S floats) is scratch.
+template <class T>
+void masked_softmax_forward_kernel(const T* scores, const uint8_t* blocked, int64_t S, int64_t Tq, int64_t heads,
+                                   int64_t r0, int64_t r1, T* probs, float* e) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* sr = scores + r * S;
+    const uint8_t* br = blocked + ((r / (heads * Tq)) * Tq + r % Tq) * S;
+    T* pr = probs + r * S;
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int64_t i = 0; i < S; ++i) {
+      const float v = br[i] ? -INFINITY : load_value(sr, i);
+      mx = v > mx ? v : mx;
+    }
+    if (mx == -INFINITY) {  // nothing to attend to
+      for (int64_t i = 0; i < S; ++i) store_value(pr, i, 1.0f / float(S));
+      continue;
+    }
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < S; ++i) {
+      const float v = br[i] ? 0.0f : exp_f32(load_value(sr, i) - mx);
+      e[i] = v;
+      sum += v;
+    }
+    const float inv = 1.0f / sum;
+#pragma omp simd
+    for (int64_t i = 0; i < S; ++i) store_value(pr, i, e[i] * inv);
+  }
+}
+
+// Its backward over rows [r0, r1): ds = p (dp - sum(p dp)).
+template <class T>
+void softmax_backward_kernel(const T* probs, const T* dprobs, int64_t S, int64_t r0, int64_t r1, T* dscores) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* pr = probs + r * S;
+    const T* dr = dprobs + r * S;
+    T* out = dscores + r * S;
+    float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t i = 0; i < S; ++i) dot += load_value(pr, i) * load_value(dr, i);
+#pragma omp simd
+    for (int64_t i = 0; i < S; ++i) store_value(out, i, load_value(pr, i) * (load_value(dr, i) - dot));
+  }
+}
+
 // Rows [r0, r1) of z (rows, V), float32, in place: lse[r] = logsumexp(z[r]) and z[r] becomes -softmax(z[r]).
 // Each row is read three times while it sits in cache (max, exp and sum, scale) instead of once per operator.
 inline void neg_softmax_rows_kernel(float* z, int64_t V, int64_t r0, int64_t r1, float* lse) {
@@ -199,6 +249,10 @@ inline ElementwiseKernels make_elementwise_kernels() {
   k.rotary_forward_bf16 = rotary_forward_kernel<uint16_t>;
   k.rotary_backward_f32 = rotary_backward_kernel<float>;
   k.rotary_backward_bf16 = rotary_backward_kernel<uint16_t>;
+  k.masked_softmax_forward_f32 = masked_softmax_forward_kernel<float>;
+  k.masked_softmax_forward_bf16 = masked_softmax_forward_kernel<uint16_t>;
+  k.softmax_backward_f32 = softmax_backward_kernel<float>;
+  k.softmax_backward_bf16 = softmax_backward_kernel<uint16_t>;
   k.neg_softmax_rows = neg_softmax_rows_kernel;
   return k;
 }

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "framework/core/error.h"
 #include "framework/kernels/elementwise_paths.h"
@@ -186,6 +187,48 @@ struct RotaryFn : public torch::autograd::Function<RotaryFn> {
   }
 };
 
+// ---- attention's masked softmax ---------------------------------------------------------------
+
+// scores (B, heads, T, S) -> probs of the same shape and dtype; blocked (B * T, S) bytes. Saves the probs.
+struct MaskedSoftmaxFn : public torch::autograd::Function<MaskedSoftmaxFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& scores_in,
+                               const torch::Tensor& blocked) {
+    auto scores = scores_in.contiguous();
+    const int64_t heads = scores.size(1), T = scores.size(2), S = scores.size(3), rows = scores.numel() / std::max<int64_t>(S, 1);
+    auto probs = torch::empty_like(scores);
+    const auto& k = kernels();
+    const bool bf16 = is_bf16(scores);
+    const auto* mask = static_cast<const uint8_t*>(blocked.data_ptr());
+    at::parallel_for(0, rows, row_grain(S), [&](int64_t a, int64_t b) {
+      std::vector<float> scratch(S);
+      if (bf16)
+        k.masked_softmax_forward_bf16(ptr<uint16_t>(scores), mask, S, T, heads, a, b, ptr<uint16_t>(probs),
+                                      scratch.data());
+      else
+        k.masked_softmax_forward_f32(ptr<float>(scores), mask, S, T, heads, a, b, ptr<float>(probs), scratch.data());
+    });
+    ctx->save_for_backward({probs});
+    return probs;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto probs = ctx->get_saved_variables()[0];
+    auto dp = grads[0].contiguous();
+    auto ds = torch::empty_like(probs);
+    const int64_t S = probs.size(-1), rows = probs.numel() / std::max<int64_t>(S, 1);
+    const auto& k = kernels();
+    const bool bf16 = is_bf16(probs);
+    at::parallel_for(0, rows, row_grain(S), [&](int64_t a, int64_t b) {
+      if (bf16)
+        k.softmax_backward_bf16(ptr<uint16_t>(probs), ptr<uint16_t>(dp), S, a, b, ptr<uint16_t>(ds));
+      else
+        k.softmax_backward_f32(ptr<float>(probs), ptr<float>(dp), S, a, b, ptr<float>(ds));
+    });
+    return {ds, torch::Tensor()};
+  }
+};
+
 }  // namespace
 
 bool fused_elementwise_enabled() {
@@ -230,6 +273,16 @@ torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const tor
   table_shape[x.dim() - 2] = 1;
   auto table = [&](const torch::Tensor& t) { return t.expand(table_shape).contiguous().view({rows, Dh}); };
   return RotaryFn::apply(x.reshape({rows, H, Dh}), table(cos), table(sin)).view(x.sizes());
+}
+
+torch::Tensor masked_softmax(const torch::Tensor& scores, const torch::Tensor& blocked) {
+  const bool shapes = scores.dim() == 4 && blocked.dim() == 3 && blocked.size(1) == scores.size(2) &&
+                      blocked.size(2) == scores.size(3) && (blocked.size(0) == 1 || blocked.size(0) == scores.size(0));
+  if (!fused_elementwise_fits(scores) || blocked.scalar_type() != torch::kBool || !shapes)
+    fail("masked_softmax: scores ", scores.sizes(), " ", scores.scalar_type(), " and mask ", blocked.sizes(), " ",
+         blocked.scalar_type(), " (expected scores (B, heads, T, S), float32 or bfloat16, and a bool mask (B or 1, T, S))");
+  auto mask = blocked.expand({scores.size(0), scores.size(2), scores.size(3)}).contiguous();  // (B, T, S)
+  return MaskedSoftmaxFn::apply(scores, mask);
 }
 
 torch::Tensor neg_softmax_rows_(torch::Tensor& z) {

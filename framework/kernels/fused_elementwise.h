@@ -1,8 +1,9 @@
-// Fused elementwise operators for training and no-grad passes: SwiGLU, RMSNorm and the rotary embedding as one
-// autograd node each, and the row softmax of the chunked log-prob head, on float32 and bfloat16 CPU tensors.
-// Each reads its inputs once and computes in float32 (bfloat16 results rounded once), where the operator chains they replace ran
-// four to seven passes over memory, in bfloat16 at a fraction of float32's speed. The loops are vectorised per
-// instruction set (elementwise_simd.h), on the path cpu_path() names (weight_only.h).
+// Fused elementwise operators for training and no-grad passes: SwiGLU, RMSNorm, the rotary embedding and
+// attention's masked softmax as one autograd node each, and the row softmax of the chunked log-prob head, on
+// float32 and bfloat16 CPU tensors. Each reads its inputs once and computes in float32 (bfloat16 results rounded
+// once), where the operator chains they replace ran four to seven passes over memory, in bfloat16 at a fraction
+// of float32's speed. The loops are vectorised per instruction set (elementwise_simd.h), on the path cpu_path()
+// names (weight_only.h).
 #pragma once
 #include <torch/torch.h>
 
@@ -27,6 +28,12 @@ torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, doub
 // fused_elementwise_fits(), tables cos, sin float32 broadcastable to (B, T, 1, Dh) (any leading dimensions: (N,
 // heads, Dh) with (N, 1, Dh) as well), the sign of rotate_half in sin's first half (model/llama.cpp, rotary_tables). Backward gives x's gradient only.
 torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+
+// Attention's softmax with a mask, computed in float32 and returned in the scores' dtype: scores (B, heads, T,
+// S) that fused_elementwise_fits(), blocked bool (B or 1, T, S), true where a query must not see a key. Blocked
+// entries get probability 0; a query with nothing to attend to gets 1/S everywhere. Backward gives the scores'
+// gradient from the saved probabilities.
+torch::Tensor masked_softmax(const torch::Tensor& scores, const torch::Tensor& blocked);
 
 // In place on z (N, V), float32, contiguous: returns logsumexp of each row (N) and leaves -softmax(z) in z.
 torch::Tensor neg_softmax_rows_(torch::Tensor& z);

@@ -61,6 +61,19 @@ static torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& c
   return (xf * cos + xf.roll(x.size(-1) / 2, -1) * sin).to(x.scalar_type());
 }
 
+// Attention's softmax by operators (float64, or with the fused kernels off): scores (B, Hkv, g, T, S) widened,
+// blocked (B or 1, 1, 1, T, S); probabilities in `out`'s dtype. Blocked entries get a large negative score
+// added (one fresh tensor; an in-place fill of the scores' view would cost a copy of them in backward): exp() of
+// it is exactly 0 against any real score, and a padding query with nothing to attend to gets equal scores
+// (finite, ignored values) instead of the NaN of -inf.
+static torch::Tensor masked_softmax_operators(const torch::Tensor& scores_in, const torch::Tensor& blocked,
+                                              torch::ScalarType out) {
+  auto scores = scores_in.to(wide(scores_in));
+  const double kBlockedScore = scores.scalar_type() == torch::kFloat64 ? -1e300 : -1e30;
+  auto block = torch::zeros(blocked.sizes(), scores.options()).masked_fill_(blocked, kBlockedScore);  // (B, 1, 1, T, S)
+  return torch::softmax(scores + block, -1).to(out);
+}
+
 // ---- attention ----
 
 // Elements of the broadcast product below which attention multiplies-and-sums instead of calling matmul.
@@ -141,13 +154,16 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
                                      1.0 / std::sqrt(double(head_dim)))
                  .view({B, n_kv_heads, group * T, S});
   }
-  scores = scores.view({B, n_kv_heads, group, T, S}).to(wide(scores));
-  // Blocked entries get a large negative score added (one fresh tensor; an in-place fill of this view would
-  // cost a copy of the scores in backward): exp() of it is exactly 0 against any real score, and a padding
-  // query with nothing to attend to gets equal scores (finite, ignored values) instead of the NaN of -inf.
-  const double kBlockedScore = scores.scalar_type() == torch::kFloat64 ? -1e300 : -1e30;
-  auto block = torch::zeros(blocked.sizes(), scores.options()).masked_fill_(blocked, kBlockedScore);  // (B, 1, 1, T, S)
-  auto probs = torch::softmax(scores + block, -1).to(v.scalar_type()).view({B, n_kv_heads, group * T, S});
+  torch::Tensor probs;  // (B, Hkv, g*T, S)
+  if (kernels::fused_elementwise_fits(scores) && scores.scalar_type() == v.scalar_type()) {
+    // One node: the mask applied while the softmax reads each row, float32 arithmetic, the scores' dtype out.
+    // Rows of (B, Hkv, g*T, S) are (batch, query head, t) in order, the mask (B or 1, T, S).
+    probs = kernels::masked_softmax(scores.view({B, n_heads, T, S}), blocked.reshape({blocked.size(0), T, S}))
+                .view({B, n_kv_heads, group * T, S});
+  } else {
+    probs = masked_softmax_operators(scores.view({B, n_kv_heads, group, T, S}), blocked, v.scalar_type())
+                .view({B, n_kv_heads, group * T, S});
+  }
   auto out = broadcast ? (probs.unsqueeze(-1) * v.unsqueeze(2)).sum(3)  // (B, Hkv, g*T, S, 1) * (B, Hkv, 1, S, Dh)
                        : kernels::batched_matmul(probs.reshape({B * n_kv_heads, group * T, S}),
                                                  v.reshape({B * n_kv_heads, S, head_dim}));  // (B*Hkv, g*T, Dh)

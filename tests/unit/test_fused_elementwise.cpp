@@ -168,6 +168,46 @@ TEST(FusedElementwise, RotaryKernelsOfEveryPathMatchFloat64) {
   EXPECT_NEAR(y2[1].item<float>(), 2 * std::cos(a) + std::sin(a), 1e-6);
 }
 
+// Attention's masked softmax: batch 2, 3 heads, T = 4 queries over S = 37 keys (vector tails), a causal mask
+// shifted by 33 past keys, batch 1 with its first query blocked everywhere (1/S) and a padded key.
+TEST(FusedElementwise, MaskedSoftmaxKernelsOfEveryPathMatchFloat64) {
+  torch::manual_seed(9);
+  const int64_t B = 2, H = 3, T = 4, S = 37;
+  auto scores = torch::randn({B, H, T, S}, torch::kFloat64) * 3, dp = torch::randn({B, H, T, S}, torch::kFloat64);
+  auto blocked = torch::ones({T, S}, torch::kBool).triu(S - T + 1).unsqueeze(0).repeat({B, 1, 1});  // (B, T, S)
+  blocked[1][0].fill_(true);
+  blocked[1].select(1, 5).fill_(true);
+  for (const auto& [name, k] : tables_of_this_cpu()) {
+    SCOPED_TRACE(name);
+    for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+      SCOPED_TRACE(c10::toString(dtype));
+      auto ss = scores.to(dtype), dps = dp.to(dtype);
+      auto sd = ss.to(torch::kFloat64).requires_grad_(true);
+      // As the model's operator path: a large negative score added (a fully blocked row: 1/S, and its gradient
+      // flows to the scores as for any softmax).
+      auto block = torch::zeros({B, 1, T, S}, torch::kFloat64).masked_fill_(blocked.unsqueeze(1), -1e300);
+      auto want = torch::softmax(sd + block, -1);
+      want.backward(dps.to(torch::kFloat64));
+      auto p_ = torch::empty_like(ss), ds = torch::empty_like(ss);
+      std::vector<float> scratch(S);
+      const auto* mask = static_cast<const uint8_t*>(blocked.data_ptr());
+      if (dtype == torch::kFloat32) {
+        k->masked_softmax_forward_f32(p<float>(ss), mask, S, T, H, 0, B * H * T, p<float>(p_), scratch.data());
+        k->softmax_backward_f32(p<float>(p_), p<float>(dps), S, 0, B * H * T, p<float>(ds));
+      } else {
+        k->masked_softmax_forward_bf16(p<uint16_t>(ss), mask, S, T, H, 0, B * H * T, p<uint16_t>(p_), scratch.data());
+        k->softmax_backward_bf16(p<uint16_t>(p_), p<uint16_t>(dps), S, 0, B * H * T, p<uint16_t>(ds));
+      }
+      const double tol = dtype == torch::kFloat32 ? 1e-5 : 1.0 / 64;  // bfloat16: the saved p is rounded too
+      EXPECT_LT((p_.to(torch::kFloat64) - want.detach()).abs().max().item<double>(), tol);
+      EXPECT_LT((ds.to(torch::kFloat64) - sd.grad()).abs().max().item<double>(), tol * 4);
+      EXPECT_EQ(p_.masked_select(blocked.unsqueeze(1).expand({B, H, T, S}).logical_and(
+                                     blocked.all(-1, true).logical_not().unsqueeze(1)))
+                    .abs().max().item<double>(), 0.0);  // blocked entries of rows that see something: exactly 0
+    }
+  }
+}
+
 TEST(FusedElementwise, NegSoftmaxRowsOfEveryPathMatchFloat64) {
   torch::manual_seed(5);
   const int64_t rows = 3, V = 4096 + 9;
@@ -243,6 +283,25 @@ TEST(FusedElementwise, RotaryNodeEqualsTheOperatorChain) {
   }
   test::expect_error([&] { rotary(torch::ones({2, 5, 3, 7}), torch::ones({1, 5, 1, 7}), torch::ones({1, 5, 1, 7})); },
                {"rotary: x [2, 5, 3, 7] Float", "Dh even"});
+}
+
+// The node against the operator path the model ran (a large negative score added, softmax), with the mask
+// broadcast over the batch; gradients through autograd.
+TEST(FusedElementwise, MaskedSoftmaxNodeEqualsTheOperatorChain) {
+  torch::manual_seed(10);
+  const int64_t B = 2, H = 2, T = 5, S = 5;
+  auto blocked = torch::ones({T, S}, torch::kBool).triu(1).unsqueeze(0);  // (1, T, S): causal
+  auto x = torch::randn({B, H, T, S}, torch::requires_grad()), dp = torch::randn({B, H, T, S});
+  auto probs = masked_softmax(x, blocked);
+  probs.backward(dp);
+  auto x2 = x.detach().clone().requires_grad_(true);
+  auto block = torch::zeros({1, 1, T, S}).masked_fill_(blocked.unsqueeze(1), -1e30);
+  auto want = torch::softmax(x2 + block, -1);
+  want.backward(dp);
+  EXPECT_LT((probs - want).abs().max().item<double>(), 1e-6);
+  EXPECT_LT((x.grad() - x2.grad()).abs().max().item<double>(), 1e-6);
+  test::expect_error([&] { masked_softmax(x.detach(), torch::ones({3, T, S}, torch::kBool)); },
+                     {"masked_softmax: scores [2, 2, 5, 5] Float and mask [3, 5, 5] Bool"});
 }
 
 TEST(FusedElementwise, RejectsWhatItDoesNotCover) {
