@@ -62,6 +62,26 @@ inline float exp_f32(float x) {
 
 inline float sigmoid_f32(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
 
+// sum over i < n of f(i) in an order that depends on n alone: 16 running sums over i mod 16 (one or two
+// vectors), combined pairwise, then the tail. A plain vectorised reduction would start wherever the data's
+// address first aligns, so the same row summed at another address could round differently, and a resumed run
+// could depart from an uninterrupted one. f may store (the softmax keeps its exponentials).
+template <class F>
+inline float fixed_order_sum(int64_t n, F f) {
+  constexpr int kLanes = 16;
+  float acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+#pragma GCC unroll 16
+    for (int j = 0; j < kLanes; ++j) acc[j] += f(i + j);
+  for (int w = kLanes / 2; w > 0; w /= 2)
+#pragma GCC unroll 8
+    for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
+  float tail = 0.0f;
+  for (; i < n; ++i) tail += f(i);
+  return acc[0] + tail;
+}
+
 // h = silu(g) * u over n elements.
 template <class T>
 void swiglu_forward_kernel(const T* g, const T* u, T* h, int64_t n) {
@@ -92,9 +112,7 @@ void rms_norm_forward_kernel(const T* x, const T* w, float eps, int64_t D, int64
   for (int64_t r = r0; r < r1; ++r) {
     const T* xr = x + r * D;
     T* yr = y + r * D;
-    float ss = 0.0f;
-#pragma omp simd reduction(+ : ss)
-    for (int64_t i = 0; i < D; ++i) ss += load_value(xr, i) * load_value(xr, i);
+    const float ss = fixed_order_sum(D, [&](int64_t i) { return load_value(xr, i) * load_value(xr, i); });
     const float k = 1.0f / std::sqrt(ss / float(D) + eps);
     inv[r] = k;
 #pragma omp simd
@@ -110,9 +128,8 @@ void rms_norm_backward_kernel(const T* x, const T* w, const float* inv, const T*
     const T* xr = x + r * D;
     const T* dyr = dy + r * D;
     T* dxr = dx + r * D;
-    float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-    for (int64_t i = 0; i < D; ++i) dot += load_value(dyr, i) * load_value(w, i) * load_value(xr, i);
+    const float dot =
+        fixed_order_sum(D, [&](int64_t i) { return load_value(dyr, i) * load_value(w, i) * load_value(xr, i); });
     const float k = inv[r], c = k * k * k * dot / float(D);
 #pragma omp simd
     for (int64_t i = 0; i < D; ++i)
@@ -122,42 +139,24 @@ void rms_norm_backward_kernel(const T* x, const T* w, const float* inv, const T*
 
 // Rotary embedding of rows [r0, r1) of x (rows, heads, Dh) with tables cos, sin (rows, Dh), float32, whose sin
 // carries rotate_half's sign in its first half: y[i] = x[i] cos[i] + x[partner(i)] sin[i], partner(i) = (i + Dh/2)
-// mod Dh. The map is its own partner's, so backward is dx[i] = dy[i] cos[i] + dy[partner(i)] sin[partner(i)].
-template <class T>
-void rotary_forward_kernel(const T* x, const float* cos, const float* sin, int64_t heads, int64_t Dh, int64_t r0,
-                           int64_t r1, T* y) {
+// mod Dh. The map is its own partner's, so backward (kBackward, x = dy) is the same loop with sin's halves
+// swapped: dx[i] = dy[i] cos[i] + dy[partner(i)] sin[partner(i)].
+template <class T, bool kBackward>
+void rotary_kernel(const T* x, const float* cos, const float* sin, int64_t heads, int64_t Dh, int64_t r0, int64_t r1,
+                   T* y) {
   const int64_t half = Dh / 2;
   for (int64_t r = r0; r < r1; ++r) {
     const float* c = cos + r * Dh;
-    const float* s = sin + r * Dh;
+    const float* s_lo = sin + r * Dh + (kBackward ? half : 0);  // multiplies the partner in the first half
+    const float* s_hi = sin + r * Dh + (kBackward ? 0 : half);  // and in the second
     for (int64_t h = 0; h < heads; ++h) {
       const T* xr = x + (r * heads + h) * Dh;
       T* yr = y + (r * heads + h) * Dh;
 #pragma omp simd
       for (int64_t i = 0; i < half; ++i) {
         const float a = load_value(xr, i), b = load_value(xr, i + half);
-        store_value(yr, i, a * c[i] + b * s[i]);
-        store_value(yr, i + half, b * c[i + half] + a * s[i + half]);
-      }
-    }
-  }
-}
-
-template <class T>
-void rotary_backward_kernel(const T* dy, const float* cos, const float* sin, int64_t heads, int64_t Dh, int64_t r0,
-                            int64_t r1, T* dx) {
-  const int64_t half = Dh / 2;
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* c = cos + r * Dh;
-    const float* s = sin + r * Dh;
-    for (int64_t h = 0; h < heads; ++h) {
-      const T* dyr = dy + (r * heads + h) * Dh;
-      T* dxr = dx + (r * heads + h) * Dh;
-#pragma omp simd
-      for (int64_t i = 0; i < half; ++i) {
-        const float a = load_value(dyr, i), b = load_value(dyr, i + half);
-        store_value(dxr, i, a * c[i] + b * s[i + half]);
-        store_value(dxr, i + half, b * c[i + half] + a * s[i]);
+        store_value(yr, i, a * c[i] + b * s_lo[i]);
+        store_value(yr, i + half, b * c[i + half] + a * s_hi[i]);
       }
     }
   }
@@ -184,13 +183,11 @@ void masked_softmax_forward_kernel(const T* scores, const uint8_t* blocked, int6
       for (int64_t i = 0; i < S; ++i) store_value(pr, i, 1.0f / float(S));
       continue;
     }
-    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < S; ++i) {
+    const float sum = fixed_order_sum(S, [&](int64_t i) {
       const float v = br[i] ? 0.0f : exp_f32(load_value(sr, i) - mx);
       e[i] = v;
-      sum += v;
-    }
+      return v;
+    });
     const float inv = 1.0f / sum;
 #pragma omp simd
     for (int64_t i = 0; i < S; ++i) store_value(pr, i, e[i] * inv);
@@ -204,9 +201,7 @@ void softmax_backward_kernel(const T* probs, const T* dprobs, int64_t S, int64_t
     const T* pr = probs + r * S;
     const T* dr = dprobs + r * S;
     T* out = dscores + r * S;
-    float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-    for (int64_t i = 0; i < S; ++i) dot += load_value(pr, i) * load_value(dr, i);
+    const float dot = fixed_order_sum(S, [&](int64_t i) { return load_value(pr, i) * load_value(dr, i); });
 #pragma omp simd
     for (int64_t i = 0; i < S; ++i) store_value(out, i, load_value(pr, i) * (load_value(dr, i) - dot));
   }
@@ -220,13 +215,11 @@ inline void neg_softmax_rows_kernel(float* z, int64_t V, int64_t r0, int64_t r1,
     float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
     for (int64_t i = 0; i < V; ++i) mx = zr[i] > mx ? zr[i] : mx;
-    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < V; ++i) {
+    const float sum = fixed_order_sum(V, [&](int64_t i) {
       const float e = exp_f32(zr[i] - mx);
       zr[i] = e;
-      sum += e;
-    }
+      return e;
+    });
     lse[r] = mx + std::log(sum);
     const float scale = -1.0f / sum;
 #pragma omp simd
@@ -245,10 +238,10 @@ inline ElementwiseKernels make_elementwise_kernels() {
   k.rms_norm_forward_bf16 = rms_norm_forward_kernel<uint16_t>;
   k.rms_norm_backward_f32 = rms_norm_backward_kernel<float>;
   k.rms_norm_backward_bf16 = rms_norm_backward_kernel<uint16_t>;
-  k.rotary_forward_f32 = rotary_forward_kernel<float>;
-  k.rotary_forward_bf16 = rotary_forward_kernel<uint16_t>;
-  k.rotary_backward_f32 = rotary_backward_kernel<float>;
-  k.rotary_backward_bf16 = rotary_backward_kernel<uint16_t>;
+  k.rotary_forward_f32 = rotary_kernel<float, false>;
+  k.rotary_forward_bf16 = rotary_kernel<uint16_t, false>;
+  k.rotary_backward_f32 = rotary_kernel<float, true>;
+  k.rotary_backward_bf16 = rotary_kernel<uint16_t, true>;
   k.masked_softmax_forward_f32 = masked_softmax_forward_kernel<float>;
   k.masked_softmax_forward_bf16 = masked_softmax_forward_kernel<uint16_t>;
   k.softmax_backward_f32 = softmax_backward_kernel<float>;

@@ -208,6 +208,37 @@ TEST(FusedElementwise, MaskedSoftmaxKernelsOfEveryPathMatchFloat64) {
   }
 }
 
+// The same rows at another address give the same bits: a resumed run must equal an uninterrupted one, and a
+// reduction that started wherever the data first aligned would round differently (it did: every exact-resume
+// e2e test failed).
+TEST(FusedElementwise, ResultsDoNotDependOnWhereTheDataSits) {
+  torch::manual_seed(11);
+  const int64_t rows = 3, n = 133;
+  auto base = torch::randn({rows * n + 64});
+  auto at = [&](int64_t offset) { return base.narrow(0, offset, rows * n).clone(); };  // fresh, then shifted
+  for (const auto& [name, k] : tables_of_this_cpu()) {
+    SCOPED_TRACE(name);
+    std::vector<torch::Tensor> first;
+    for (int64_t shift = 0; shift < 16; ++shift) {
+      // A buffer whose data starts `shift` floats past a fresh allocation.
+      auto buf = torch::empty({rows * n + 16});
+      auto x = buf.narrow(0, shift, rows * n);
+      x.copy_(at(0));
+      auto w = at(1).narrow(0, 0, n).clone(), y = torch::empty({rows * n}), dx = torch::empty({rows * n});
+      auto inv = torch::empty({rows});
+      k->rms_norm_forward_f32(p<float>(x), p<float>(w), 1e-5f, n, 0, rows, p<float>(y), p<float>(inv));
+      k->rms_norm_backward_f32(p<float>(x), p<float>(w), p<float>(inv), p<float>(x), n, 0, rows, p<float>(dx));
+      auto z = torch::empty({rows * n + 16}).narrow(0, shift, rows * n);
+      z.copy_(x);
+      auto lse = torch::empty({rows});
+      k->neg_softmax_rows(p<float>(z), n, 0, rows, p<float>(lse));
+      std::vector<torch::Tensor> got = {y, dx, inv, z.clone(), lse};
+      if (shift == 0) first = got;
+      for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(torch::equal(got[i], first[i])) << "output " << i << " shift " << shift;
+    }
+  }
+}
+
 TEST(FusedElementwise, NegSoftmaxRowsOfEveryPathMatchFloat64) {
   torch::manual_seed(5);
   const int64_t rows = 3, V = 4096 + 9;
@@ -253,7 +284,8 @@ TEST(FusedElementwise, NodesEqualTheOperatorChainsInFloat32) {
   auto y2 = w2 * (x2 * torch::rsqrt(x2.pow(2).mean(-1, true) + 1e-6));
   y2.backward(dy);
   EXPECT_LT(worst(y.detach(), y2.detach(), 1e-6), 1e-5);
-  EXPECT_LT(worst(x.grad(), x2.grad(), 1e-6), 1e-5);
+  // x's gradient k gn - c x cancels where the two terms meet: relative to the largest value.
+  EXPECT_LT(((x.grad() - x2.grad()).abs().max() / x2.grad().abs().max()).item<double>(), 1e-5);
   EXPECT_LT(worst(w.grad(), w2.grad(), 1e-6), 1e-5);
 }
 
