@@ -194,7 +194,8 @@ struct MaskedSoftmaxFn : public torch::autograd::Function<MaskedSoftmaxFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& scores_in,
                                const torch::Tensor& blocked) {
     auto scores = scores_in.contiguous();
-    const int64_t heads = scores.size(1), T = scores.size(2), S = scores.size(3), rows = scores.numel() / std::max<int64_t>(S, 1);
+    const int64_t heads = scores.size(1), T = scores.size(2), S = scores.size(3);
+    const int64_t rows = scores.numel() / std::max<int64_t>(S, 1);
     auto probs = torch::empty_like(scores);
     const auto& k = kernels();
     const bool bf16 = is_bf16(scores);
@@ -243,7 +244,8 @@ bool fused_elementwise_enabled() {
 }
 
 bool fused_elementwise_fits(const torch::Tensor& x) {
-  return fused_elementwise_enabled() && x.device().is_cpu() && (x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kBFloat16);
+  const auto t = x.scalar_type();
+  return fused_elementwise_enabled() && x.device().is_cpu() && (t == torch::kFloat32 || t == torch::kBFloat16);
 }
 
 torch::Tensor swiglu(const torch::Tensor& gate, const torch::Tensor& up) {
@@ -280,14 +282,16 @@ torch::Tensor masked_softmax(const torch::Tensor& scores, const torch::Tensor& b
                       blocked.size(2) == scores.size(3) && (blocked.size(0) == 1 || blocked.size(0) == scores.size(0));
   if (!fused_elementwise_fits(scores) || blocked.scalar_type() != torch::kBool || !shapes)
     fail("masked_softmax: scores ", scores.sizes(), " ", scores.scalar_type(), " and mask ", blocked.sizes(), " ",
-         blocked.scalar_type(), " (expected scores (B, heads, T, S), float32 or bfloat16, and a bool mask (B or 1, T, S))");
+         blocked.scalar_type(),
+         " (expected scores (B, heads, T, S), float32 or bfloat16, and a bool mask (B or 1, T, S))");
   auto mask = blocked.expand({scores.size(0), scores.size(2), scores.size(3)}).contiguous();  // (B, T, S)
   return MaskedSoftmaxFn::apply(scores, mask);
 }
 
 torch::Tensor neg_softmax_rows_(torch::Tensor& z) {
   if (z.scalar_type() != torch::kFloat32 || z.dim() != 2 || !z.is_contiguous() || !z.device().is_cpu())
-    fail("neg_softmax_rows_: z ", z.sizes(), " ", z.scalar_type(), " (expected a contiguous float32 (N, V) on the CPU)");
+    fail("neg_softmax_rows_: z ", z.sizes(), " ", z.scalar_type(),
+         " (expected a contiguous float32 (N, V) on the CPU)");
   const int64_t N = z.size(0), V = z.size(1);
   auto lse = torch::empty({N}, z.options());  // (N)
   const auto& k = kernels();

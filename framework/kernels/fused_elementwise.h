@@ -26,7 +26,8 @@ torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, doub
 
 // x * cos + roll(x, Dh/2) * sin over the last dimension, computed in float32: x (B, T, heads, Dh) that
 // fused_elementwise_fits(), tables cos, sin float32 broadcastable to (B, T, 1, Dh) (any leading dimensions: (N,
-// heads, Dh) with (N, 1, Dh) as well), the sign of rotate_half in sin's first half (model/llama.cpp, rotary_tables). Backward gives x's gradient only.
+// heads, Dh) with (N, 1, Dh) as well), the sign of rotate_half in sin's first half (model/llama.cpp,
+// rotary_tables). Backward gives x's gradient only.
 torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
 
 // Attention's softmax with a mask, computed in float32 and returned in the scores' dtype: scores (B, heads, T,

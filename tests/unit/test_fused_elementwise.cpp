@@ -17,7 +17,8 @@ using Table = detail::ElementwiseKernels;
 std::vector<std::pair<std::string, const Table*>> tables_of_this_cpu() {
   std::vector<std::pair<std::string, const Table*>> out = {{"scalar", &detail::elementwise_scalar()}};
 #if defined(__x86_64__)  // elsewhere only the scalar path is built (CMakeLists.txt)
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) out.push_back({"avx2", &detail::elementwise_avx2()});
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    out.push_back({"avx2", &detail::elementwise_avx2()});
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
     out.push_back({"avx512", &detail::elementwise_avx512()});
 #endif
@@ -234,7 +235,8 @@ TEST(FusedElementwise, ResultsDoNotDependOnWhereTheDataSits) {
       k->neg_softmax_rows(p<float>(z), n, 0, rows, p<float>(lse));
       std::vector<torch::Tensor> got = {y, dx, inv, z.clone(), lse};
       if (shift == 0) first = got;
-      for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(torch::equal(got[i], first[i])) << "output " << i << " shift " << shift;
+      for (size_t i = 0; i < got.size(); ++i)
+        EXPECT_TRUE(torch::equal(got[i], first[i])) << "output " << i << " shift " << shift;
     }
   }
 }
@@ -341,8 +343,10 @@ TEST(FusedElementwise, RejectsWhatItDoesNotCover) {
   EXPECT_FALSE(fused_elementwise_fits(torch::ones({2}, torch::kFloat64)));
   test::expect_error([] { rms_norm(torch::ones({2, 4}), torch::ones({4}, torch::kBFloat16), 1e-5); },
                {"rms_norm: x [2, 4] Float and weight [4] BFloat16"});
-  test::expect_error([] { swiglu(torch::ones({2, 4}), torch::ones({2, 3})); }, {"swiglu: gate [2, 4] Float and up [2, 3]"});
-  test::expect_error([] { auto z = torch::ones({2, 4}, torch::kFloat64); neg_softmax_rows_(z); }, {"neg_softmax_rows_: z [2, 4] Double"});
+  test::expect_error([] { swiglu(torch::ones({2, 4}), torch::ones({2, 3})); },
+                     {"swiglu: gate [2, 4] Float and up [2, 3]"});
+  test::expect_error([] { auto z = torch::ones({2, 4}, torch::kFloat64); neg_softmax_rows_(z); },
+                     {"neg_softmax_rows_: z [2, 4] Double"});
 }
 
 }  // namespace
