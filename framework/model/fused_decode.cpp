@@ -1,6 +1,7 @@
 #include "framework/model/fused_decode.h"
 
 #include <ATen/Parallel.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -36,17 +37,22 @@ struct Projection {
   float* y = nullptr;           // (M, N)
 };
 
-// Buffers of one step, sized once and reused by every layer.
+// Buffers of one step. Every layer's products are described before the step runs, and the layers share
+// buffers (rewind to the first buffer they share); a buffer a later layer outgrows is kept, not freed, so every
+// pointer handed out stays valid for the whole step.
 struct Workspace {
-  std::vector<std::vector<float>> slots;
+  std::vector<std::vector<float>> slots, outgrown;
   size_t next = 0;
-  float* take(int64_t n) {  // a buffer of n floats, valid until reset()
+  float* take(int64_t n) {  // a buffer of n floats
     if (next == slots.size()) slots.emplace_back();
     auto& s = slots[next++];
-    if (int64_t(s.size()) < n) s.resize(n);
+    if (int64_t(s.size()) < n) {
+      if (!s.empty()) outgrown.push_back(std::move(s));
+      s = std::vector<float>(size_t(n));
+    }
     return s.data();
   }
-  void reset() { next = 0; }
+  void rewind(size_t to) { next = to; }
 };
 
 bool adapter_usable(const lora::LoraWeights& a) {
@@ -85,29 +91,38 @@ Projection projection_of(lora::LinearImpl& lin, const AdapterSet& active, int64_
   return p;
 }
 
-// Work split over threads as blocks of rows of several products at once: job j owns blocks
-// [start[j], start[j + 1]) and runs rows [4 * local block, ...) of its own product.
+// The threads of the step's one parallel region: thread `id` of `count`.
+struct Team {
+  int id = 0, count = 1;
+  // This thread's share [b0, b1) of `total` items: equal contiguous parts, the same on every step.
+  std::pair<int64_t, int64_t> share(int64_t total) const {
+    return {total * id / count, total * (id + 1) / count};
+  }
+};
+
+// Rows of several products split over the team as one list of 4-row blocks: job j owns blocks
+// [start[j], start[j + 1]) and runs rows [4 * local block, ...) of its own product. Static: each thread
+// takes the same rows every step, so its next rows are the ones the prefetcher already follows.
 struct RowJob {
   int64_t rows = 0;
   std::function<void(int64_t, int64_t)> run;  // rows [n0, n1)
 };
 
-void parallel_rows(const std::vector<RowJob>& jobs, int64_t M) {
+void team_rows(const Team& team, const std::vector<RowJob>& jobs) {
   std::vector<int64_t> start = {0};
   for (const auto& j : jobs) start.push_back(start.back() + (j.rows + kBlock - 1) / kBlock);
-  // About 40k multiply-adds of a 576-wide product per grain: small groups stay on the calling thread.
-  const int64_t grain = std::max<int64_t>(1, 16 / std::max<int64_t>(1, M));
-  at::parallel_for(0, start.back(), grain, [&](int64_t b0, int64_t b1) {
-    for (size_t j = 0; j < jobs.size(); ++j) {
-      const int64_t lo = std::max(b0, start[j]), hi = std::min(b1, start[j + 1]);
-      if (lo >= hi) continue;
-      jobs[j].run((lo - start[j]) * kBlock, std::min(jobs[j].rows, (hi - start[j]) * kBlock));
-    }
-  });
+  const auto [b0, b1] = team.share(start.back());
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const int64_t lo = std::max(b0, start[j]), hi = std::min(b1, start[j + 1]);
+    if (lo >= hi) continue;
+    jobs[j].run((lo - start[j]) * kBlock, std::min(jobs[j].rows, (hi - start[j]) * kBlock));
+  }
 }
 
-// Rows [n0, n1) of p.y = x W^T + bias + sum scale * t B^T (the adapters' t already computed).
-void projection_rows(const Projection& p, const float* x, int64_t M, int64_t n0, int64_t n1) {
+// Rows [n0, n1) of p.y = x W^T + bias + sum scale * t B^T (the adapters' t already computed), added into
+// `residual` (M, N) too when it is given.
+void projection_rows(const Projection& p, const float* x, int64_t M, int64_t n0, int64_t n1,
+                     float* residual = nullptr) {
   const int64_t N = p.w.rows;
   kernels::kernel_rows(p.w, x, M, p.y, n0, n1);
   for (int64_t m = 0; m < M; ++m) {
@@ -120,24 +135,34 @@ void projection_rows(const Projection& p, const float* x, int64_t M, int64_t n0,
     for (int64_t m = 0; m < M; ++m)
       for (int64_t n = n0; n < n1; ++n) p.y[m * N + n] += l.delta[m * N + n] * l.scale;
   }
+  if (residual != nullptr)
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = n0; n < n1; ++n) residual[m * N + n] += p.y[m * N + n];
 }
 
-// The adapters' first factors t = x A^T of projections that share the input x, in one region.
-void lora_inputs(const std::vector<Projection*>& ps, const float* x, int64_t M) {
+// The adapters' first factors t = x A^T of projections that share the input x, split over the team, then a
+// barrier (the projections need all of t). Nothing, and no barrier, without adapters.
+void lora_inputs(const Team& team, const std::vector<Projection*>& ps, const float* x, int64_t M) {
   std::vector<RowJob> jobs;
   for (auto* p : ps)
     for (auto& l : p->loras)
       jobs.push_back({l.A.rows, [&l, x, M](int64_t n0, int64_t n1) { kernels::kernel_rows(l.A, x, M, l.t, n0, n1); }});
-  if (!jobs.empty()) parallel_rows(jobs, M);
+  if (jobs.empty()) return;
+  team_rows(team, jobs);
+#pragma omp barrier
 }
 
-// Projections reading the same x (M, K), their rows split over the threads together.
-void run_projections(const std::vector<Projection*>& ps, const float* x, int64_t M) {
-  lora_inputs(ps, x, M);
+// Projections reading the same x (M, K), their rows split over the team together; `residual` as in
+// projection_rows (one projection only). No barrier at the end.
+void run_projections(const Team& team, const std::vector<Projection*>& ps, const float* x, int64_t M,
+                     float* residual = nullptr) {
+  lora_inputs(team, ps, x, M);
   std::vector<RowJob> jobs;
   for (auto* p : ps)
-    jobs.push_back({p->w.rows, [p, x, M](int64_t n0, int64_t n1) { projection_rows(*p, x, M, n0, n1); }});
-  parallel_rows(jobs, M);
+    jobs.push_back({p->w.rows, [p, x, M, residual](int64_t n0, int64_t n1) {
+                      projection_rows(*p, x, M, n0, n1, residual);
+                    }});
+  team_rows(team, jobs);
 }
 
 // out (M, D) = w * (x * rsqrt(mean(x^2) + eps)), the statistic in double.
@@ -152,60 +177,78 @@ void rms_norm(const float* x, const float* w, double eps, int64_t M, int64_t D, 
 }
 
 // x (heads, Dh) of one sequence rotated in place: x * cos + roll(x, Dh/2) * sin, with rotary_tables' sin
-// (first half negated).
-void rotate(float* x, int64_t heads, int64_t Dh, const float* cos, const float* sin) {
+// (first half negated). tmp: Dh floats of scratch.
+void rotate(float* x, int64_t heads, int64_t Dh, const float* cos, const float* sin, float* tmp) {
   const int64_t half = Dh / 2;
-  std::vector<float> tmp(Dh);
   for (int64_t h = 0; h < heads; ++h) {
     float* xh = x + h * Dh;
     for (int64_t d = 0; d < Dh; ++d) tmp[d] = xh[d] * cos[d] + xh[(d + half) % Dh] * sin[d];
-    std::copy(tmp.begin(), tmp.end(), xh);
+    std::copy(tmp, tmp + Dh, xh);
   }
 }
 
 struct AttentionShape {
-  int64_t B, H, Hkv, Dh, capacity, S;  // S: slots filled, this step's included
+  int64_t B, H, Hkv, Dh, capacity, past;  // past: slots filled before this step
 };
 
-// out (B, H * Dh): each query head attends over the valid slots of its kv head's cache. The `group` query
-// heads of one kv head go through the kernel together as the rows of one product with the cached keys.
-void attend(const float* q, const float* kc, const float* vc, const bool* key_valid, const AttentionShape& a,
-            float* out) {
-  const int64_t group = a.H / a.Hkv;
-  const float root = std::sqrt(float(a.Dh));
-  at::parallel_for(0, a.B * a.Hkv, 1, [&](int64_t i0, int64_t i1) {
-    std::vector<float> scores(group * a.S);
-    for (int64_t i = i0; i < i1; ++i) {
-      const int64_t b = i / a.Hkv, kvh = i % a.Hkv;
-      const float* qg = q + (b * a.H + kvh * group) * a.Dh;  // (group, Dh)
-      const float* kb = kc + (b * a.Hkv + kvh) * a.capacity * a.Dh;  // (S, Dh) of (capacity, Dh)
-      const float* vb = vc + (b * a.Hkv + kvh) * a.capacity * a.Dh;
-      const bool* valid = key_valid + b * a.capacity;
-      const auto keys = KernelMatrix::float32(kb, a.S, a.Dh);
-      kernels::kernel_rows(keys, qg, group, scores.data(), 0, a.S);  // (group, S)
-      for (int64_t g = 0; g < group; ++g) {
-        float* p = scores.data() + g * a.S;
-        float mx = std::numeric_limits<float>::lowest();
-        bool any = false;
-        for (int64_t s = 0; s < a.S; ++s)
-          if (valid[s]) p[s] /= root, mx = std::max(mx, p[s]), any = true;
-        float sum = 0;
-        for (int64_t s = 0; s < a.S; ++s) {
-          // No valid key at all (a padding row): equal weights, as a softmax over equal masked scores gives.
-          p[s] = !any ? 1.0f : valid[s] ? std::exp(p[s] - mx) : 0.0f;
-          sum += p[s];
-        }
-        float* o = out + (b * a.H + kvh * group + g) * a.Dh;
-        std::fill(o, o + a.Dh, 0.0f);
-        for (int64_t s = 0; s < a.S; ++s) {
-          const float w = p[s] / sum;
-          if (w == 0.0f) continue;
-          const float* v = vb + s * a.Dh;
-          for (int64_t d = 0; d < a.Dh; ++d) o[d] += w * v[d];
-        }
-      }
+// Per-thread scratch of the attention items: one query head's scores, the rotated key, a head of scratch.
+struct AttentionScratch {
+  std::vector<float> scores, key, tmp;
+};
+
+// This thread's share of the (sequence, query head) items. Each rotates its query head and its kv head's new
+// key by the sequence's position and attends over the valid slots of the kv head's cache: out (B, H * Dh). The
+// item of a kv head's first query head also appends the key and value to the cache at slot `past`; the other
+// items of that kv head read the new key and value from k and v instead, so no item reads a slot another
+// thread may be writing. q (B, H * Dh), k and v (B, Hkv * Dh); kc, vc (B, Hkv, capacity, Dh); cos, sin (B, Dh).
+void attend(const Team& team, float* q, const float* k, const float* v, float* kc, float* vc,
+            const bool* key_valid, const float* cos, const float* sin, const AttentionShape& a,
+            AttentionScratch& scratch, float* out) {
+  const int64_t group = a.H / a.Hkv, S = a.past + 1, Dh = a.Dh;
+  const float root = std::sqrt(float(Dh));
+  scratch.scores.resize(size_t(S));
+  scratch.key.resize(size_t(Dh));
+  scratch.tmp.resize(size_t(Dh));
+  float* p = scratch.scores.data();
+  float* key = scratch.key.data();
+  const auto [i0, i1] = team.share(a.B * a.H);
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t b = i / a.H, hq = i % a.H, kvh = hq / group;
+    float* qh = q + (b * a.H + hq) * Dh;  // (Dh)
+    const float* kh = k + (b * a.Hkv + kvh) * Dh;
+    const float* vh = v + (b * a.Hkv + kvh) * Dh;
+    std::copy(kh, kh + Dh, key);
+    rotate(qh, 1, Dh, cos + b * Dh, sin + b * Dh, scratch.tmp.data());
+    rotate(key, 1, Dh, cos + b * Dh, sin + b * Dh, scratch.tmp.data());
+    float* kb = kc + (b * a.Hkv + kvh) * a.capacity * Dh;  // (capacity, Dh)
+    float* vb = vc + (b * a.Hkv + kvh) * a.capacity * Dh;
+    if (hq % group == 0) {
+      std::copy(key, key + Dh, kb + a.past * Dh);
+      std::copy(vh, vh + Dh, vb + a.past * Dh);
     }
-  });
+    // Scores of the cached slots and of the new key, each a row of the kernel's product (the same sums).
+    kernels::kernel_rows(KernelMatrix::float32(kb, a.past, Dh), qh, 1, p, 0, a.past);  // (past)
+    kernels::kernel_rows(KernelMatrix::float32(key, 1, Dh), qh, 1, p + a.past, 0, 1);  // (1)
+    const bool* valid = key_valid + b * a.capacity;
+    float mx = std::numeric_limits<float>::lowest();
+    bool any = false;
+    for (int64_t s = 0; s < S; ++s)
+      if (valid[s]) p[s] /= root, mx = std::max(mx, p[s]), any = true;
+    float sum = 0;
+    for (int64_t s = 0; s < S; ++s) {
+      // No valid key at all (a padding row): equal weights, as a softmax over equal masked scores gives.
+      p[s] = !any ? 1.0f : valid[s] ? std::exp(p[s] - mx) : 0.0f;
+      sum += p[s];
+    }
+    float* o = out + (b * a.H + hq) * Dh;
+    std::fill(o, o + Dh, 0.0f);
+    for (int64_t s = 0; s < S; ++s) {
+      const float w = p[s] / sum;
+      if (w == 0.0f) continue;
+      const float* vs = s < a.past ? vb + s * Dh : vh;
+      for (int64_t d = 0; d < Dh; ++d) o[d] += w * vs[d];
+    }
+  }
 }
 
 float silu(float x) { return x / (1.0f + std::exp(-x)); }
@@ -270,68 +313,94 @@ torch::Tensor fused_decode_step(CausalLMImpl& m, const ForwardInput& in) {
                  .clone();  // (B, D), the residual stream, updated in place
   float* h = h_t.data_ptr<float>();
 
+  // The products of every layer, described once; layers run one after another, so they share buffers.
+  struct LayerPlan {
+    Projection q, k, v, o, gate, up, down;
+    const float *in_norm, *post_norm;
+    double in_eps, post_eps;
+  };
   Workspace ws;
-  const AttentionShape shape{B, H, Hkv, Dh, capacity, past + 1};
-  for (size_t l = 0; l < m.model->layers.size(); ++l) {
-    auto& layer = m.model->layers[l];
+  float* att = ws.take(B * H * Dh);  // (B, H * Dh)
+  float* act = ws.take(B * F);       // (B, F)
+  std::vector<LayerPlan> plans;
+  const size_t shared_slots = ws.next;
+  for (auto& layer : m.model->layers) {
     auto& attn = layer->self_attn;
-    ws.reset();
-    float* xn = ws.take(B * D);
-    float* att = ws.take(B * H * Dh);
-
-    // Attention block: q, k, v from the normed input, rotated, appended to the cache.
-    rms_norm(h, layer->input_layernorm->weight.data_ptr<float>(), layer->input_layernorm->eps, B, D, xn);
-    auto q = projection_of(*attn->q_proj, in.adapters, B, ws);  // (B, H * Dh)
-    auto k = projection_of(*attn->k_proj, in.adapters, B, ws);  // (B, Hkv * Dh)
-    auto v = projection_of(*attn->v_proj, in.adapters, B, ws);  // (B, Hkv * Dh)
-    run_projections({&q, &k, &v}, xn, B);
-    float* kc = cache.k[l].data_ptr<float>();  // (B, Hkv, capacity, Dh)
-    float* vc = cache.v[l].data_ptr<float>();
-    for (int64_t b = 0; b < B; ++b) {
-      rotate(q.y + b * H * Dh, H, Dh, cosp + b * Dh, sinp + b * Dh);
-      rotate(k.y + b * Hkv * Dh, Hkv, Dh, cosp + b * Dh, sinp + b * Dh);
-      for (int64_t j = 0; j < Hkv; ++j) {
-        const int64_t slot = ((b * Hkv + j) * capacity + past) * Dh;
-        std::copy(k.y + (b * Hkv + j) * Dh, k.y + (b * Hkv + j + 1) * Dh, kc + slot);
-        std::copy(v.y + (b * Hkv + j) * Dh, v.y + (b * Hkv + j + 1) * Dh, vc + slot);
-      }
-    }
-    attend(q.y, kc, vc, key_valid.data_ptr<bool>(), shape, att);
-    auto o = projection_of(*attn->o_proj, in.adapters, B, ws);  // (B, D)
-    run_projections({&o}, att, B);
-    for (int64_t i = 0; i < B * D; ++i) h[i] += o.y[i];
-
-    // MLP block: down(silu(gate x) * up x), gate and up rows computed together and combined at once.
     auto& mlp = layer->mlp;
-    rms_norm(h, layer->post_attention_layernorm->weight.data_ptr<float>(), layer->post_attention_layernorm->eps, B,
-             D, xn);
-    auto gate = projection_of(*mlp->gate_proj, in.adapters, B, ws);  // (B, F)
-    auto up = projection_of(*mlp->up_proj, in.adapters, B, ws);      // (B, F)
-    float* act = ws.take(B * F);                                      // (B, F)
-    lora_inputs({&gate, &up}, xn, B);
-    parallel_rows({{F, [&](int64_t n0, int64_t n1) {
-                     projection_rows(gate, xn, B, n0, n1);
-                     projection_rows(up, xn, B, n0, n1);
-                     for (int64_t b = 0; b < B; ++b)
-                       for (int64_t n = n0; n < n1; ++n) act[b * F + n] = silu(gate.y[b * F + n]) * up.y[b * F + n];
-                   }}},
-                  B);
-    auto down = projection_of(*mlp->down_proj, in.adapters, B, ws);  // (B, D)
-    run_projections({&down}, act, B);
-    for (int64_t i = 0; i < B * D; ++i) h[i] += down.y[i];
+    ws.rewind(shared_slots);
+    LayerPlan p;
+    p.q = projection_of(*attn->q_proj, in.adapters, B, ws);  // (B, H * Dh)
+    p.k = projection_of(*attn->k_proj, in.adapters, B, ws);  // (B, Hkv * Dh)
+    p.v = projection_of(*attn->v_proj, in.adapters, B, ws);  // (B, Hkv * Dh)
+    p.o = projection_of(*attn->o_proj, in.adapters, B, ws);  // (B, D)
+    p.gate = projection_of(*mlp->gate_proj, in.adapters, B, ws);  // (B, F)
+    p.up = projection_of(*mlp->up_proj, in.adapters, B, ws);      // (B, F)
+    p.down = projection_of(*mlp->down_proj, in.adapters, B, ws);  // (B, D)
+    p.in_norm = layer->input_layernorm->weight.data_ptr<float>();
+    p.in_eps = layer->input_layernorm->eps;
+    p.post_norm = layer->post_attention_layernorm->weight.data_ptr<float>();
+    p.post_eps = layer->post_attention_layernorm->eps;
+    plans.push_back(std::move(p));
   }
-  cache.length = past + 1;
-
-  // Final norm and the LM head (the embedding when tied): (B, D) -> (B, V).
-  ws.reset();
-  float* hn = ws.take(B * D);
-  rms_norm(h, m.model->norm->weight.data_ptr<float>(), m.model->norm->eps, B, D, hn);
+  // The final norm and the LM head (the embedding when tied): (B, D) -> (B, V).
   auto logits = torch::empty({B, cfg.vocab_size}, torch::kFloat32);
   Projection head;
   head.w = m.lm_head ? kernels::kernel_matrix(m.lm_head->weight, m.lm_head->weight_scale)
                      : kernels::kernel_matrix(emb, m.embed_scale);
   head.y = logits.data_ptr<float>();
-  run_projections({&head}, hn, B);
+  const float* final_norm = m.model->norm->weight.data_ptr<float>();
+  const double final_eps = m.model->norm->eps;
+
+  std::vector<float*> kc, vc;  // (B, Hkv, capacity, Dh) per layer
+  for (size_t l = 0; l < plans.size(); ++l) {
+    kc.push_back(cache.k[l].data_ptr<float>());
+    vc.push_back(cache.v[l].data_ptr<float>());
+  }
+  const bool* valid_p = key_valid.data_ptr<bool>();
+  const AttentionShape shape{B, H, Hkv, Dh, capacity, past};
+  kernels::cpu_path();  // the kernel path resolved (and a bad REGLAGE_KERNELS reported) outside the region
+  const int threads = std::max(1, at::get_num_threads());
+  std::vector<std::vector<float>> normed(size_t(threads), std::vector<float>(size_t(B * D)));  // (B, D) each
+  std::vector<AttentionScratch> scratch(static_cast<size_t>(threads));
+
+  // The whole step in one parallel region: every thread runs every layer on its share of each product's rows,
+  // with a barrier where the next part reads what all threads wrote. Each thread norms the residual stream
+  // into its own buffer, so the norms need no barrier. One region instead of five per layer: joining and
+  // restarting the threads 150 times a step cost more than the arithmetic between the products.
+#pragma omp parallel num_threads(threads)
+  {
+    const Team team{omp_get_thread_num(), omp_get_num_threads()};
+    float* xn = normed[size_t(team.id)].data();
+    AttentionScratch& mine = scratch[size_t(team.id)];
+    for (size_t l = 0; l < plans.size(); ++l) {
+      LayerPlan& p = plans[l];
+      // Attention block: q, k, v from the normed input; rotated and appended to the cache by attend().
+      rms_norm(h, p.in_norm, p.in_eps, B, D, xn);
+      run_projections(team, {&p.q, &p.k, &p.v}, xn, B);
+#pragma omp barrier
+      attend(team, p.q.y, p.k.y, p.v.y, kc[l], vc[l], valid_p, cosp, sinp, shape, mine, att);
+#pragma omp barrier
+      run_projections(team, {&p.o}, att, B, h);  // h += o
+#pragma omp barrier
+
+      // MLP block: down(silu(gate x) * up x), gate and up rows computed together and combined at once.
+      rms_norm(h, p.post_norm, p.post_eps, B, D, xn);
+      lora_inputs(team, {&p.gate, &p.up}, xn, B);
+      team_rows(team, {{F, [&](int64_t n0, int64_t n1) {
+                          projection_rows(p.gate, xn, B, n0, n1);
+                          projection_rows(p.up, xn, B, n0, n1);
+                          for (int64_t b = 0; b < B; ++b)
+                            for (int64_t n = n0; n < n1; ++n)
+                              act[b * F + n] = silu(p.gate.y[b * F + n]) * p.up.y[b * F + n];
+                        }}});
+#pragma omp barrier
+      run_projections(team, {&p.down}, act, B, h);  // h += down
+#pragma omp barrier
+    }
+    rms_norm(h, final_norm, final_eps, B, D, xn);
+    run_projections(team, {&head}, xn, B);
+  }
+  cache.length = past + 1;
   return logits;
 }
 

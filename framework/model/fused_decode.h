@@ -1,8 +1,11 @@
 // One decoding step of the whole model, one pass per layer over raw float32 buffers: RMSNorm, the q/k/v
 // products, rotary embedding, the cache append, attention over the cache, the output product and the SwiGLU
 // MLP, then the final norm and the LM head. Every product (base weight in float32, bfloat16 or int8, plus the
-// active LoRA adapters) runs in the weight-only vector kernel (framework/kernels/weight_only.h), the products
-// that read the same input share one parallel region, and no LibTorch operator runs inside a layer.
+// active LoRA adapters) runs in the weight-only vector kernel (framework/kernels/weight_only.h), and no LibTorch
+// operator runs inside a layer. The whole step is one parallel region: each thread takes the same share of
+// every product's rows and of the attention heads on every step, with a barrier where the next part reads what
+// all threads wrote. Every output is computed by one thread in one order, so the thread count does not change
+// the result.
 //
 // Why: a decode step of a batch of a few sequences reads every weight once and does little arithmetic, so its
 // time should be the bytes of the weights over the memory bandwidth. The operator-by-operator path spends as

@@ -210,5 +210,38 @@ TEST(FusedDecode, RefusesWhatItDoesNotRun) {
   EXPECT_THROW(fused_decode_step(*m, {one, {}, {}, &full, {}}), Error);
 }
 
+// The step runs in one parallel region with each thread on its share of rows and attention heads; every
+// output is computed by one thread in the same order whatever the share, so 1, 2 or 3 threads (more than this
+// machine's cores) give the same bits, with grouped queries, padding slots and an adapter.
+TEST(FusedDecode, ThreadCountDoesNotChangeTheResult) {
+  auto m = random_model();
+  add_random_actor(m, 9);
+  m->set_storage(kernels::Storage::kInt8);
+  torch::NoGradGuard no_grad;
+  m->eval();
+  torch::manual_seed(11);
+  const auto start = prefill(m, kPrompts, 4, {"actor"});
+  std::vector<StepInputs> steps;
+  for (int64_t s = 0; s < 4; ++s) steps.push_back(step_inputs(kPrompts, s, m->config().vocab_size));
+  const int before = at::get_num_threads();
+  std::vector<torch::Tensor> logits, keys;
+  for (int threads : {1, 2, 3}) {
+    at::set_num_threads(threads);
+    KVCache cache = start;  // its own copy of the prefilled cache
+    for (size_t l = 0; l < cache.k.size(); ++l) cache.k[l] = cache.k[l].clone(), cache.v[l] = cache.v[l].clone();
+    cache.key_valid = cache.key_valid.clone();
+    torch::Tensor last;
+    for (const auto& in : steps)
+      last = fused_decode_step(*m, {in.ids, in.positions, in.valid, &cache, {"actor"}});  // (B, V)
+    logits.push_back(last);
+    keys.push_back(cache.k.back());
+  }
+  at::set_num_threads(before);
+  for (size_t i = 1; i < logits.size(); ++i) {
+    EXPECT_TRUE(torch::equal(logits[i], logits[0])) << i + 1 << " threads";
+    EXPECT_TRUE(torch::equal(keys[i], keys[0])) << i + 1 << " threads";
+  }
+}
+
 }  // namespace
 }  // namespace reglage::model
