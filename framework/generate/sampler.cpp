@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "framework/core/error.h"
+#include "framework/kernels/fused_elementwise.h"
 
 namespace reglage::generate {
 
@@ -30,38 +31,31 @@ std::mt19937_64 sequence_rng(uint64_t seed, uint64_t index) {
 
 Choice sample_token(const float* logits, int64_t vocab, const SamplingParams& params, std::mt19937_64& rng) {
   const double t = params.temperature > 0 ? params.temperature : 1.0;
-  // log-softmax of logits / T in double, for the log-probability and the sampling weights
-  double max_logit = -INFINITY;
-  int64_t argmax = 0;
-  for (int64_t i = 0; i < vocab; ++i) {
-    if (logits[i] > max_logit) {
-      max_logit = logits[i];
-      argmax = i;
-    }
-  }
+  // The largest logit (NaN ignored), then the first token that has it.
+  float max_logit = -INFINITY;
+  for (int64_t i = 0; i < vocab; ++i) max_logit = logits[i] > max_logit ? logits[i] : max_logit;
   if (!std::isfinite(max_logit)) fail("sampling: logits hold no finite maximum (NaN or inf from the model)");
+  const int64_t argmax = std::find(logits, logits + vocab, max_logit) - logits;
   // Per-thread buffers: rows of a batch are sampled in parallel (generate.cpp), each call reuses its thread's.
-  thread_local std::vector<double> prob;
+  thread_local std::vector<float> prob;
   prob.resize(vocab);
-  // Blocks of a fixed size, their sums added in order: the same result on any number of threads. A lone
-  // row's exponentials (batch 1) are spread over the intra-op threads; inside the rows' parallel loop this
-  // runs on the calling thread.
+  // Weights e^((logit - max) / T) by the vectorised float32 kernel, in blocks of a fixed size whose sums are
+  // added in order: the same result on any number of threads. A lone row's blocks (batch 1) are spread over
+  // the intra-op threads; inside the rows' parallel loop this runs on the calling thread.
   constexpr int64_t kBlock = 4096;
   const int64_t blocks = (vocab + kBlock - 1) / kBlock;
   std::vector<double> block_sum(size_t(blocks), 0.0);
-  double* p = prob.data();  // this thread's buffer: the lambda may run on another thread
+  float* p = prob.data();  // this thread's buffer: the lambda may run on another thread
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
-      double s = 0;
-      for (int64_t i = b * kBlock; i < std::min(vocab, (b + 1) * kBlock); ++i)
-        s += p[i] = std::exp((logits[i] - max_logit) / t);
-      block_sum[size_t(b)] = s;
+      const int64_t lo = b * kBlock, n = std::min(vocab, lo + kBlock) - lo;
+      block_sum[size_t(b)] = kernels::exp_shifted(logits + lo, max_logit, float(t), n, p + lo);
     }
   });
   double sum = 0;
   for (double s : block_sum) sum += s;
   const double log_sum = std::log(sum);
-  auto logprob_of = [&](int64_t i) { return float((logits[i] - max_logit) / t - log_sum); };
+  auto logprob_of = [&](int64_t i) { return float((double(logits[i]) - max_logit) / t - log_sum); };
 
   if (params.temperature == 0) return {argmax, logprob_of(argmax)};
 

@@ -36,6 +36,7 @@ struct ElementwiseKernels {
   void (*softmax_backward_bf16)(const uint16_t* probs, const uint16_t* dprobs, int64_t S, int64_t r0, int64_t r1,
                                 uint16_t* dscores);
   void (*neg_softmax_rows)(float* z, int64_t V, int64_t r0, int64_t r1, float* lse);
+  float (*exp_shifted)(const float* z, float shift, float t, int64_t n, float* out);
 };
 
 const ElementwiseKernels& elementwise_avx512();

@@ -227,6 +227,15 @@ inline void neg_softmax_rows_kernel(float* z, int64_t V, int64_t r0, int64_t r1,
   }
 }
 
+// out[i] = e^((z[i] - shift) / t) for i < n; returns their sum (fixed_order_sum). A sampler's weights.
+inline float exp_shifted_kernel(const float* z, float shift, float t, int64_t n, float* out) {
+  return fixed_order_sum(n, [&](int64_t i) {
+    const float e = exp_f32((z[i] - shift) / t);
+    out[i] = e;
+    return e;
+  });
+}
+
 // The table of one instruction set's entry points (bf16 = bfloat16 stored as uint16_t).
 inline ElementwiseKernels make_elementwise_kernels() {
   ElementwiseKernels k;
@@ -247,5 +256,6 @@ inline ElementwiseKernels make_elementwise_kernels() {
   k.softmax_backward_f32 = softmax_backward_kernel<float>;
   k.softmax_backward_bf16 = softmax_backward_kernel<uint16_t>;
   k.neg_softmax_rows = neg_softmax_rows_kernel;
+  k.exp_shifted = exp_shifted_kernel;
   return k;
 }

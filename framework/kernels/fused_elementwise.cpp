@@ -299,4 +299,8 @@ torch::Tensor neg_softmax_rows_(torch::Tensor& z) {
   return lse;
 }
 
+float exp_shifted(const float* z, float shift, float t, int64_t n, float* out) {
+  return kernels().exp_shifted(z, shift, t, n, out);
+}
+
 }  // namespace reglage::kernels

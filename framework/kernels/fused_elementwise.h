@@ -39,4 +39,8 @@ torch::Tensor masked_softmax(const torch::Tensor& scores, const torch::Tensor& b
 // In place on z (N, V), float32, contiguous: returns logsumexp of each row (N) and leaves -softmax(z) in z.
 torch::Tensor neg_softmax_rows_(torch::Tensor& z);
 
+// out[i] = e^((z[i] - shift) / t) for i < n, in the calling thread, float32 arithmetic; returns their sum,
+// added in an order that depends on n alone. A sampler's weights (shift: the largest logit, t: the temperature).
+float exp_shifted(const float* z, float shift, float t, int64_t n, float* out);
+
 }  // namespace reglage::kernels

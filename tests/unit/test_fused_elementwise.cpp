@@ -262,6 +262,30 @@ TEST(FusedElementwise, NegSoftmaxRowsOfEveryPathMatchFloat64) {
   EXPECT_TRUE(torch::equal(two, torch::tensor({{-0.5f, -0.5f}})));
 }
 
+// A sampler's weights e^((z - max) / T) and their sum, against float64, with a temperature and a tail.
+TEST(FusedElementwise, ExpShiftedOfEveryPathMatchesFloat64) {
+  torch::manual_seed(9);
+  const int64_t V = 4096 + 13;
+  auto z = torch::randn({V}, torch::kFloat64) * 6;
+  z.slice(0, 0, 50).fill_(-500.0);  // e^x underflows to exactly 0
+  const double mx = z.max().item<double>(), t = 0.7;
+  auto want = ((z - mx) / t).exp();
+  for (const auto& [name, k] : tables_of_this_cpu()) {
+    SCOPED_TRACE(name);
+    auto zs = z.to(torch::kFloat32).contiguous(), out = torch::empty({V}, torch::kFloat32);
+    const float sum = k->exp_shifted(p<float>(zs), float(mx), float(t), V, p<float>(out));
+    EXPECT_LT(worst(out, want, 1e-12), 2e-5);
+    EXPECT_NEAR(sum / want.sum().item<double>(), 1.0, 1e-5);
+    EXPECT_EQ(out.slice(0, 0, 50).abs().max().item<float>(), 0.0f);
+  }
+  // By hand: e^0 = 1 at the maximum, e^(-2 / 2) = 1/e two below it at T = 2.
+  const float two[2] = {5.0f, 3.0f};
+  float out[2];
+  EXPECT_NEAR(exp_shifted(two, 5.0f, 2.0f, 2, out), 1.0 + std::exp(-1.0), 1e-6);
+  EXPECT_EQ(out[0], 1.0f);
+  EXPECT_NEAR(out[1], std::exp(-1.0), 1e-7);
+}
+
 // The autograd nodes against the operator chains the model ran before them (float32), on a non-contiguous
 // input, with a trained norm weight.
 TEST(FusedElementwise, NodesEqualTheOperatorChainsInFloat32) {

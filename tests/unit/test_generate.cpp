@@ -220,6 +220,28 @@ TEST(Generate, SamplerFilters) {
   EXPECT_NEAR(generate::sample_token(logits.data(), 5, p, rng).logprob, 3.0 - std::log(sum), 1e-6);
 }
 
+// Over a vocabulary of several blocks (the weights are summed per 4096 tokens) and with a temperature, each
+// drawn token's log-probability is the float64 log-softmax of logits / T.
+TEST(Generate, SampledLogprobsAreTheLogSoftmax) {
+  torch::manual_seed(4);
+  const int64_t V = 3 * 4096 + 77;
+  auto logits = (torch::randn({V}) * 4).contiguous();
+  generate::SamplingParams p;
+  p.temperature = 0.8;
+  auto want = torch::log_softmax(logits.to(torch::kFloat64) / p.temperature, 0);
+  auto rng = generate::sequence_rng(2, 0);
+  std::set<int64_t> seen;
+  for (int i = 0; i < 50; ++i) {
+    const auto c = generate::sample_token(logits.data_ptr<float>(), V, p, rng);
+    ASSERT_GE(c.token, 0);
+    ASSERT_LT(c.token, V);
+    seen.insert(c.token);
+    const double lp = want[c.token].item<double>();
+    EXPECT_NEAR(c.logprob, lp, 2e-6 * (1 + std::abs(lp))) << "token " << c.token;
+  }
+  EXPECT_GT(seen.size(), 10u);  // a draw, not one token
+}
+
 TEST(Generate, BadRequestsAreRejected) {
   auto m = io::load_model(test::model_260k());
   EXPECT_THROW(generate::generate(m, {{}}, params_with(0.0, 5)), Error);
