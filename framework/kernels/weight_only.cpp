@@ -280,6 +280,10 @@ torch::Tensor stored_embedding(const torch::Tensor& ids, const torch::Tensor& w,
   return rows.to(dtype).view(shape);                         // (..., D)
 }
 
+static_assert(KernelMatrix::kFloat32 == kGemmF32 && KernelMatrix::kBFloat16 == kGemmBF16 &&
+                  KernelMatrix::kInt8 == kGemmI8,
+              "KernelMatrix's formats are the kernel's");
+
 KernelMatrix kernel_matrix(const torch::Tensor& w, const torch::Tensor& scale) {
   if (w.dim() != 2 || !w.is_contiguous() || !w.device().is_cpu())
     fail("kernel matrix: weight ", w.sizes(), " must be a contiguous 2-D CPU tensor");

@@ -77,7 +77,9 @@ torch::Tensor stored_embedding(const torch::Tensor& ids, const torch::Tensor& w,
 // For code that runs many products inside one parallel region (framework/model/fused_decode.cpp).
 struct KernelMatrix {
   const void* data = nullptr;
-  int format = 0;                // gemm_simd.h's kGemmF32, kGemmBF16 or kGemmI8
+  // Element formats, the values of gemm_simd.h's kGemmF32, kGemmBF16 and kGemmI8.
+  static constexpr int kFloat32 = 0, kBFloat16 = 1, kInt8 = 2;
+  int format = kFloat32;
   const float* scale = nullptr;  // (rows) for int8, else null
   int64_t rows = 0, cols = 0;    // N, K
   // A row-major float32 matrix (rows, cols) in memory the caller owns (format kGemmF32 = 0).

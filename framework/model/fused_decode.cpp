@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -177,12 +178,14 @@ void rms_norm(const float* x, const float* w, double eps, int64_t M, int64_t D, 
 }
 
 // x (heads, Dh) of one sequence rotated in place: x * cos + roll(x, Dh/2) * sin, with rotary_tables' sin
-// (first half negated). tmp: Dh floats of scratch.
+// (first half negated). tmp: Dh floats of scratch. The two halves in two loops: an index taken modulo Dh
+// cost more than the rest of a head's attention.
 void rotate(float* x, int64_t heads, int64_t Dh, const float* cos, const float* sin, float* tmp) {
   const int64_t half = Dh / 2;
   for (int64_t h = 0; h < heads; ++h) {
     float* xh = x + h * Dh;
-    for (int64_t d = 0; d < Dh; ++d) tmp[d] = xh[d] * cos[d] + xh[(d + half) % Dh] * sin[d];
+    for (int64_t d = 0; d < half; ++d) tmp[d] = xh[d] * cos[d] + xh[d + half] * sin[d];
+    for (int64_t d = half; d < Dh; ++d) tmp[d] = xh[d] * cos[d] + xh[d - half] * sin[d];
     std::copy(tmp, tmp + Dh, xh);
   }
 }
@@ -251,7 +254,89 @@ void attend(const Team& team, float* q, const float* k, const float* v, float* k
   }
 }
 
+// Asks for the cached keys and values this thread's attention items will read (attend() below) to be brought
+// into its L2 cache, before the q/k/v products run: the products take long enough for the lines to arrive,
+// where attend() would otherwise wait on each line from memory (the weights streamed since the last layer
+// have evicted them). One request per 64-byte line, each kv head once.
+void prefetch_cached_slots(const Team& team, const float* kc, const float* vc, const AttentionShape& a) {
+  const int64_t group = a.H / a.Hkv, floats_per_line = 16;
+  const auto [i0, i1] = team.share(a.B * a.H);
+  int64_t last = -1;  // the (sequence, kv head) requested last: consecutive items share it
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t b = i / a.H, kv = b * a.Hkv + (i % a.H) / group;
+    if (kv == last) continue;
+    last = kv;
+    const float* kb = kc + kv * a.capacity * a.Dh;
+    const float* vb = vc + kv * a.capacity * a.Dh;
+    for (int64_t f = 0; f < a.past * a.Dh; f += floats_per_line) {
+      __builtin_prefetch(kb + f, 0, 2);
+      __builtin_prefetch(vb + f, 0, 2);
+    }
+  }
+}
+
 float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+// Rows of the embedding table (V, D) in its storage, widened to float32 as stored_embedding() does: ids (B)
+// -> out (B, D).
+void embedding_rows(const KernelMatrix& table, const int64_t* ids, int64_t B, float* out) {
+  const int64_t D = table.cols;
+  for (int64_t b = 0; b < B; ++b) {
+    float* o = out + b * D;
+    const int64_t row = ids[b] * D;
+    switch (table.format) {
+      case KernelMatrix::kBFloat16: {
+        const auto* w = static_cast<const uint16_t*>(table.data) + row;
+        for (int64_t d = 0; d < D; ++d) {
+          const uint32_t bits = uint32_t(w[d]) << 16;
+          std::memcpy(o + d, &bits, sizeof(float));
+        }
+        break;
+      }
+      case KernelMatrix::kInt8: {
+        const auto* w = static_cast<const int8_t*>(table.data) + row;
+        const float scale = table.scale[ids[b]];
+        for (int64_t d = 0; d < D; ++d) o[d] = float(w[d]) * scale;
+        break;
+      }
+      default: std::copy_n(static_cast<const float*>(table.data) + row, D, o);
+    }
+  }
+}
+
+// Positions of rotary tables computed per call of rotary_tables() when the cache first builds them: a few
+// thousand elements, so LibTorch neither splits them over threads nor leaves a tail to its scalar loop.
+constexpr int64_t kRotaryChunk = 256;
+
+// cos and sin (B, Dh) of the positions pos (B), as rotary_tables() gives them: from tables of every slot of
+// the cache (positions 0 .. capacity - 1) that the cache keeps after the first step, or computed for the step
+// where a position lies outside them.
+void rotary_rows(KVCache& cache, const std::vector<int64_t>& pos, int64_t Dh, double theta, float* cos,
+                 float* sin) {
+  const int64_t capacity = cache.capacity(), B = int64_t(pos.size());
+  if (!cache.rotary_cos.defined() || cache.rotary_cos.size(0) != capacity || cache.rotary_cos.size(1) != Dh) {
+    std::vector<torch::Tensor> c, s;
+    for (int64_t p0 = 0; p0 < capacity; p0 += kRotaryChunk) {
+      const int64_t n = std::min(kRotaryChunk, capacity - p0);
+      auto [ct, st] = rotary_tables(torch::arange(p0, p0 + n, torch::kLong).view({n, 1}), Dh, theta);  // (n, 1, 1, Dh)
+      c.push_back(ct.reshape({n, Dh}));
+      s.push_back(st.reshape({n, Dh}));
+    }
+    cache.rotary_cos = torch::cat(c).contiguous();  // (capacity, Dh)
+    cache.rotary_sin = torch::cat(s).contiguous();
+  }
+  const bool inside = std::all_of(pos.begin(), pos.end(), [&](int64_t p) { return p >= 0 && p < capacity; });
+  if (!inside) {
+    auto [ct, st] = rotary_tables(torch::tensor(pos, torch::kLong).view({B, 1}), Dh, theta);  // (B, 1, 1, Dh)
+    std::copy_n(ct.contiguous().data_ptr<float>(), B * Dh, cos);
+    std::copy_n(st.contiguous().data_ptr<float>(), B * Dh, sin);
+    return;
+  }
+  for (int64_t b = 0; b < B; ++b) {
+    std::copy_n(cache.rotary_cos.data_ptr<float>() + pos[size_t(b)] * Dh, Dh, cos + b * Dh);
+    std::copy_n(cache.rotary_sin.data_ptr<float>() + pos[size_t(b)] * Dh, Dh, sin + b * Dh);
+  }
+}
 
 }  // namespace
 
@@ -264,11 +349,24 @@ std::string fused_decode_unsupported(CausalLMImpl& m, const ForwardInput& in) {
   if (torch::GradMode::is_enabled() || m.is_training()) return "gradients or training mode";
   if (in.cache->k.empty() || in.cache->k[0].size(0) != in.ids.size(0) || !in.cache->k[0].is_contiguous())
     return "a cache of another batch";
-  for (auto& [path, lin] : m.linear_layers()) {
-    auto why = adapters_unsupported(*lin, in.adapters, path);
-    if (!why.empty()) return why;
-    if (!lin->weight.is_contiguous() || (lin->bias.defined() && lin->bias.scalar_type() != torch::kFloat32))
-      return path + " is not contiguous float32";
+  // Every step asks this: the layers are walked without building their names (linear_layers() does), a name
+  // is made only for the message.
+  for (size_t l = 0; l < m.model->layers.size(); ++l) {
+    auto& attn = m.model->layers[l]->self_attn;
+    auto& mlp = m.model->layers[l]->mlp;
+    const std::pair<const char*, lora::LinearImpl*> projections[] = {
+        {"self_attn.q_proj", attn->q_proj.get()}, {"self_attn.k_proj", attn->k_proj.get()},
+        {"self_attn.v_proj", attn->v_proj.get()}, {"self_attn.o_proj", attn->o_proj.get()},
+        {"mlp.gate_proj", mlp->gate_proj.get()},  {"mlp.up_proj", mlp->up_proj.get()},
+        {"mlp.down_proj", mlp->down_proj.get()}};
+    for (const auto& [name, lin] : projections) {
+      const bool adapters_ok = in.adapters.empty() || adapters_unsupported(*lin, in.adapters, "").empty();
+      const bool weight_ok =
+          lin->weight.is_contiguous() && (!lin->bias.defined() || lin->bias.scalar_type() == torch::kFloat32);
+      if (adapters_ok && weight_ok) continue;
+      const std::string path = "model.layers." + std::to_string(l) + "." + name;
+      return !adapters_ok ? adapters_unsupported(*lin, in.adapters, path) : path + " is not contiguous float32";
+    }
   }
   if (m.lm_head) {
     for (const auto& name : in.adapters) {
@@ -290,28 +388,36 @@ torch::Tensor fused_decode_step(CausalLMImpl& m, const ForwardInput& in) {
   const int64_t Dh = cfg.head_size(), past = cache.length, capacity = cache.capacity();
   if (past + 1 > capacity) fail("KV cache holds ", capacity, " tokens; ", past + 1, " requested");
 
-  const auto long_opts = torch::TensorOptions().dtype(torch::kLong);
-  auto positions = in.positions.defined() ? in.positions.to(torch::kLong).contiguous()
-                                          : torch::full({B, 1}, past, long_opts);  // (B, 1)
-  const int64_t max_pos = positions.max().item<int64_t>();
-  if (max_pos >= cfg.max_seq_len)
-    fail("position ", max_pos, " is beyond the model's context of ", cfg.max_seq_len, " tokens");
-  auto valid = in.valid.defined() ? in.valid.to(torch::kBool).reshape({B}) : torch::ones({B}, torch::kBool);
-  cache.key_valid.select(1, past).copy_(valid);
+  // Positions, ids and validity of the step's tokens read directly: LibTorch operators here cost more than
+  // a layer's arithmetic, once the weights streamed by the previous step have evicted their code and data.
+  const auto positions = in.positions.defined() ? in.positions.to(torch::kLong).contiguous() : torch::Tensor();
+  const auto ids = in.ids.to(torch::kLong).contiguous();
+  const auto valid = in.valid.defined() ? in.valid.to(torch::kBool).contiguous() : torch::Tensor();
+  std::vector<int64_t> pos(size_t(B), past);  // (B)
+  for (int64_t b = 0; b < B; ++b) {
+    if (positions.defined()) pos[size_t(b)] = positions.data_ptr<int64_t>()[b];
+    if (pos[size_t(b)] >= cfg.max_seq_len)
+      fail("position ", pos[size_t(b)], " is beyond the model's context of ", cfg.max_seq_len, " tokens");
+    const int64_t id = ids.data_ptr<int64_t>()[b];
+    if (id < 0 || id >= cfg.vocab_size) fail("token id ", id, " is outside the vocabulary of ", cfg.vocab_size);
+  }
+  if (valid.defined() && cache.key_valid.is_contiguous())
+    for (int64_t b = 0; b < B; ++b) cache.key_valid.data_ptr<bool>()[b * capacity + past] = valid.data_ptr<bool>()[b];
+  else
+    cache.key_valid.select(1, past).copy_(valid.defined() ? valid.reshape({B}) : torch::ones({B}, torch::kBool));
   auto key_valid = cache.key_valid.contiguous();  // (B, capacity)
 
-  auto [cos_t, sin_t] = rotary_tables(positions, Dh, cfg.rope_theta);  // (B, 1, 1, Dh)
-  cos_t = cos_t.contiguous(), sin_t = sin_t.contiguous();
-  const float* cosp = cos_t.data_ptr<float>();
-  const float* sinp = sin_t.data_ptr<float>();
+  // Rotary rows of the step's positions, (B, Dh) each.
+  std::vector<float> cos_rows(size_t(B * Dh)), sin_rows(size_t(B * Dh));
+  rotary_rows(cache, pos, Dh, cfg.rope_theta, cos_rows.data(), sin_rows.data());
+  const float* cosp = cos_rows.data();
+  const float* sinp = sin_rows.data();
 
-  auto ids = in.ids.reshape({B});
+  // The residual stream (B, D), updated in place: the tokens' embedding rows, widened from their storage.
   auto& emb = m.model->embed_tokens->weight;
-  auto h_t = (m.storage() == kernels::Storage::kNative ? emb.index_select(0, ids)
-                                                         : kernels::stored_embedding(ids, emb, m.embed_scale, torch::kFloat32))
-                 .contiguous()
-                 .clone();  // (B, D), the residual stream, updated in place
-  float* h = h_t.data_ptr<float>();
+  std::vector<float> h_rows(size_t(B * D));
+  float* h = h_rows.data();
+  embedding_rows(kernels::kernel_matrix(emb, m.embed_scale), ids.data_ptr<int64_t>(), B, h);
 
   // The products of every layer, described once; layers run one after another, so they share buffers.
   struct LayerPlan {
@@ -376,6 +482,7 @@ torch::Tensor fused_decode_step(CausalLMImpl& m, const ForwardInput& in) {
       LayerPlan& p = plans[l];
       // Attention block: q, k, v from the normed input; rotated and appended to the cache by attend().
       rms_norm(h, p.in_norm, p.in_eps, B, D, xn);
+      prefetch_cached_slots(team, kc[l], vc[l], shape);
       run_projections(team, {&p.q, &p.k, &p.v}, xn, B);
 #pragma omp barrier
       attend(team, p.q.y, p.k.y, p.v.y, kc[l], vc[l], valid_p, cosp, sinp, shape, mine, att);

@@ -23,6 +23,9 @@ struct KVCache {
   std::vector<torch::Tensor> v;  // per layer (B, Hkv, S_max, Dh)
   torch::Tensor key_valid;       // (B, S_max) bool: false for padding slots
   int64_t length = 0;            // slots filled so far
+  // Rotary tables (capacity, Dh) float32 of positions 0 .. capacity - 1, built by the fused decode step on
+  // its first use of this cache (framework/model/fused_decode.cpp); undefined until then.
+  torch::Tensor rotary_cos, rotary_sin;
   int64_t capacity() const { return key_valid.size(1); }
   // The given batch rows, in that order (a row may repeat): rows (B') int64 -> every tensor (B', ...).
   void keep_rows(const torch::Tensor& rows);

@@ -243,5 +243,31 @@ TEST(FusedDecode, ThreadCountDoesNotChangeTheResult) {
   }
 }
 
+// The step reads rotary rows from tables the cache keeps (built in chunks on first use): the same bits as
+// rotary_tables() of each position alone. A position beyond the tables (explicit positions may pass the
+// cache's capacity) is computed for the step and still equals the operator path.
+TEST(FusedDecode, RotaryRowsComeFromTablesOfTheCache) {
+  auto m = random_model();
+  torch::NoGradGuard no_grad;
+  m->eval();
+  torch::manual_seed(12);
+  auto cache = prefill(m, kPrompts, 2, {});
+  auto ref_cache = prefill(m, kPrompts, 2, {});
+  auto in = step_inputs(kPrompts, 0, m->config().vocab_size);
+  fused_decode_step(*m, {in.ids, in.positions, in.valid, &cache, {}});
+  m->forward({in.ids, in.positions, in.valid, &ref_cache, {}});
+  const int64_t Dh = m->config().head_size();
+  ASSERT_EQ(cache.rotary_cos.sizes(), (std::vector<int64_t>{cache.capacity(), Dh}));
+  for (int64_t p = 0; p < cache.capacity(); ++p) {
+    auto [c, s] = rotary_tables(torch::full({1, 1}, p, torch::kLong), Dh, m->config().rope_theta);
+    EXPECT_TRUE(torch::equal(c.reshape({Dh}), cache.rotary_cos[p])) << "position " << p;
+    EXPECT_TRUE(torch::equal(s.reshape({Dh}), cache.rotary_sin[p])) << "position " << p;
+  }
+  auto beyond = in.positions + cache.capacity() + 5;  // (B, 1), still inside the model's context of 64
+  auto fused = fused_decode_step(*m, {in.ids, beyond, in.valid, &cache, {}});
+  auto ref = m->forward({in.ids, beyond, in.valid, &ref_cache, {}}).select(1, 0);
+  EXPECT_LT(test::max_abs_diff(fused, ref) / ref.abs().max().item<double>(), 2e-6);
+}
+
 }  // namespace
 }  // namespace reglage::model
