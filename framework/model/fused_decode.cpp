@@ -299,27 +299,6 @@ void attend(const Team& team, float* q, const float* k, const float* v, float* k
   }
 }
 
-// Asks for the cached keys and values this thread's attention items will read (attend() below) to be brought
-// into its L2 cache, before the q/k/v products run: the products take long enough for the lines to arrive,
-// where attend() would otherwise wait on each line from memory (the weights streamed since the last layer
-// have evicted them). One request per 64-byte line, each kv head once.
-void prefetch_cached_slots(const Team& team, const float* kc, const float* vc, const AttentionShape& a) {
-  const int64_t group = a.H / a.Hkv, floats_per_line = 16;
-  const auto [i0, i1] = team.share(a.B * a.H);
-  int64_t last = -1;  // the (sequence, kv head) requested last: consecutive items share it
-  for (int64_t i = i0; i < i1; ++i) {
-    const int64_t b = i / a.H, kv = b * a.Hkv + (i % a.H) / group;
-    if (kv == last) continue;
-    last = kv;
-    const float* kb = kc + kv * a.capacity * a.Dh;
-    const float* vb = vc + kv * a.capacity * a.Dh;
-    for (int64_t f = 0; f < a.past * a.Dh; f += floats_per_line) {
-      __builtin_prefetch(kb + f, 0, 2);
-      __builtin_prefetch(vb + f, 0, 2);
-    }
-  }
-}
-
 float silu(float x) { return x / (1.0f + std::exp(-x)); }
 
 // Rows of the embedding table (V, D) in its storage, widened to float32 as stored_embedding() does: ids (B)
@@ -532,7 +511,6 @@ torch::Tensor fused_decode_step(CausalLMImpl& m, const ForwardInput& in) {
       LayerPlan& p = plans[l];
       // Attention block: q, k, v from the normed input; rotated and appended to the cache by attend().
       rms_norm(h, p.in_norm, p.in_eps, B, D, xn);
-      prefetch_cached_slots(team, kc[l], vc[l], shape);
       run_projections(team, {&p.q, &p.k, &p.v}, xn, B);
       team.sync();
       attend(team, p.q.y, p.k.y, p.v.y, kc[l], vc[l], valid_p, cosp, sinp, shape, mine, att);
