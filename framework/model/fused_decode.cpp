@@ -223,8 +223,7 @@ void rms_norm(const float* x, const float* w, double eps, int64_t M, int64_t D, 
 }
 
 // x (heads, Dh) of one sequence rotated in place: x * cos + roll(x, Dh/2) * sin, with rotary_tables' sin
-// (first half negated). tmp: Dh floats of scratch. The two halves in two loops: an index taken modulo Dh
-// cost more than the rest of a head's attention.
+// (first half negated). tmp: Dh floats of scratch. The two halves in two loops, with no index taken modulo Dh.
 void rotate(float* x, int64_t heads, int64_t Dh, const float* cos, const float* sin, float* tmp) {
   const int64_t half = Dh / 2;
   for (int64_t h = 0; h < heads; ++h) {
