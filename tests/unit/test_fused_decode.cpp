@@ -208,6 +208,21 @@ TEST(FusedDecode, RefusesWhatItDoesNotRun) {
   auto full = m->new_cache(1, 1);
   full.length = 1;
   EXPECT_THROW(fused_decode_step(*m, {one, {}, {}, &full, {}}), Error);
+  // A token outside the vocabulary and a position beyond the context are errors that name the value.
+  const int64_t V = m->config().vocab_size;
+  try {
+    fused_decode_step(*m, {torch::full({1, 1}, V, torch::kLong), {}, {}, &cache, {}});
+    ADD_FAILURE() << "no error for token id " << V;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("token id " + std::to_string(V)), std::string::npos) << e.what();
+  }
+  const int64_t ctx = m->config().max_seq_len;
+  try {
+    fused_decode_step(*m, {one, torch::full({1, 1}, ctx, torch::kLong), {}, &cache, {}});
+    ADD_FAILURE() << "no error for position " << ctx;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("position " + std::to_string(ctx)), std::string::npos) << e.what();
+  }
 }
 
 // The step runs in one parallel region with each thread on its share of rows and attention heads; every
