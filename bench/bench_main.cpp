@@ -60,6 +60,7 @@ const char* kUsage =
     "  common:   --threads N (train, generate, peak; default 2)   --cores N (ppo, scale, memory; default 2)\n"
     "  train:    --shapes stories260K,stories15M,model --modes full,lora --dtypes float32,bfloat16 --seq T --steps K\n"
     "            --model PATH --batch B (shape model) --storages auto,bfloat16,int8 --checkpointing 0|1\n"
+    "            --interleave 0|1 (the dtypes' steps in turn, with the speed-up of each over the first per round)\n"
     "  generate: --batches 1,8,32 --dtypes float32,bfloat16 --storages auto,bfloat16,int8 --new-tokens N\n"
     "            --decodes fused,ops --repeats R --model PATH\n"
     "  ppo:      --iterations N      scale: --steps N\n"
@@ -95,6 +96,7 @@ int main(int argc, char** argv) {
       else if (flag == "--decodes") gen.decodes = split_commas(v);
       else if (flag == "--batch") train.batch_model = parse_long(flag, v);
       else if (flag == "--checkpointing") train.checkpointing = parse_long(flag, v) != 0;
+      else if (flag == "--interleave") train.interleave = parse_long(flag, v) != 0;
       else if (flag == "--shapes") train.shapes = split_commas(v);
       else if (flag == "--modes") train.modes = split_commas(v);
       else if (flag == "--seq") train.seq = parse_long(flag, v);

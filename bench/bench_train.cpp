@@ -11,9 +11,17 @@
 // measured just before and just after each configuration's steps (the mean of the two; both in the JSON line):
 // on a shared VM the peak itself moved by 10-30% within minutes, and a figure measured once, minutes away,
 // made the MFU move with it.
+// --interleave 1: the configurations of one shape, mode and storage that differ by dtype are built together and
+// take their timed steps in turn (the order reversed every other round); besides each one's line, a
+// "train_speedup" line gives the step time of the first dtype over each later one's, per round and the median.
+// A ratio of two runs minutes apart measured the VM's drift as much as the dtypes (the bfloat16 / float32
+// ratio of SmolLM2's LoRA step ran 1.74-2.37x over six such runs).
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <memory>
+
+#include <nlohmann/json.hpp>
 
 #include "bench/bench_train.h"
 #include "framework/config/choices.h"
@@ -49,92 +57,164 @@ model::CausalLM make_model(const std::string& shape, const TrainOptions& opt, to
   return m;
 }
 
+// One configuration's model, adapter, optimizer and batch of random tokens, ready to take optimizer steps.
+struct TrainRun {
+  std::string shape, mode, dtype_name, storage_name;
+  torch::Dtype dtype = torch::kFloat32;
+  kernels::Storage storage = kernels::Storage::kNative;
+  config::TrainMode train = config::TrainMode::kLora;
+  model::CausalLM m{nullptr};
+  model::AdapterSet active;
+  std::vector<torch::Tensor> params;
+  std::unique_ptr<train::AdamW> optimizer;
+  torch::Tensor input, targets, valid;  // (B, T) each
+  int64_t B = 0, T = 0;
+
+  // One optimizer step of the sft stage; returns its seconds.
+  double step() {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto loss = -m->token_logprobs({input, {}, valid, nullptr, active}, targets).mean();  // (B, T) -> ()
+    loss.backward();
+    train::clip_grad_norm(params, 1.0);
+    optimizer->step(1e-4);
+    optimizer->zero_grad();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+};
+
+std::unique_ptr<TrainRun> make_run(const TrainOptions& opt, const std::string& shape, const std::string& mode,
+                                   const std::string& dtype_name, const std::string& storage_name) {
+  auto run = std::make_unique<TrainRun>();
+  run->shape = shape;
+  run->mode = mode;
+  run->dtype_name = dtype_name;
+  run->storage_name = storage_name;
+  run->dtype = model::parse_dtype(dtype_name);
+  run->storage = kernels::parse_storage(storage_name);
+  if (!config::parse_choice(mode, run->train) || run->train == config::TrainMode::kFullFreezeLower)
+    fail("--modes: unknown mode '", mode, "' (expected full or lora)");
+  // The base's storage computes in float32 under LoRA: other combinations are skipped.
+  if (run->storage != kernels::Storage::kNative && (mode != "lora" || run->dtype != torch::kFloat32)) return nullptr;
+  run->m = make_model(shape, opt, run->dtype);
+  auto& m = run->m;
+  const auto& cfg = m->config();
+  run->B = shape == "stories15M" ? opt.batch_15m : shape == "model" ? opt.batch_model : opt.batch_260k;
+  run->T = std::min(opt.seq, cfg.max_seq_len);
+  if (run->train == config::TrainMode::kLora) {
+    lora::LoraConfig lc;
+    lc.rank = 16;
+    lc.alpha = 32;
+    lc.targets = {"all-linear"};
+    lora::add_adapter(m, "bench", lc, 1);
+    run->params = lora::set_trainable(m, lora::TrainMode::kLora, "bench");
+    run->active = {"bench"};
+    m->set_storage(run->storage);
+  } else {
+    run->params = lora::set_trainable(m, lora::TrainMode::kFull);
+  }
+  std::vector<std::string> names;
+  for (size_t i = 0; i < run->params.size(); ++i) names.push_back("p" + std::to_string(i));
+  run->optimizer = std::make_unique<train::AdamW>(run->params, names, train::AdamWConfig{});
+  m->checkpoint_layers = opt.checkpointing;
+  m->train();
+  torch::manual_seed(1);
+  auto ids = torch::randint(3, cfg.vocab_size, {run->B, run->T + 1}, torch::kLong);
+  run->input = ids.narrow(1, 0, run->T);
+  run->targets = ids.narrow(1, 1, run->T).contiguous();
+  run->valid = torch::ones({run->B, run->T}, torch::kBool);
+  return run;
+}
+
+// The measurement of `run` from its timed steps and the matmul peak probed before and after them.
+Measurement measurement(const TrainOptions& opt, TrainRun& run, std::vector<double> times, double peak_before,
+                        double peak_after) {
+  const auto& cfg = run.m->config();
+  const double peak = 0.5 * (peak_before + peak_after);
+  std::sort(times.begin(), times.end());
+  const double step_s = times[times.size() / 2];
+  double n_params = 0;  // every weight that takes part in a matmul: the linear layers and the LM head
+  for (auto& [path, layer] : run.m->linear_layers()) n_params += double(layer->weight.numel());
+  n_params += double(cfg.vocab_size) * double(cfg.dim);
+
+  Measurement ms;
+  ms.name = "train";
+  const std::string name = run.shape == "model" ? std::filesystem::path(opt.model_path).stem().string() : run.shape;
+  ms.shape = name + " batch=" + std::to_string(run.B) + "x" + std::to_string(run.T) + " " + run.mode +
+             (opt.checkpointing ? " ckpt" : "");
+  ms.dtype = run.storage == kernels::Storage::kNative ? run.dtype_name : run.dtype_name + "/" + run.storage_name;
+  ms.threads = opt.threads;
+  ms.tokens_per_s = double(run.B * run.T) / step_s;
+  ms.step_ms = 1000.0 * step_s;
+  ms.gflops = ms.tokens_per_s * (run.train == config::TrainMode::kFull ? 6.0 : 4.0) * n_params / 1e9;
+  ms.mfu = ms.gflops * 1e9 / peak;
+  // Attention's products, counted as PaLM's MFU counts them (Chowdhery et al. 2022, appendix B): per token
+  // and layer, q k^T and p v over the T keys are 4 T H Dh in forward, twice that in backward; they have
+  // no weights, so LoRA's backward does them whole as well.
+  const double attention_flops = 12.0 * double(cfg.n_layers) * double(run.T) * double(cfg.n_heads * cfg.head_size());
+  ms.mfu_with_attention = ms.tokens_per_s * attention_flops / peak + ms.mfu;
+  ms.peak_gflops = {peak_before / 1e9, peak_after / 1e9};
+  ms.peak_rss_mb = peak_rss_mb();
+  return ms;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
 }  // namespace
 
 std::vector<Measurement> bench_train(const TrainOptions& opt) {
-  namespace F = torch::nn::functional;
   std::vector<Measurement> out;
   torch::set_num_threads(opt.threads);
-  for (const auto& dtype_name : opt.dtypes) {
-    const auto dtype = model::parse_dtype(dtype_name);
-    for (const auto& shape : opt.shapes) {
-      for (const auto& mode : opt.modes)
-       for (const auto& storage_name : opt.storages) {
-        const auto storage = kernels::parse_storage(storage_name);
-        if (storage != kernels::Storage::kNative && (mode != "lora" || dtype != torch::kFloat32)) continue;
-        config::TrainMode train = config::TrainMode::kLora;
-        if (!config::parse_choice(mode, train) || train == config::TrainMode::kFullFreezeLower)
-          fail("--modes: unknown mode '", mode, "' (expected full or lora)");
-        auto m = make_model(shape, opt, dtype);
-        const auto& cfg = m->config();
-        const int64_t B = shape == "stories15M" ? opt.batch_15m : shape == "model" ? opt.batch_model : opt.batch_260k;
-        const int64_t T = std::min(opt.seq, cfg.max_seq_len);
-        model::AdapterSet active;
-        std::vector<torch::Tensor> params;
-        if (train == config::TrainMode::kLora) {
-          lora::LoraConfig lc;
-          lc.rank = 16;
-          lc.alpha = 32;
-          lc.targets = {"all-linear"};
-          lora::add_adapter(m, "bench", lc, 1);
-          params = lora::set_trainable(m, lora::TrainMode::kLora, "bench");
-          active = {"bench"};
-          m->set_storage(storage);
-        } else {
-          params = lora::set_trainable(m, lora::TrainMode::kFull);
+  for (const auto& shape : opt.shapes)
+    for (const auto& mode : opt.modes)
+      for (const auto& storage_name : opt.storages) {
+        if (!opt.interleave) {
+          for (const auto& dtype_name : opt.dtypes) {
+            auto run = make_run(opt, shape, mode, dtype_name, storage_name);
+            if (!run) continue;
+            std::vector<double> times;
+            const double peak_before = measure_matmul_peak(run->dtype);
+            for (int s = 0; s < opt.steps + 2; ++s) {  // 2 warm-up steps
+              const double t = run->step();
+              if (s >= 2) times.push_back(t);
+            }
+            out.push_back(measurement(opt, *run, times, peak_before, measure_matmul_peak(run->dtype)));
+            print_json(out.back());
+          }
+          continue;
         }
-        std::vector<std::string> names;
-        for (size_t i = 0; i < params.size(); ++i) names.push_back("p" + std::to_string(i));
-        train::AdamW optimizer(params, names, {});
-        m->checkpoint_layers = opt.checkpointing;
-        m->train();
-
-        torch::manual_seed(1);
-        auto ids = torch::randint(3, cfg.vocab_size, {B, T + 1}, torch::kLong);
-        auto input = ids.narrow(1, 0, T), targets = ids.narrow(1, 1, T).contiguous();
-        auto valid = torch::ones({B, T}, torch::kBool);
-        std::vector<double> times;
-        const double peak_before = measure_matmul_peak(dtype);
-        for (int s = 0; s < opt.steps + 2; ++s) {  // 2 warm-up steps
-          const auto t0 = std::chrono::steady_clock::now();
-          auto loss = -m->token_logprobs({input, {}, valid, nullptr, active}, targets).mean();  // (B, T) -> ()
-          loss.backward();
-          train::clip_grad_norm(params, 1.0);
-          optimizer.step(1e-4);
-          optimizer.zero_grad();
-          if (s >= 2) times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        // Interleaved: every dtype's run takes its steps in turn (the order reversed every other round), so
+        // the VM's drift over minutes reaches all of them alike, and each round gives a ratio of step times.
+        std::vector<std::unique_ptr<TrainRun>> runs;
+        for (const auto& dtype_name : opt.dtypes)
+          if (auto run = make_run(opt, shape, mode, dtype_name, storage_name)) runs.push_back(std::move(run));
+        if (runs.empty()) continue;
+        std::vector<double> before;
+        for (auto& run : runs) before.push_back(measure_matmul_peak(run->dtype));
+        for (int s = 0; s < 2; ++s)  // warm-up steps
+          for (auto& run : runs) run->step();
+        std::vector<std::vector<double>> times(runs.size());
+        for (int s = 0; s < opt.steps; ++s)
+          for (size_t k = 0; k < runs.size(); ++k) {
+            const size_t i = s % 2 == 0 ? k : runs.size() - 1 - k;
+            times[i].push_back(runs[i]->step());
+          }
+        for (size_t i = 0; i < runs.size(); ++i) {
+          out.push_back(measurement(opt, *runs[i], times[i], before[i], measure_matmul_peak(runs[i]->dtype)));
+          print_json(out.back());
         }
-        const double peak_after = measure_matmul_peak(dtype);
-        const double peak = 0.5 * (peak_before + peak_after);
-        std::sort(times.begin(), times.end());
-        const double step_s = times[times.size() / 2];
-        double n_params = 0;  // every weight that takes part in a matmul: the linear layers and the LM head
-        for (auto& [path, layer] : m->linear_layers()) n_params += double(layer->weight.numel());
-        n_params += double(cfg.vocab_size) * double(cfg.dim);
-
-        Measurement ms;
-        ms.name = "train";
-        const std::string name = shape == "model" ? std::filesystem::path(opt.model_path).stem().string() : shape;
-        ms.shape = name + " batch=" + std::to_string(B) + "x" + std::to_string(T) + " " + mode +
-                   (opt.checkpointing ? " ckpt" : "");
-        ms.dtype = storage == kernels::Storage::kNative ? dtype_name : dtype_name + "/" + storage_name;
-        ms.threads = opt.threads;
-        ms.tokens_per_s = double(B * T) / step_s;
-        ms.step_ms = 1000.0 * step_s;
-        ms.gflops = ms.tokens_per_s * (train == config::TrainMode::kFull ? 6.0 : 4.0) * n_params / 1e9;
-        ms.mfu = ms.gflops * 1e9 / peak;
-        // Attention's products, counted as PaLM's MFU counts them (Chowdhery et al. 2022, appendix B): per token
-        // and layer, q k^T and p v over the T keys are 4 T H Dh in forward, twice that in backward; they have
-        // no weights, so LoRA's backward does them whole as well.
-        const double attention_flops = 12.0 * double(cfg.n_layers) * double(T) * double(cfg.n_heads * cfg.head_size());
-        ms.mfu_with_attention = ms.tokens_per_s * attention_flops / peak + ms.mfu;
-        ms.peak_gflops = {peak_before / 1e9, peak_after / 1e9};
-        ms.peak_rss_mb = peak_rss_mb();
-        print_json(ms);
-        out.push_back(ms);
+        // Speed of each later dtype over the first, per round (the step time of the first over its own).
+        for (size_t i = 1; i < runs.size(); ++i) {
+          std::vector<double> ratios;
+          for (int s = 0; s < opt.steps; ++s) ratios.push_back(times[0][size_t(s)] / times[i][size_t(s)]);
+          nlohmann::json j{{"name", "train_speedup"}, {"shape", out.back().shape},
+                           {"of", runs[i]->dtype_name}, {"over", runs[0]->dtype_name},
+                           {"median", median(ratios)}, {"rounds", ratios}};
+          std::printf("%s\n", j.dump().c_str());
+        }
       }
-    }
-  }
   return out;
 }
 

@@ -19,6 +19,7 @@ struct TrainOptions {
   int64_t batch_model = 8;                 // sequences per step for the shape "model" (--model PATH)
   std::vector<std::string> storages = {"auto"};  // LoRA only: the frozen base's storage (weight_only.h)
   bool checkpointing = false;              // activation checkpointing (recompute each layer in backward)
+  bool interleave = false;                 // every dtype's steps in turn, with per-round speed-ups over the first
 };
 
 std::vector<Measurement> bench_train(const TrainOptions& opt);
