@@ -27,7 +27,7 @@ struct FrozenLinearFn : public torch::autograd::Function<FrozenLinearFn> {
 
 }  // namespace
 
-bool blas_clears_slowly() {
+bool blas_is_openblas() {
   // LibTorch loads its BLAS before main(): OpenBLAS exports openblas_get_corename.
   static const bool openblas = dlsym(RTLD_DEFAULT, "openblas_get_corename") != nullptr;
   return openblas;
@@ -35,7 +35,7 @@ bool blas_clears_slowly() {
 
 torch::Tensor matmul_2d(const torch::Tensor& a, const torch::Tensor& b) {
   const bool blas_float = a.scalar_type() == torch::kFloat32 || a.scalar_type() == torch::kFloat64;
-  if (!a.device().is_cpu() || !blas_float || a.dim() != 2 || b.dim() != 2 || !blas_clears_slowly())
+  if (!a.device().is_cpu() || !blas_float || a.dim() != 2 || b.dim() != 2 || !blas_is_openblas())
     return torch::mm(a, b);
   auto c = torch::zeros({a.size(0), b.size(1)}, a.options());  // (M, N)
   return c.addmm_(a, b);                                        // beta = 1: no BLAS clearing pass
@@ -45,7 +45,7 @@ torch::Tensor frozen_linear(const torch::Tensor& x, const torch::Tensor& w, cons
   const bool frozen = !w.requires_grad() && (!bias.defined() || !bias.requires_grad());
   const bool plain = x.dim() >= 1 && w.dim() == 2 && x.scalar_type() == w.scalar_type() &&
                      (!bias.defined() || bias.scalar_type() == w.scalar_type());
-  if (!frozen || !plain || !x.device().is_cpu() || !blas_clears_slowly())
+  if (!frozen || !plain || !x.device().is_cpu() || !blas_is_openblas())
     return torch::nn::functional::linear(x, w, bias);
   auto shape = x.sizes().vec();
   shape.back() = w.size(0);

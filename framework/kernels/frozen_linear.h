@@ -17,7 +17,8 @@ torch::Tensor matmul_2d(const torch::Tensor& a, const torch::Tensor& b);
 // shape) goes to torch::nn::functional::linear.
 torch::Tensor frozen_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias);
 
-// Whether matmul_2d takes the clear-then-accumulate path in this process (OpenBLAS is LibTorch's BLAS).
-bool blas_clears_slowly();
+// Whether LibTorch's BLAS in this process is OpenBLAS: then matmul_2d takes the clear-then-accumulate path, and
+// the LoRA layer orients its narrow products for OpenBLAS (lora_fused.cpp).
+bool blas_is_openblas();
 
 }  // namespace reglage::kernels

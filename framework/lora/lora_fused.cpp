@@ -13,16 +13,17 @@ struct FrozenBase {
   std::vector<double> scales;                // one per adapter
 };
 
-// The adapter's narrow products, t = x A^T (N, r) and g B (N, r). In float32 as the transposes of A x^T and
-// B^T g^T: (r, N) outputs, which OpenBLAS splits over the threads along N. In alternating LoRA SFT steps on
-// SmolLM2 (batch 8 x 256, rank 16 on every linear layer, float32, 2 threads) the step took 8.53 instead of
-// 8.95 s (faster in 8 of 8) and 9.20 instead of 9.47 s (7 of 8) in a later round. bfloat16 (oneDNN) was
-// slower that way (4.98 against 4.80 s, 3 of 8) and keeps the direct form; so do the gradients of A and B,
-// whose transposed forms (x^T (g B), g^T t) were slower in float32 too (0 of 8). The float32 result is a
-// transposed view: its users read it through strides.
+// The adapter's narrow products, t = x A^T (N, r) and g B (N, r). In float32 on OpenBLAS as the transposes of
+// A x^T and B^T g^T: (r, N) outputs, which OpenBLAS splits over the threads along N. In alternating LoRA SFT
+// steps on SmolLM2 (batch 8 x 256, rank 16 on every linear layer, float32, 2 threads, LibTorch 1.13 with
+// OpenBLAS) the step took 8.53 instead of 8.95 s (faster in 8 of 8) and 9.20 instead of 9.47 s (7 of 8) in a
+// later round. Kept in the direct form: bfloat16 (oneDNN; 4.98 against 4.80 s, 3 of 8), LibTorch 2.11's MKL
+// (8.42 against 8.28 s, 3 of 8), and the gradients of A and B, whose transposed forms (x^T (g B), g^T t) were
+// slower on OpenBLAS too (0 of 8). The transposed result is a view: its users read it through strides.
 torch::Tensor narrow_product(const torch::Tensor& x, const torch::Tensor& factor) {  // x (N, k), factor (r, k)
-  if (x.scalar_type() != torch::kFloat32) return torch::mm(x, factor.t());          // (N, r)
-  return torch::mm(factor, x.t()).t();                                                // (N, r)
+  static const bool openblas = kernels::blas_is_openblas();
+  if (x.scalar_type() != torch::kFloat32 || !openblas) return torch::mm(x, factor.t());  // (N, r)
+  return torch::mm(factor, x.t()).t();                                                      // (N, r)
 }
 
 // Inputs: x (N, in), then A_0, B_0, A_1, B_1, ... Saved: x, then per adapter A, B and t = x A^T (N, r).
