@@ -112,6 +112,7 @@ int main(int argc, char** argv) {
       } else reglage::fail("unknown option ", flag, "\n", kUsage);
     }
     if (threads < 1 || pipe.cores < 1) reglage::fail("--threads and --cores must be >= 1");
+    if (train.steps < 1) reglage::fail("--steps = ", train.steps, " (expected >= 1: the timed steps)");
     gen.threads = train.threads = threads;
 
     std::vector<Measurement> all;

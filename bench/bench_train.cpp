@@ -125,13 +125,17 @@ std::unique_ptr<TrainRun> make_run(const TrainOptions& opt, const std::string& s
   return run;
 }
 
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
 // The measurement of `run` from its timed steps and the matmul peak probed before and after them.
-Measurement measurement(const TrainOptions& opt, TrainRun& run, std::vector<double> times, double peak_before,
+Measurement measurement(const TrainOptions& opt, TrainRun& run, const std::vector<double>& times, double peak_before,
                         double peak_after) {
   const auto& cfg = run.m->config();
   const double peak = 0.5 * (peak_before + peak_after);
-  std::sort(times.begin(), times.end());
-  const double step_s = times[times.size() / 2];
+  const double step_s = median(times);
   double n_params = 0;  // every weight that takes part in a matmul: the linear layers and the LM head
   for (auto& [path, layer] : run.m->linear_layers()) n_params += double(layer->weight.numel());
   n_params += double(cfg.vocab_size) * double(cfg.dim);
@@ -155,11 +159,6 @@ Measurement measurement(const TrainOptions& opt, TrainRun& run, std::vector<doub
   ms.peak_gflops = {peak_before / 1e9, peak_after / 1e9};
   ms.peak_rss_mb = peak_rss_mb();
   return ms;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 }  // namespace
