@@ -6,7 +6,9 @@
 // prefill included. MFU: 2 x (matmul parameters) FLOP per generated token over the measured matmul peak.
 // BW %: bytes of weights a decode step reads (every linear layer and the LM head, in their storage) times
 // decode steps per second, over the read bandwidth (measure_read_bandwidth) probed just before and just after
-// that timed run; the median over the repeats. A VM's bandwidth moves with its neighbours (28-44 GB/s on 2
+// that timed run; the median over the repeats. cBW %: the same over the copy bandwidth (measure_copy_bandwidth,
+// bytes read plus written, as STREAM counts), the measure the performance issue's target names; on the AVX-512
+// EPYC VM the copy probe read 28-32 GB/s beside 34-37 for the read probe. A VM's bandwidth moves with its neighbours (28-44 GB/s on 2
 // threads of one AVX-512 EPYC VM within minutes, 25-37 GB/s between passes of one kernel loop), so a probe
 // taken once beside runs seconds later measured that noise more than the step.
 // --decodes: the fused decode step (float32 compute, batches up to 16) and/or the operator path; a
@@ -26,11 +28,33 @@
 
 namespace reglage::bench {
 
+namespace {
+
+// The median over runs of rates[r] (bytes per second) over the mean of the probes just before and just after
+// run r (probes has one more entry than rates).
+double median_fraction(const std::vector<double>& rates, const std::vector<double>& probes) {
+  std::vector<double> fractions;
+  for (size_t r = 0; r < rates.size(); ++r) fractions.push_back(rates[r] / (0.5 * (probes[r] + probes[r + 1])));
+  std::sort(fractions.begin(), fractions.end());
+  const size_t mid = fractions.size() / 2;
+  return fractions.size() % 2 ? fractions[mid] : 0.5 * (fractions[mid - 1] + fractions[mid]);
+}
+
+// The lowest and highest probe, in GB/s.
+std::pair<double, double> probe_range(const std::vector<double>& probes) {
+  const auto [lo, hi] = std::minmax_element(probes.begin(), probes.end());
+  return {*lo / 1e9, *hi / 1e9};
+}
+
+}  // namespace
+
 std::vector<Measurement> bench_generate(const GenerateOptions& opt) {
   std::vector<Measurement> out;
   torch::set_num_threads(opt.threads);
   std::printf("{\"name\":\"read_bandwidth\",\"threads\":%d,\"gb_per_s\":%.2f,\"kernel_path\":\"%s\"}\n",
               opt.threads, measure_read_bandwidth() / 1e9, kernels::cpu_path().c_str());
+  std::printf("{\"name\":\"copy_bandwidth\",\"threads\":%d,\"gb_per_s\":%.2f}\n", opt.threads,
+              measure_copy_bandwidth() / 1e9);
   const std::string model_name = std::filesystem::path(opt.model_path).stem().string();
   for (const auto& dtype_name : opt.dtypes)
    for (const auto& storage_name : opt.storages) {
@@ -66,19 +90,19 @@ std::vector<Measurement> bench_generate(const GenerateOptions& opt) {
       p.max_new_tokens = opt.new_tokens;
       p.seed = 1;  // no stop tokens: every row generates exactly new_tokens
       generate::generate(m, prompts, p);  // warm-up
+      // Both probes before each run and after the last; each run's bytes per second over the mean of the probes
+      // around it.
       double best = 1e30;
-      std::vector<double> fractions, probes = {measure_read_bandwidth(1)};  // bandwidth before each run and after the last
+      std::vector<double> rates, reads = {measure_read_bandwidth(1)}, copies = {measure_copy_bandwidth(1)};
       for (int r = 0; r < opt.repeats; ++r) {
         const auto t0 = std::chrono::steady_clock::now();
         generate::generate(m, prompts, p);
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         best = std::min(best, seconds);
-        probes.push_back(measure_read_bandwidth(1));
-        const double around = 0.5 * (probes[probes.size() - 2] + probes.back());
-        fractions.push_back(step_bytes * (double(opt.new_tokens) / seconds) / around);
+        rates.push_back(step_bytes * double(opt.new_tokens) / seconds);
+        reads.push_back(measure_read_bandwidth(1));
+        copies.push_back(measure_copy_bandwidth(1));
       }
-      std::sort(fractions.begin(), fractions.end());
-      const auto [lo, hi] = std::minmax_element(probes.begin(), probes.end());
       Measurement ms;
       ms.name = "generate";
       ms.shape = model_name + " batch=" + std::to_string(batch) + " new=" + std::to_string(opt.new_tokens);
@@ -88,9 +112,10 @@ std::vector<Measurement> bench_generate(const GenerateOptions& opt) {
       ms.step_ms = 1000.0 * best / double(opt.new_tokens);
       ms.gflops = ms.tokens_per_s * 2.0 * matmul_params / 1e9;
       ms.peak_rss_mb = peak_rss_mb();
-      const size_t mid = fractions.size() / 2;
-      ms.bw_fraction = fractions.size() % 2 ? fractions[mid] : 0.5 * (fractions[mid - 1] + fractions[mid]);
-      ms.probe_gb_per_s = {*lo / 1e9, *hi / 1e9};
+      ms.bw_fraction = median_fraction(rates, reads);
+      ms.copy_bw_fraction = median_fraction(rates, copies);
+      ms.probe_gb_per_s = probe_range(reads);
+      ms.copy_probe_gb_per_s = probe_range(copies);
       timed.push_back(ms);
     }
     // The matmul peak after the timed runs: seconds of full-width GEMM just before them left the decode

@@ -1,6 +1,8 @@
 // reglage_bench: performance measurements, printed as one JSON object per line and a table.
 //   reglage_bench all                 everything below, one table (run from the repository root)
-//   reglage_bench peak [--threads N]  the matmul ceiling MFU is measured against, fp32 and bf16
+//   reglage_bench peak [--threads N]  the matmul ceiling MFU is measured against, fp32 and bf16; with
+//                                     --model PATH [--batch B --seq T] also that model's training products
+//                                     in both dtypes, alternating (bench_gemm.cpp)
 //   reglage_bench train [...]         sft steps: full and LoRA, fp32 and bf16 (bench_train.cpp)
 //   reglage_bench generate [...]      batched generation tokens/s (bench_generate.cpp)
 //   reglage_bench ppo|scale|memory    through the real pipeline under mpirun (bench_pipeline.cpp)
@@ -11,6 +13,7 @@
 #include <sstream>
 #include <string>
 
+#include "bench/bench_gemm.h"
 #include "bench/bench_generate.h"
 #include "bench/bench_pipeline.h"
 #include "bench/bench_tokenize.h"
@@ -58,6 +61,7 @@ std::vector<Measurement> peak(int threads) {
 const char* kUsage =
     "usage: reglage_bench all|peak|train|generate|ppo|scale|memory|tokenize [options]\n"
     "  common:   --threads N (train, generate, peak; default 2)   --cores N (ppo, scale, memory; default 2)\n"
+    "  peak:     --model PATH --batch B --seq T (that model's products at B x T rows, fp32 and bf16 alternating)\n"
     "  train:    --shapes stories260K,stories15M,model --modes full,lora --dtypes float32,bfloat16 --seq T --steps K\n"
     "            --model PATH --batch B (shape model) --storages auto,bfloat16,int8 --checkpointing 0|1\n"
     "            --interleave 0|1 (the dtypes' steps in turn, with the speed-up of each over the first per round)\n"
@@ -82,13 +86,14 @@ int main(int argc, char** argv) {
     PipelineOptions pipe;
     TokenizeOptions tokenize;
     int threads = 2;
+    bool model_given = false;  // peak measures a model's own products only when asked to
     for (int i = 2; i < argc; ++i) {
       const std::string flag = argv[i];
       if (i + 1 >= argc) reglage::fail(flag, " needs a value");
       const std::string v = argv[++i];
       if (flag == "--threads") threads = int(parse_long(flag, v));
       else if (flag == "--cores") pipe.cores = int(parse_long(flag, v));
-      else if (flag == "--model") gen.model_path = train.model_path = v;
+      else if (flag == "--model") gen.model_path = train.model_path = v, model_given = true;
       else if (flag == "--new-tokens") gen.new_tokens = parse_long(flag, v);
       else if (flag == "--repeats") gen.repeats = tokenize.repeats = int(parse_long(flag, v));
       else if (flag == "--dtypes") gen.dtypes = train.dtypes = split_commas(v);
@@ -118,6 +123,7 @@ int main(int argc, char** argv) {
     std::vector<Measurement> all;
     auto add = [&all](const std::vector<Measurement>& ms) { all.insert(all.end(), ms.begin(), ms.end()); };
     if (what == "peak" || what == "all") add(peak(threads));
+    if (what == "peak" && model_given) add(bench_model_gemm({train.model_path, train.batch_model * train.seq, 6, threads}));
     if (what == "train" || what == "all") add(bench_train(train));
     if (what == "generate" || what == "all") add(bench_generate(gen));
     if (what == "ppo" || what == "all") add(bench_ppo(pipe));

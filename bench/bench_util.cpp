@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 #include "framework/core/error.h"
@@ -97,6 +98,19 @@ double measure_read_bandwidth(int repeats) {
   return double(n) * 8.0 / best;
 }
 
+double measure_copy_bandwidth(int repeats) {
+  const int64_t n = int64_t(256) << 20;  // bytes per buffer, far beyond the caches
+  std::vector<char> from(size_t(n), 1), to(size_t(n), 0);
+  double best = 1e30;
+  for (int r = 0; r < repeats; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    at::parallel_for(0, n, n / 64, [&](int64_t b, int64_t e) { std::memcpy(to.data() + b, from.data() + b, size_t(e - b)); });
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  if (to[size_t(n) - 1] != 1) fail("copy bandwidth: the last byte was not copied");
+  return 2.0 * double(n) / best;  // read + written
+}
+
 void print_json(const Measurement& m) {
   nlohmann::json j{{"name", m.name},         {"shape", m.shape}, {"dtype", m.dtype},
                    {"threads", m.threads},   {"ranks", m.ranks}, {"tokens_per_s", m.tokens_per_s},
@@ -104,6 +118,9 @@ void print_json(const Measurement& m) {
                    {"peak_rss_mb", m.peak_rss_mb}};
   if (m.bw_fraction > 0) j["bw_fraction"] = m.bw_fraction;
   if (m.probe_gb_per_s.second > 0) j["probe_gb_per_s"] = {m.probe_gb_per_s.first, m.probe_gb_per_s.second};
+  if (m.copy_bw_fraction > 0) j["copy_bw_fraction"] = m.copy_bw_fraction;
+  if (m.copy_probe_gb_per_s.second > 0)
+    j["copy_probe_gb_per_s"] = {m.copy_probe_gb_per_s.first, m.copy_probe_gb_per_s.second};
   if (m.peak_gflops.second > 0) j["peak_gflops"] = {m.peak_gflops.first, m.peak_gflops.second};
   if (m.mfu_with_attention > 0) j["mfu_with_attention"] = m.mfu_with_attention;
   std::printf("%s\n", j.dump().c_str());
@@ -111,12 +128,12 @@ void print_json(const Measurement& m) {
 }
 
 void print_table(const std::vector<Measurement>& ms) {
-  std::printf("\n%-8s %-40s %-14s %7s %5s %10s %9s %8s %6s %8s %6s\n", "name", "shape", "dtype", "threads",
-              "ranks", "tokens/s", "step ms", "GFLOP/s", "MFU %", "RSS MiB", "BW %");
+  std::printf("\n%-8s %-40s %-14s %7s %5s %10s %9s %8s %6s %8s %6s %7s\n", "name", "shape", "dtype", "threads",
+              "ranks", "tokens/s", "step ms", "GFLOP/s", "MFU %", "RSS MiB", "BW %", "cBW %");
   for (const auto& m : ms)
-    std::printf("%-8s %-40s %-14s %7d %5d %10.0f %9.2f %8.1f %6.2f %8.1f %6.1f\n", m.name.c_str(), m.shape.c_str(),
-                m.dtype.c_str(), m.threads, m.ranks, m.tokens_per_s, m.step_ms, m.gflops, 100.0 * m.mfu,
-                m.peak_rss_mb, 100.0 * m.bw_fraction);
+    std::printf("%-8s %-40s %-14s %7d %5d %10.0f %9.2f %8.1f %6.2f %8.1f %6.1f %7.1f\n", m.name.c_str(),
+                m.shape.c_str(), m.dtype.c_str(), m.threads, m.ranks, m.tokens_per_s, m.step_ms, m.gflops,
+                100.0 * m.mfu, m.peak_rss_mb, 100.0 * m.bw_fraction, 100.0 * m.copy_bw_fraction);
 }
 
 }  // namespace reglage::bench
