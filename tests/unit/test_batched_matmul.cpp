@@ -66,5 +66,37 @@ TEST(BatchedMatmul, AlphaScalesProductAndGradients) {
   }
 }
 
+// bfloat16 with alpha: one rounding of alpha * (a b) in forward and of alpha * (g b^T), alpha * (a^T g) in
+// backward. With alpha a power of two that is bit for bit bmm followed by the scale (attention with Dh = 64);
+// otherwise within one bfloat16 rounding of the float32 product.
+TEST(BatchedMatmul, BFloat16AlphaInsideTheProduct) {
+  torch::manual_seed(9);
+  auto a0 = torch::randn({3, 48, 64}).to(torch::kBFloat16), b0 = torch::randn({3, 64, 40}).to(torch::kBFloat16);
+  auto up = torch::randn({3, 48, 40}).to(torch::kBFloat16);
+  for (double alpha : {0.125, 0.3}) {
+    auto ar = a0.clone().requires_grad_(true), br = b0.clone().requires_grad_(true);
+    auto ref = torch::bmm(ar, br).mul(alpha);  // the operator chain: two roundings
+    ref.backward(up);
+    auto a = a0.clone().requires_grad_(true), b = b0.clone().requires_grad_(true);
+    auto got = batched_matmul(a, b, alpha);
+    got.backward(up);
+    ASSERT_EQ(got.scalar_type(), torch::kBFloat16);
+    if (alpha == 0.125) {
+      EXPECT_TRUE(torch::equal(got, ref));
+      EXPECT_TRUE(torch::equal(a.grad(), ar.grad()));
+      EXPECT_TRUE(torch::equal(b.grad(), br.grad()));
+    }
+    auto exact = torch::bmm(a0.to(torch::kFloat64), b0.to(torch::kFloat64)) * alpha;
+    auto exact_ga = torch::bmm(up.to(torch::kFloat64), b0.to(torch::kFloat64).transpose(1, 2)) * alpha;
+    auto rel = [](const torch::Tensor& x, const torch::Tensor& e) {
+      return ((x.to(torch::kFloat64) - e).abs() / (e.abs() + 1)).max().item<double>();
+    };
+    EXPECT_LE(rel(got, exact), 1.0 / 256);  // one rounding to bfloat16 (8 bits): at most 2^-8 relative
+    EXPECT_LE(rel(a.grad(), exact_ga), 1.0 / 256);
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(torch::equal(batched_matmul(a0, b0, alpha), got.detach()));
+  }
+}
+
 }  // namespace
 }  // namespace reglage::kernels
