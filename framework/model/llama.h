@@ -63,15 +63,24 @@ struct TokenLayout {
   torch::Tensor unpack(const torch::Tensor& x) const;  // (N, ...) -> (B, T, ...), zeros at padding
 };
 
+// Query rows per causal block of attention for a call of T positions without a cache: T (one block) below 512
+// positions, then a quarter of T rounded up to 16 rows, between 128 and 256 rows.
+int64_t causal_block_rows(int64_t T);
+
 class AttentionImpl : public torch::nn::Module {
  public:
   explicit AttentionImpl(const ModelConfig& cfg);
   // x: (B, T, D); cos/sin: (B, T, 1, Dh) from rotary_tables; blocked: (B, 1, 1, T, S) bool, true where a
   // query may not see a key -> (B, T, D). With a packed layout x is (N, D), cos/sin (N, 1, Dh), the result
-  // (N, D).
+  // (N, D). query_block > 0 (only without a cache): queries in causal blocks of that many rows, each block
+  // over the keys up to its end (causal_block_rows).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         const torch::Tensor& blocked, KVCache* cache, int64_t layer, const AdapterSet& adapters,
-                        const TokenLayout& layout = {});
+                        const TokenLayout& layout = {}, int64_t query_block = 0);
+  // Queries q (B, H, Tq, Dh) over keys and values k, v (B, Hkv, S, Dh) with blocked (B or 1, 1, 1, Tq, S):
+  // scaled scores, masked softmax, probabilities times values -> (B, H, Tq, Dh).
+  torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                       const torch::Tensor& blocked) const;
   lora::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   int64_t n_heads, n_kv_heads, head_dim;
 };
@@ -142,6 +151,10 @@ class CausalLMImpl : public torch::nn::Module {
   // Calls of several positions per row whose slots are at least 1/16 padding skip the padding in everything
   // but attention (TokenLayout; not with packed segments, not decode steps); false computes every slot.
   bool pack_padding = true;
+
+  // Calls without a cache take attention's queries in causal blocks where causal_block_rows(T) < T: the key
+  // blocks that causality masks whole are skipped. false attends in one block (tests compare the two).
+  bool causal_blocks = true;
 
   // Decode steps of small batches (generate::generate) run the fused step (fused_decode.h) when it supports
   // the call; false keeps them on the operator path (benchmarks compare the two).
