@@ -153,7 +153,8 @@ Measurement measurement(const TrainOptions& opt, TrainRun& run, const std::vecto
   ms.mfu = ms.gflops * 1e9 / peak;
   // Attention's products, counted as PaLM's MFU counts them (Chowdhery et al. 2022, appendix B): per token
   // and layer, q k^T and p v over the T keys are 4 T H Dh in forward, twice that in backward; they have
-  // no weights, so LoRA's backward does them whole as well.
+  // no weights, so LoRA's backward does them whole as well. A model-FLOPs count: from T = 512 attention skips
+  // the key blocks causality masks whole (model::causal_block_rows) and does 5/8 of these at 4 blocks.
   const double attention_flops = 12.0 * double(cfg.n_layers) * double(run.T) * double(cfg.n_heads * cfg.head_size());
   ms.mfu_with_attention = ms.tokens_per_s * attention_flops / peak + ms.mfu;
   ms.peak_gflops = {peak_before / 1e9, peak_after / 1e9};
