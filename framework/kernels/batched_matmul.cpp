@@ -19,26 +19,6 @@ torch::Tensor bmm_threads(const torch::Tensor& a, const torch::Tensor& b, double
   return out;
 }
 
-struct BatchedMatmulFn : public torch::autograd::Function<BatchedMatmulFn> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& a, const torch::Tensor& b,
-                               double alpha) {
-    ctx->save_for_backward({a, b});
-    ctx->saved_data["alpha"] = alpha;
-    return bmm_threads(a, b, alpha);
-  }
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const auto &a = saved[0], &b = saved[1];
-    const auto& g = grads[0];  // (G, M, N)
-    const double alpha = ctx->saved_data["alpha"].toDouble();
-    torch::Tensor ga, gb;
-    if (ctx->needs_input_grad(0)) ga = bmm_threads(g, b.transpose(1, 2), alpha);  // (G, M, K)
-    if (ctx->needs_input_grad(1)) gb = bmm_threads(a.transpose(1, 2), g, alpha);  // (G, K, N)
-    return {ga, gb, torch::Tensor()};
-  }
-};
-
 // alpha * a @ b for bfloat16 (and other dtypes LibTorch's bmm takes), alpha inside the product: baddbmm with
 // beta = 0 hands it to oneDNN as the output scale, so the scores are rounded to bfloat16 once and no pass
 // scales them (forward) or their gradient (backward). bmm then mul_ rounded twice and cost a pass each way over
@@ -50,12 +30,17 @@ torch::Tensor scaled_bmm(const torch::Tensor& a, const torch::Tensor& b, double 
   return at::baddbmm(out, a, b, /*beta=*/0, alpha);
 }
 
-struct ScaledBmmFn : public torch::autograd::Function<ScaledBmmFn> {
+// The product either way: bfloat16 through baddbmm, float32/float64 one batch entry per thread.
+torch::Tensor product(const torch::Tensor& a, const torch::Tensor& b, double alpha) {
+  return a.scalar_type() == torch::kBFloat16 ? scaled_bmm(a, b, alpha) : bmm_threads(a, b, alpha);
+}
+
+struct BatchedMatmulFn : public torch::autograd::Function<BatchedMatmulFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& a, const torch::Tensor& b,
                                double alpha) {
     ctx->save_for_backward({a, b});
     ctx->saved_data["alpha"] = alpha;
-    return scaled_bmm(a, b, alpha);
+    return product(a, b, alpha);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
@@ -64,8 +49,8 @@ struct ScaledBmmFn : public torch::autograd::Function<ScaledBmmFn> {
     const auto& g = grads[0];  // (G, M, N)
     const double alpha = ctx->saved_data["alpha"].toDouble();
     torch::Tensor ga, gb;
-    if (ctx->needs_input_grad(0)) ga = scaled_bmm(g, b.transpose(1, 2), alpha);  // (G, M, K)
-    if (ctx->needs_input_grad(1)) gb = scaled_bmm(a.transpose(1, 2), g, alpha);  // (G, K, N)
+    if (ctx->needs_input_grad(0)) ga = product(g, b.transpose(1, 2), alpha);  // (G, M, K)
+    if (ctx->needs_input_grad(1)) gb = product(a.transpose(1, 2), g, alpha);  // (G, K, N)
     return {ga, gb, torch::Tensor()};
   }
 };
@@ -75,18 +60,17 @@ struct ScaledBmmFn : public torch::autograd::Function<ScaledBmmFn> {
 torch::Tensor batched_matmul(const torch::Tensor& a, const torch::Tensor& b, double alpha) {
   const bool fits = a.dim() == 3 && b.dim() == 3 && a.size(0) == b.size(0) && a.size(2) == b.size(1) &&
                     a.scalar_type() == b.scalar_type() && a.device().is_cpu() && b.device().is_cpu();
-  // bfloat16 stays with torch::bmm: its oneDNN batched product was 10-20% faster than one entry per thread.
+  // bfloat16 stays with LibTorch's batched product (oneDNN's was 10-20% faster than one entry per thread), with
+  // alpha as its output scale.
+  const bool scaled_bf16 = fits && a.scalar_type() == torch::kBFloat16 && alpha != 1.0;
   const bool blas = a.scalar_type() == torch::kFloat32 || a.scalar_type() == torch::kFloat64;
   // Small entries (stories260K's 8-wide heads) cost more in per-call overhead than they compute: torch::bmm.
   const bool large = fits && a.size(1) * a.size(2) * b.size(2) >= kMinEntryProduct;
-  if (fits && a.scalar_type() == torch::kBFloat16 && alpha != 1.0) {
-    if (torch::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad())) return ScaledBmmFn::apply(a, b, alpha);
-    return scaled_bmm(a, b, alpha);
-  }
-  if (!fits || !blas || !large) return alpha == 1.0 ? torch::bmm(a, b) : torch::bmm(a, b).mul_(alpha);
+  if (!scaled_bf16 && (!fits || !blas || !large))
+    return alpha == 1.0 ? torch::bmm(a, b) : torch::bmm(a, b).mul_(alpha);
   if (torch::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad()))
     return BatchedMatmulFn::apply(a, b, alpha);
-  return bmm_threads(a, b, alpha);
+  return product(a, b, alpha);
 }
 
 }  // namespace reglage::kernels
