@@ -118,6 +118,8 @@ int main(int argc, char** argv) {
     }
     if (threads < 1 || pipe.cores < 1) reglage::fail("--threads and --cores must be >= 1");
     if (train.steps < 1) reglage::fail("--steps = ", train.steps, " (expected >= 1: the timed steps)");
+    if (train.batch_model < 1) reglage::fail("--batch = ", train.batch_model, " (expected >= 1: sequences per step)");
+    if (train.seq < 1) reglage::fail("--seq = ", train.seq, " (expected >= 1: tokens per sequence)");
     gen.threads = train.threads = threads;
 
     std::vector<Measurement> all;
