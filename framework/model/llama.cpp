@@ -1,5 +1,4 @@
 #include "framework/model/llama.h"
-
 #include "framework/model/chunked_logprob.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -85,8 +84,8 @@ constexpr int64_t kBroadcastAttentionLimit = int64_t(1) << 20;
 // more blocks beyond). Each block adds operators (its own slices of the keys, values and mask, and their
 // gradients summed in backward), which cost more than the skipped products save on short sequences and narrow
 // heads. Alternating LoRA SFT steps on SmolLM2 (2,048 tokens a step, 2 threads, AVX-512 VM): 4 x 512 5% faster
-// (float32), 2 x 1024 13-14% (float32) and 12% (bfloat16); 8 x 256 in blocks of 64 only 1.8% (float32) and
-// 0.5% (bfloat16), and the stories15M shape (48-wide heads) at 256 3-7% slower, hence the threshold.
+// (float32), 2 x 1024 13-15% (float32) and 12% (bfloat16); 8 x 256 in blocks of 64 only 1.8% (float32) and
+// 0.5% (bfloat16), and the stories15M shape (48-wide heads) at 256 up to 7% slower, hence the threshold.
 int64_t causal_block_rows(int64_t T) {
   if (T < 512) return T;
   const int64_t quarter = ((T + 3) / 4 + 15) / 16 * 16;
@@ -156,7 +155,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   // [a, e) over keys [0, e) only. The products and the softmax skip the key blocks that causality masks whole
   // (3/8 of them with 4 blocks, towards half for many); every score computed is the one the whole product
   // computes, and the skipped ones would have been masked. Backward sums each key's and value's gradient over
-  // the blocks that read it: float32 gradients move by rounding (6.6e-7 relative on SmolLM2's LoRA).
+  // the blocks that read it: float32 gradients move by rounding (6.5e-7 relative on SmolLM2's LoRA).
   const int64_t block = cache == nullptr && S == T && query_block > 0 ? query_block : T;
   torch::Tensor out;  // (B, T, H, Dh)
   if (block >= T) {
