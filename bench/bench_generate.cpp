@@ -86,7 +86,7 @@ std::vector<Measurement> bench_generate(const GenerateOptions& opt) {
       std::vector<std::vector<int64_t>> prompts;
       for (int64_t b = 0; b < batch; ++b) prompts.push_back({1, 300 + (b * 7) % 200, 261 + b % 50});
       generate::SamplingParams p;
-      p.temperature = 1.0;
+      p.temperature = opt.temperature;
       p.max_new_tokens = opt.new_tokens;
       p.seed = 1;  // no stop tokens: every row generates exactly new_tokens
       generate::generate(m, prompts, p);  // warm-up
@@ -105,7 +105,8 @@ std::vector<Measurement> bench_generate(const GenerateOptions& opt) {
       }
       Measurement ms;
       ms.name = "generate";
-      ms.shape = model_name + " batch=" + std::to_string(batch) + " new=" + std::to_string(opt.new_tokens);
+      ms.shape = model_name + " batch=" + std::to_string(batch) + " new=" + std::to_string(opt.new_tokens) +
+                 (opt.temperature == 0 ? " greedy" : "");
       ms.dtype = label + (decode == "fused" && fusable ? " fused" : " ops");
       ms.threads = opt.threads;
       ms.tokens_per_s = double(batch * opt.new_tokens) / best;

@@ -16,6 +16,8 @@ struct GenerateOptions {
   // Decode steps: "fused" (framework/model/fused_decode.h, where it applies) or "ops" (the operator path).
   std::vector<std::string> decodes = {"fused"};
   int64_t new_tokens = 128;                                  // generated per sequence
+  // 1 samples from the full softmax (the earlier tables); 0 is greedy, as the peer (bench/peer/hf_generate.py).
+  double temperature = 1.0;
   int threads = 2;                                           // intra-op threads
   int repeats = 3;                                           // best of
 };

@@ -8,6 +8,7 @@
 //   reglage_bench ppo|scale|memory    through the real pipeline under mpirun (bench_pipeline.cpp)
 //   reglage_bench tokenize [...]      encoding 100 KB and 1 MB rows, both tokenizers (bench_tokenize.cpp)
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
@@ -40,6 +41,14 @@ long parse_long(const std::string& flag, const std::string& v) {
   return x;
 }
 
+// A finite number >= 0 (a temperature).
+double parse_double(const std::string& flag, const std::string& v) {
+  char* end = nullptr;
+  const double x = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end || !std::isfinite(x) || x < 0) reglage::fail(flag, " = '", v, "' (expected a number >= 0)");
+  return x;
+}
+
 std::vector<Measurement> peak(int threads) {
   torch::set_num_threads(threads);
   std::vector<Measurement> out;
@@ -66,7 +75,7 @@ const char* kUsage =
     "            --model PATH --batch B (shape model) --storages auto,bfloat16,int8 --checkpointing 0|1\n"
     "            --interleave 0|1 (the dtypes' steps in turn, with the speed-up of each over the first per round)\n"
     "  generate: --batches 1,8,32 --dtypes float32,bfloat16 --storages auto,bfloat16,int8 --new-tokens N\n"
-    "            --decodes fused,ops --repeats R --model PATH\n"
+    "            --decodes fused,ops --repeats R --model PATH --temperature T (default 1; 0 = greedy)\n"
     "  ppo:      --iterations N      scale: --steps N\n"
     "  tokenize: --sizes 100000,1000000 (bytes per row) --texts prose,word,repeat --repeats R\n";
 
@@ -95,6 +104,7 @@ int main(int argc, char** argv) {
       else if (flag == "--cores") pipe.cores = int(parse_long(flag, v));
       else if (flag == "--model") gen.model_path = train.model_path = v, model_given = true;
       else if (flag == "--new-tokens") gen.new_tokens = parse_long(flag, v);
+      else if (flag == "--temperature") gen.temperature = parse_double(flag, v);
       else if (flag == "--repeats") gen.repeats = tokenize.repeats = int(parse_long(flag, v));
       else if (flag == "--dtypes") gen.dtypes = train.dtypes = split_commas(v);
       else if (flag == "--storages") gen.storages = train.storages = split_commas(v);

@@ -36,6 +36,8 @@ struct ElementwiseKernels {
   void (*softmax_backward_bf16)(const uint16_t* probs, const uint16_t* dprobs, int64_t S, int64_t r0, int64_t r1,
                                 uint16_t* dscores);
   void (*neg_softmax_rows)(float* z, int64_t V, int64_t r0, int64_t r1, float* lse);
+  void (*onehot_minus_softmax_rows_bf16)(uint16_t* z, const int64_t* target, int64_t V, int64_t r0, int64_t r1,
+                                         float* lse, float* scratch);
   float (*exp_shifted)(const float* z, float shift, float t, int64_t n, float* out);
 };
 

@@ -227,6 +227,35 @@ inline void neg_softmax_rows_kernel(float* z, int64_t V, int64_t r0, int64_t r1,
   }
 }
 
+// Rows [r0, r1) of z (rows, V), bfloat16, in place: lse[r] = logsumexp(z[r]) and z[r] becomes
+// onehot(target[r]) - softmax(z[r]), rounded to bfloat16 once. The same bits as the float32 path: the row
+// widened (exactly), neg_softmax_rows_kernel, 1 added at the target, then rounded, with the widened row and its
+// exponentials in scratch (V floats, in cache) instead of a float32 copy of the whole (rows, V) block in memory.
+inline void onehot_minus_softmax_rows_bf16_kernel(uint16_t* z, const int64_t* target, int64_t V, int64_t r0,
+                                                  int64_t r1, float* lse, float* scratch) {
+  for (int64_t r = r0; r < r1; ++r) {
+    uint16_t* zr = z + r * V;
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int64_t i = 0; i < V; ++i) {
+      const float v = load_value(zr, i);
+      mx = v > mx ? v : mx;
+    }
+    const float sum = fixed_order_sum(V, [&](int64_t i) {
+      const float e = exp_f32(load_value(zr, i) - mx);
+      scratch[i] = e;
+      return e;
+    });
+    lse[r] = mx + std::log(sum);
+    const float scale = -1.0f / sum;
+#pragma omp simd
+    for (int64_t i = 0; i < V; ++i) store_value(zr, i, scratch[i] * scale);
+    float at_target = scratch[target[r]] * scale;
+    asm("" : "+x"(at_target));  // rounded to float32 before the 1 is added, never one fused multiply-add
+    store_value(zr, target[r], at_target + 1.0f);
+  }
+}
+
 // out[i] = e^((z[i] - shift) / t) for i < n; returns their sum (fixed_order_sum). A sampler's weights.
 inline float exp_shifted_kernel(const float* z, float shift, float t, int64_t n, float* out) {
   return fixed_order_sum(n, [&](int64_t i) {
@@ -256,6 +285,7 @@ inline ElementwiseKernels make_elementwise_kernels() {
   k.softmax_backward_f32 = softmax_backward_kernel<float>;
   k.softmax_backward_bf16 = softmax_backward_kernel<uint16_t>;
   k.neg_softmax_rows = neg_softmax_rows_kernel;
+  k.onehot_minus_softmax_rows_bf16 = onehot_minus_softmax_rows_bf16_kernel;
   k.exp_shifted = exp_shifted_kernel;
   return k;
 }

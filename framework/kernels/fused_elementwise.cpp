@@ -299,6 +299,29 @@ torch::Tensor neg_softmax_rows_(torch::Tensor& z) {
   return lse;
 }
 
+torch::Tensor onehot_minus_softmax_rows_(torch::Tensor& z, const torch::Tensor& targets) {
+  if (z.scalar_type() != torch::kBFloat16 || z.dim() != 2 || !z.is_contiguous() || !z.device().is_cpu() ||
+      z.size(1) < 1)
+    fail("onehot_minus_softmax_rows_: z ", z.sizes(), " ", z.scalar_type(),
+         " (expected a contiguous bfloat16 (N, V) on the CPU, V >= 1)");
+  const int64_t N = z.size(0), V = z.size(1);
+  if (targets.scalar_type() != torch::kLong || targets.dim() != 1 || targets.size(0) != N)
+    fail("onehot_minus_softmax_rows_: targets ", targets.sizes(), " ", targets.scalar_type(), " (expected (", N,
+         ") int64)");
+  auto t = targets.contiguous();
+  if (N > 0 && (t.min().item<int64_t>() < 0 || t.max().item<int64_t>() >= V))
+    fail("onehot_minus_softmax_rows_: a target outside [0, ", V, ")");
+  auto lse = torch::empty({N}, z.options().dtype(torch::kFloat32));  // (N)
+  const auto& k = kernels();
+  at::parallel_for(0, N, 1, [&](int64_t a, int64_t b) {
+    thread_local std::vector<float> scratch;
+    if (int64_t(scratch.size()) < V) scratch.resize(size_t(V));
+    k.onehot_minus_softmax_rows_bf16(ptr<uint16_t>(z), t.data_ptr<int64_t>(), V, a, b, ptr<float>(lse),
+                                     scratch.data());
+  });
+  return lse;
+}
+
 float exp_shifted(const float* z, float shift, float t, int64_t n, float* out) {
   return kernels().exp_shifted(z, shift, t, n, out);
 }

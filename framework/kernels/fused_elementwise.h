@@ -39,6 +39,11 @@ torch::Tensor masked_softmax(const torch::Tensor& scores, const torch::Tensor& b
 // In place on z (N, V), float32, contiguous: returns logsumexp of each row (N) and leaves -softmax(z) in z.
 torch::Tensor neg_softmax_rows_(torch::Tensor& z);
 
+// In place on z (N, V), bfloat16, contiguous, with targets (N) int64 in [0, V): returns logsumexp of each row
+// (N, float32) and leaves onehot(targets) - softmax(z) in z, the bits of neg_softmax_rows_ on z widened to
+// float32, 1 added at each target and the result rounded to bfloat16 (a loss's gradient for a bfloat16 product).
+torch::Tensor onehot_minus_softmax_rows_(torch::Tensor& z, const torch::Tensor& targets);
+
 // out[i] = e^((z[i] - shift) / t) for i < n, in the calling thread, float32 arithmetic; returns their sum,
 // added in an order that depends on n alone. A sampler's weights (shift: the largest logit, t: the temperature).
 float exp_shifted(const float* z, float shift, float t, int64_t n, float* out);

@@ -2,7 +2,8 @@
 //   forward:  per chunk, logits = widen(h_c W^T) / t; logp = logits[target] - logsumexp(logits)
 //   backward: per chunk, recompute p = softmax(logits); dlogits = g * (onehot(target) - p) / t;
 //             dh_c = dlogits W (in the model's dtype), dW += dlogits^T h_c
-//   a frozen head: forward also forms (onehot(target) - p) W / t per row and backward only scales it by g
+//   a frozen head: forward also forms (onehot(target) - p) W / t per row and backward only scales it by g;
+//   in bfloat16 at t = 1, onehot(target) - p comes from the bfloat16 logits in one fused pass (same bits)
 #include "framework/model/chunked_logprob.h"
 
 #include <algorithm>
@@ -40,6 +41,17 @@ class ChunkedLogprob : public torch::autograd::Function<ChunkedLogprob> {
     for (int64_t a = 0; a < n; a += chunk_rows) {
       const int64_t b = std::min(n, a + chunk_rows);
       auto target = targets.slice(0, a, b).unsqueeze(1);                          // (c, 1)
+      if (early && temperature == 1.0 && h.scalar_type() == torch::kBFloat16 &&
+          weight.scalar_type() == torch::kBFloat16 && kernels::fused_elementwise_fits(h)) {
+        // bfloat16 logits straight into the fused softmax: the same bits as widening them below, without a
+        // float32 copy of the (c, V) block and its rounding back.
+        auto logits = kernels::matmul_2d(h.slice(0, a, b), weight.t()).contiguous();  // (c, V) bfloat16
+        auto picked = logits.gather(1, target).squeeze(1).to(torch::kFloat32);          // (c)
+        auto lse = kernels::onehot_minus_softmax_rows_(logits, target.squeeze(1));     // logits: onehot - p
+        out.slice(0, a, b).copy_(picked - lse);
+        dlogp_dh.slice(0, a, b).copy_(kernels::matmul_2d(logits, weight));
+        continue;
+      }
       auto logits = chunk_logits(h.slice(0, a, b), weight, temperature);          // (c, V)
       auto picked = logits.gather(1, target).squeeze(1);                          // (c)
       // float32: one fused pass per row leaves -p in logits; float64: the operators.

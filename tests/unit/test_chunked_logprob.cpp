@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include "framework/io/model_io.h"
+#include "framework/kernels/frozen_linear.h"
+#include "framework/kernels/fused_elementwise.h"
 #include "framework/model/chunked_logprob.h"
 #include "test_util.h"
 
@@ -86,6 +88,37 @@ TEST(ChunkedLogprob, AFrozenHeadGivesTheFullPathsGradientToTheHiddenStates) {
   auto with_grad = chunked_token_logprobs(h, w2, targets);
   torch::NoGradGuard no_grad;
   EXPECT_LT((chunked_token_logprobs(h, w2, targets) - with_grad).abs().max().item<double>(), 1e-6);
+}
+
+// bfloat16 with a frozen head at t = 1 takes the fused pass (onehot_minus_softmax_rows_): the same bits as the
+// logits widened to float32, neg_softmax_rows_, 1 added at the target and the result rounded back before the
+// product with the head, and within bfloat16's rounding of the float64 path.
+TEST(ChunkedLogprob, BFloat16FrozenHeadEqualsTheWidenedLogitsBitForBit) {
+  torch::manual_seed(8);
+  const int64_t N = 13, D = 16, V = 300;
+  const auto [h0, w, targets, weights] = random_operands(torch::kBFloat16, N, D, V);
+  for (int64_t chunk : {1, 5, 64}) {
+    auto h = h0.detach().clone().requires_grad_(true);
+    auto logp = chunked_token_logprobs(h, w, targets, 1.0, chunk);
+    (logp * weights).sum().backward();
+    torch::Tensor want_logp = torch::empty({N}), want_dh = torch::empty({N, D}, torch::kBFloat16);
+    for (int64_t a = 0; a < N; a += chunk) {
+      const int64_t b = std::min(N, a + chunk);
+      auto t = targets.slice(0, a, b).unsqueeze(1);
+      auto z = kernels::matmul_2d(h0.slice(0, a, b), w.t()).to(torch::kFloat32);
+      auto picked = z.gather(1, t).squeeze(1);
+      auto lse = kernels::neg_softmax_rows_(z);
+      want_logp.slice(0, a, b).copy_(picked - lse);
+      z.scatter_add_(1, t, torch::ones({b - a, 1}));
+      want_dh.slice(0, a, b).copy_(kernels::matmul_2d(z.to(torch::kBFloat16), w));
+    }
+    EXPECT_TRUE(torch::equal(logp, want_logp)) << "chunk " << chunk;
+    EXPECT_TRUE(torch::equal(h.grad(), want_dh * weights.unsqueeze(1))) << "chunk " << chunk;
+    const Reference ref = full_path(h0.to(torch::kFloat64), w.to(torch::kFloat64), targets, 1.0,
+                                    weights.to(torch::kFloat64));
+    EXPECT_LT((logp.to(torch::kFloat64) - ref.logp).abs().max().item<double>(), 0.1) << "chunk " << chunk;
+    EXPECT_LT((h.grad().to(torch::kFloat64) - ref.grad_h).abs().max().item<double>(), 0.1) << "chunk " << chunk;
+  }
 }
 
 // Log-probs and entropies together (what PPO/GRPO updates take) against log_softmax and rl::entropy's formula

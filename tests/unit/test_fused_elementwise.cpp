@@ -262,6 +262,49 @@ TEST(FusedElementwise, NegSoftmaxRowsOfEveryPathMatchFloat64) {
   EXPECT_TRUE(torch::equal(two, torch::tensor({{-0.5f, -0.5f}})));
 }
 
+// The bfloat16 loss gradient in one pass: the same bits as widening the logits, neg_softmax_rows_, adding 1 at
+// each target and rounding back, on every path (targets at both ends and inside; a row with values far below its
+// max, whose exponentials underflow to 0; a width with a tail after 16 lanes).
+TEST(FusedElementwise, OneHotMinusSoftmaxRowsInBFloat16AreTheFloat32PathRounded) {
+  torch::manual_seed(6);
+  const int64_t rows = 5, V = 4096 + 7;
+  auto z = (torch::randn({rows, V}) * 5).to(torch::kBFloat16);
+  z[2].slice(0, 0, 64).fill_(-300.0);
+  auto targets = torch::tensor({int64_t(0), V - 1, int64_t(17), int64_t(5), int64_t(2048)});
+  for (const auto& [name, k] : tables_of_this_cpu()) {
+    SCOPED_TRACE(name);
+    auto want = z.to(torch::kFloat32).contiguous(), lse_want = torch::empty({rows});  // the path's float32 way
+    k->neg_softmax_rows(p<float>(want), V, 0, rows, p<float>(lse_want));
+    want.scatter_add_(1, targets.unsqueeze(1), torch::ones({rows, 1}));
+    want = want.to(torch::kBFloat16);
+    auto got = z.clone();
+    auto lse = torch::empty({rows});
+    std::vector<float> scratch(V);
+    k->onehot_minus_softmax_rows_bf16(p<uint16_t>(got), targets.data_ptr<int64_t>(), V, 0, rows, p<float>(lse),
+                                      scratch.data());
+    EXPECT_TRUE(torch::equal(got, want));
+    EXPECT_TRUE(torch::equal(lse, lse_want));
+    // Every path against float64: the target's entry near 1 - p, the others near -p.
+    auto zd = z.to(torch::kFloat64);
+    auto ref = -torch::softmax(zd, 1);
+    ref.scatter_add_(1, targets.unsqueeze(1), torch::ones({rows, 1}, torch::kFloat64));
+    EXPECT_LT((got.to(torch::kFloat64) - ref).abs().max().item<double>(), 4e-3);  // bfloat16's half ulp at 1
+    EXPECT_LT((lse.to(torch::kFloat64) - zd.logsumexp(1)).abs().max().item<double>(), 2e-5);
+  }
+  // The public entry (threads, this CPU's path) gives the float32 path's bits.
+  auto want = z.to(torch::kFloat32);
+  auto lse_want = neg_softmax_rows_(want);
+  want.scatter_add_(1, targets.unsqueeze(1), torch::ones({rows, 1}));
+  auto got = z.clone();
+  EXPECT_TRUE(torch::equal(onehot_minus_softmax_rows_(got, targets), lse_want));
+  EXPECT_TRUE(torch::equal(got, want.to(torch::kBFloat16)));
+  // By hand: two equal logits, target 1: (-1/2, 1/2), logsumexp x + ln 2.
+  auto two = torch::tensor({{2.0f, 2.0f}}).to(torch::kBFloat16);
+  auto lse = onehot_minus_softmax_rows_(two, torch::tensor({int64_t(1)}));
+  EXPECT_NEAR(lse.item<float>(), 2.0 + std::log(2.0), 1e-6);
+  EXPECT_TRUE(torch::equal(two, torch::tensor({{-0.5f, 0.5f}}).to(torch::kBFloat16)));
+}
+
 // A sampler's weights e^((z - max) / T) and their sum, against float64, with a temperature and a tail.
 TEST(FusedElementwise, ExpShiftedOfEveryPathMatchesFloat64) {
   torch::manual_seed(9);
@@ -371,6 +414,20 @@ TEST(FusedElementwise, RejectsWhatItDoesNotCover) {
                      {"swiglu: gate [2, 4] Float and up [2, 3]"});
   test::expect_error([] { auto z = torch::ones({2, 4}, torch::kFloat64); neg_softmax_rows_(z); },
                      {"neg_softmax_rows_: z [2, 4] Double"});
+  test::expect_error([] { auto z = torch::ones({2, 4}); onehot_minus_softmax_rows_(z, torch::zeros({2}, torch::kLong)); },
+                     {"onehot_minus_softmax_rows_: z [2, 4] Float", "expected a contiguous bfloat16"});
+  test::expect_error(
+      [] {
+        auto z = torch::ones({2, 4}, torch::kBFloat16);
+        onehot_minus_softmax_rows_(z, torch::tensor({int64_t(0), int64_t(4)}));
+      },
+      {"a target outside [0, 4)"});
+  test::expect_error(
+      [] {
+        auto z = torch::ones({2, 4}, torch::kBFloat16);
+        onehot_minus_softmax_rows_(z, torch::zeros({3}, torch::kLong));
+      },
+      {"targets [3] Long", "expected (2) int64"});
 }
 
 }  // namespace
