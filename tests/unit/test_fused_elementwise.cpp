@@ -209,6 +209,35 @@ TEST(FusedElementwise, MaskedSoftmaxKernelsOfEveryPathMatchFloat64) {
   }
 }
 
+// A plain causal mask over S = T = 300 keys (18 whole vectors of 16 and a tail of 12): each row's loops stop at
+// the first multiple of 16 past its last visible key, at every offset from that boundary. Against float64, and
+// the blocked entries exactly 0.
+TEST(FusedElementwise, MaskedSoftmaxStopsAfterTheLastVisibleKey) {
+  torch::manual_seed(10);
+  const int64_t H = 2, T = 300, S = 300;
+  auto scores = torch::randn({1, H, T, S}, torch::kFloat64) * 3;
+  auto blocked = torch::ones({T, S}, torch::kBool).triu(1).unsqueeze(0);  // (1, T, S): key > query
+  for (const auto& [name, k] : tables_of_this_cpu()) {
+    SCOPED_TRACE(name);
+    for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+      SCOPED_TRACE(c10::toString(dtype));
+      auto ss = scores.to(dtype), p_ = torch::full_like(ss, 7.0);
+      auto want = torch::softmax(ss.to(torch::kFloat64).masked_fill(blocked.unsqueeze(1), -1e300), -1);
+      std::vector<float> scratch(S, 5.0f);
+      const auto* mask = static_cast<const uint8_t*>(blocked.data_ptr());
+      if (dtype == torch::kFloat32)
+        k->masked_softmax_forward_f32(p<float>(ss), mask, S, T, H, 0, H * T, p<float>(p_), scratch.data());
+      else
+        k->masked_softmax_forward_bf16(p<uint16_t>(ss), mask, S, T, H, 0, H * T, p<uint16_t>(p_), scratch.data());
+      const double tol = dtype == torch::kFloat32 ? 1e-6 : 1.0 / 256;
+      EXPECT_LT((p_.to(torch::kFloat64) - want).abs().max().item<double>(), tol);
+      EXPECT_EQ(p_.masked_select(blocked.unsqueeze(1).expand({1, H, T, S})).abs().max().item<double>(), 0.0);
+      // Each row sums to 1 (the probabilities of visible keys all written).
+      EXPECT_LT((p_.to(torch::kFloat64).sum(-1) - 1).abs().max().item<double>(), dtype == torch::kFloat32 ? 1e-5 : 0.02);
+    }
+  }
+}
+
 // The same rows at another address give the same bits: a resumed run must equal an uninterrupted one, and a
 // reduction that started wherever the data first aligned would round differently (it did: every exact-resume
 // e2e test failed).
