@@ -65,7 +65,8 @@ inline float sigmoid_f32(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
 // sum over i < n of f(i) in an order that depends on n alone: 16 running sums over i mod 16 (one or two
 // vectors), combined pairwise, then the tail. A plain vectorised reduction would start wherever the data's
 // address first aligns, so the same row summed at another address could round differently, and a resumed run
-// could depart from an uninterrupted one. f may store (the softmax keeps its exponentials).
+// could depart from an uninterrupted one. f may store (the softmax keeps its exponentials), but GCC 12 ran such
+// a loop one lane at a time when f also read a mask byte or a bfloat16 value: those kernels store first, then sum.
 template <class F>
 inline float fixed_order_sum(int64_t n, F f) {
   constexpr int kLanes = 16;
