@@ -6,8 +6,9 @@
 // stories260K is the shipped model; stories15M is its larger sibling's shape (dim 288, 6 layers, 6 heads,
 // vocab 32000), randomly initialised; "model" is the model file given by --model. The loss is the sft
 // stage's: token log-probs through the chunked LM head (CausalLM::token_logprobs). tokens/s = batch x seq over the median step. MFU counts
-// 6 x parameters x tokens for full training and 4 x parameters x tokens for LoRA (no weight gradients of
-// the frozen base), attention scores ignored, over the matmul peak at the same dtype and thread count,
+// 6 x parameters x tokens for full training; for LoRA 4 x base parameters x tokens (no weight gradients of
+// the frozen base) plus 6 x adapter parameters x tokens (trained weights); attention scores ignored (the
+// JSON's mfu_with_attention adds them), over the matmul peak at the same dtype and thread count,
 // measured just before and just after each configuration's steps (the mean of the two; both in the JSON line):
 // on a shared VM the peak itself moved by 10-30% within minutes, and a figure measured once, minutes away,
 // made the MFU move with it.
@@ -136,9 +137,17 @@ Measurement measurement(const TrainOptions& opt, TrainRun& run, const std::vecto
   const auto& cfg = run.m->config();
   const double peak = 0.5 * (peak_before + peak_after);
   const double step_s = median(times);
-  double n_params = 0;  // every weight that takes part in a matmul: the linear layers and the LM head
+  double n_params = 0;  // every base weight that takes part in a matmul: the linear layers and the LM head
   for (auto& [path, layer] : run.m->linear_layers()) n_params += double(layer->weight.numel());
   n_params += double(cfg.vocab_size) * double(cfg.dim);
+  // Per token, a trained weight costs 6 operations (forward, input gradient, its own gradient) and a frozen
+  // one 4 (no gradient of its own). LoRA trains its adapters (A and B of every adapted layer: t = x A^T and
+  // t B^T forward; g B, (g B) A, g^T t and (g B)^T x backward) over a frozen base.
+  double n_adapter = 0;
+  if (run.train == config::TrainMode::kLora)
+    for (const auto& p : run.params) n_adapter += double(p.numel());
+  const double flops_per_token =
+      run.train == config::TrainMode::kFull ? 6.0 * n_params : 4.0 * n_params + 6.0 * n_adapter;
 
   Measurement ms;
   ms.name = "train";
@@ -149,7 +158,7 @@ Measurement measurement(const TrainOptions& opt, TrainRun& run, const std::vecto
   ms.threads = opt.threads;
   ms.tokens_per_s = double(run.B * run.T) / step_s;
   ms.step_ms = 1000.0 * step_s;
-  ms.gflops = ms.tokens_per_s * (run.train == config::TrainMode::kFull ? 6.0 : 4.0) * n_params / 1e9;
+  ms.gflops = ms.tokens_per_s * flops_per_token / 1e9;
   ms.mfu = ms.gflops * 1e9 / peak;
   // Attention's products, counted as PaLM's MFU counts them (Chowdhery et al. 2022, appendix B): per token
   // and layer, q k^T and p v over the T keys are 4 T H Dh in forward, twice that in backward; they have

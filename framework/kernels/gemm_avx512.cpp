@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "framework/kernels/gemm_paths.h"
@@ -16,6 +17,7 @@ struct V512 {
   using reg = __m512;
   static constexpr int W = 16, R = 4, MB = 4, R1 = 8, R_I8 = 4, MB_I8 = 4;  // 16 accumulators + 4 weight vectors + 1 input: 21 of 32
   static constexpr bool kPackedNarrow = true;  // packed loads (gemm_simd.h, narrow_rows_m1)
+  static constexpr int MR_B = 4, NV_B = 4;       // outer_tile: 16 accumulators + 4 of B + 1 broadcast
   static reg zero() { return _mm512_setzero_ps(); }
   static reg load_x(const float* p) { return _mm512_loadu_ps(p); }
   static reg load_w(const float* p) { return _mm512_loadu_ps(p); }
@@ -40,6 +42,10 @@ struct V512 {
     out[3] = _mm512_cvtepi32_ps(_mm512_and_si512(v, top));
   }
   static float sum(reg a) { return _mm512_reduce_add_ps(a); }
+  static reg set1(float v) { return _mm512_set1_ps(v); }
+  static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
+  static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
+  static void store(float* p, reg v) { _mm512_storeu_ps(p, v); }
 };
 
 }  // namespace
@@ -49,6 +55,11 @@ namespace reglage::kernels::detail {
 void gemm_rows_avx512(const float* x, int64_t M, int64_t K, const void* w, int format, const float* scale,
                       float* y, int64_t N, int64_t n0, int64_t n1) {
   gemm_rows_any<V512>(x, M, K, w, format, scale, y, N, n0, n1);
+}
+
+void outer_rows_avx512(const float* a, int64_t a_row, int64_t a_col, const float* b, int64_t ldb, float* c,
+                       int64_t ldc, int64_t K, int64_t N, int64_t m0, int64_t m1, float alpha, bool accumulate) {
+  outer_rows<V512>(a, a_row, a_col, b, ldb, c, ldc, K, N, m0, m1, alpha, accumulate);
 }
 
 }  // namespace reglage::kernels::detail

@@ -13,4 +13,14 @@ void gemm_rows_avx2(const float* x, int64_t M, int64_t K, const void* w, int for
 void gemm_rows_scalar(const float* x, int64_t M, int64_t K, const void* w, int format, const float* scale,
                       float* y, int64_t N, int64_t n0, int64_t n1);
 
+
+// Rows [m0, m1) of c (., N) = alpha a (., K) b (K, N) (+ c when accumulate), the outer-product kernel of
+// gemm_simd.h (outer_rows): a[m, k] at a[m * a_row + k * a_col]; b and c row-major with row strides ldb, ldc.
+void outer_rows_avx512(const float* a, int64_t a_row, int64_t a_col, const float* b, int64_t ldb, float* c,
+                       int64_t ldc, int64_t K, int64_t N, int64_t m0, int64_t m1, float alpha, bool accumulate);
+void outer_rows_avx2(const float* a, int64_t a_row, int64_t a_col, const float* b, int64_t ldb, float* c,
+                     int64_t ldc, int64_t K, int64_t N, int64_t m0, int64_t m1, float alpha, bool accumulate);
+void outer_rows_scalar(const float* a, int64_t a_row, int64_t a_col, const float* b, int64_t ldb, float* c,
+                       int64_t ldc, int64_t K, int64_t N, int64_t m0, int64_t m1, float alpha, bool accumulate);
+
 }  // namespace reglage::kernels::detail

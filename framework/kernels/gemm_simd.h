@@ -2,7 +2,7 @@
 // per instruction set (gemm_avx512.cpp, gemm_avx2.cpp, and the scalar path in weight_only.cpp), each compiled
 // with its own -m flags. Everything here has internal linkage (the includer wraps it in an anonymous
 // namespace), so code built for one instruction set is never linked into another's callers.
-// Includers include <cstdint>, <cstring> and <vector> first (the standard headers cannot open inside a namespace).
+// Includers include <cstdint>, <cstring>, <type_traits> and <vector> first (the standard headers cannot open inside a namespace).
 //
 // y[m, n] = scale[n] * sum_k x[m, k] * widen(w[n, k]) for rows n in [n0, n1): R weight rows and MB input
 // rows at a time, R x MB vector accumulators, each weight vector widened once and used MB times.
@@ -217,4 +217,69 @@ inline void gemm_rows_any(const float* x, int64_t M, int64_t K, const void* w, i
     case kGemmI8: gemm_rows<V>(x, M, K, static_cast<const int8_t*>(w), scale, y, N, n0, n1); break;
     default: gemm_rows<V>(x, M, K, static_cast<const float*>(w), scale, y, N, n0, n1); break;
   }
+}
+
+// The outer-product form, for products whose inner dimension is LoRA's rank (t B^T, g B A) or whose left
+// operand is a transpose read through strides (the adapters' gradients t^T g, (g B)^T x). An MR x NV tile of
+// C (MR rows, NV vectors of columns) stays in registers while k runs: per k, NV loads of B's row, MR
+// broadcasts of A, MR x NV fused multiply-adds. Each element sums k in order and is then scaled by alpha, so
+// its bits do not depend on how the rows or columns are split among threads.
+// V also provides: MR_B, NV_B (the tile), set1(float), mul, add, store(float*, reg).
+template <class V, int MR, int NV>
+inline void outer_tile(const float* a, int64_t a_row, int64_t a_col, const float* b, int64_t ldb, float* c,
+                       int64_t ldc, int64_t K, float alpha, bool accumulate) {
+  typename V::reg acc[MR][NV];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) acc[i][j] = V::zero();
+  for (int64_t k = 0; k < K; ++k) {
+    typename V::reg bv[NV];
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) bv[j] = V::load_x(b + k * ldb + j * V::W);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const typename V::reg av = V::set1(a[i * a_row + k * a_col]);
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j) acc[i][j] = V::fma(av, bv[j], acc[i][j]);
+    }
+  }
+  const typename V::reg scale = V::set1(alpha);
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) {
+      float* p = c + i * ldc + j * V::W;
+      typename V::reg v = V::mul(acc[i][j], scale);
+      if (accumulate) v = V::add(v, V::load_x(p));
+      V::store(p, v);
+    }
+}
+
+// Rows [m0, m1) and columns [0, N) of C = alpha A (., K) B (K, N) (+ C when accumulate): A[m, k] at
+// a[m * a_row + k * a_col], B and C row-major with row strides ldb and ldc. Column blocks of NV vectors (B's
+// block stays in L1 for LoRA's rank, in L2 for a K of a few thousand tokens), then single vectors, then
+// single columns; within a block, MR rows at a time and the rest one by one.
+template <class V>
+inline void outer_rows(const float* a, int64_t a_row, int64_t a_col, const float* b, int64_t ldb, float* c,
+                       int64_t ldc, int64_t K, int64_t N, int64_t m0, int64_t m1, float alpha, bool accumulate) {
+  constexpr int MR = V::MR_B, NV = V::NV_B;
+  auto rows = [&](auto nv, int64_t n) {
+    constexpr int kNV = decltype(nv)::value;
+    int64_t m = m0;
+    for (; m + MR <= m1; m += MR)
+      outer_tile<V, MR, kNV>(a + m * a_row, a_row, a_col, b + n, ldb, c + m * ldc + n, ldc, K, alpha, accumulate);
+    for (; m < m1; ++m)
+      outer_tile<V, 1, kNV>(a + m * a_row, a_row, a_col, b + n, ldb, c + m * ldc + n, ldc, K, alpha, accumulate);
+  };
+  int64_t n = 0;
+  for (; n + NV * V::W <= N; n += NV * V::W) rows(std::integral_constant<int, NV>{}, n);
+  for (; n + V::W <= N; n += V::W) rows(std::integral_constant<int, 1>{}, n);
+  for (; n < N; ++n)
+    for (int64_t m = m0; m < m1; ++m) {
+      float s = 0;
+      for (int64_t k = 0; k < K; ++k) s += a[m * a_row + k * a_col] * b[k * ldb + n];
+      float& out = c[m * ldc + n];
+      out = accumulate ? out + s * alpha : s * alpha;
+    }
 }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 #include <fstream>
 #include <sstream>
@@ -22,12 +23,17 @@ struct VScalar {  // one lane: the reference the vector paths are tested against
   using reg = float;
   static constexpr int W = 1, R = 4, MB = 4, R1 = 4, R_I8 = 4, MB_I8 = 4;
   static constexpr bool kPackedNarrow = false;
+  static constexpr int MR_B = 4, NV_B = 4;
   static reg zero() { return 0.0f; }
   static reg load_x(const float* p) { return *p; }
   template <class T>
   static reg load_w(const T* p) { return widen_one(*p); }
   static reg fma(reg a, reg b, reg c) { return a * b + c; }
   static float sum(reg a) { return a; }
+  static reg set1(float v) { return v; }
+  static reg mul(reg a, reg b) { return a * b; }
+  static reg add(reg a, reg b) { return a + b; }
+  static void store(float* p, reg v) { *p = v; }
 };
 
 }  // namespace
@@ -39,6 +45,11 @@ namespace detail {
 void gemm_rows_scalar(const float* x, int64_t M, int64_t K, const void* w, int format, const float* scale,
                       float* y, int64_t N, int64_t n0, int64_t n1) {
   gemm_rows_any<VScalar>(x, M, K, w, format, scale, y, N, n0, n1);
+}
+
+void outer_rows_scalar(const float* a, int64_t a_row, int64_t a_col, const float* b, int64_t ldb, float* c,
+                       int64_t ldc, int64_t K, int64_t N, int64_t m0, int64_t m1, float alpha, bool accumulate) {
+  outer_rows<VScalar>(a, a_row, a_col, b, ldb, c, ldc, K, N, m0, m1, alpha, accumulate);
 }
 
 }  // namespace detail
@@ -255,15 +266,41 @@ torch::Tensor stored_linear(const torch::Tensor& x, const torch::Tensor& w, cons
   return bias.defined() ? y + bias.to(y.scalar_type()) : y;
 }
 
+void stored_linear_add_(torch::Tensor& y, const torch::Tensor& x2, const torch::Tensor& w, const torch::Tensor& scale) {
+  if (w.scalar_type() == x2.scalar_type()) {
+    y.addmm_(x2, w.t());
+    return;
+  }
+  check_operands(x2, w, scale);
+  if (x2.size(0) <= kSmallRows) {
+    y.add_(product(x2, w, scale));
+    return;
+  }
+  const int64_t N = w.size(0), step = rows_per_chunk(w);
+  for (int64_t n0 = 0; n0 < N; n0 += step) {
+    const int64_t count = std::min(step, N - n0);
+    y.narrow(1, n0, count).addmm_(x2, widen_rows(w, scale, n0, count).t());
+  }
+}
+
 torch::Tensor stored_linear_grad_input(const torch::Tensor& g2, const torch::Tensor& w, const torch::Tensor& scale) {
   if (w.scalar_type() == g2.scalar_type()) return matmul_2d(g2.contiguous(), w);
-  const int64_t N = w.size(0), K = w.size(1), step = rows_per_chunk(w);
-  auto gx = torch::zeros({g2.size(0), K}, g2.options());  // (M, K) = sum over row chunks c of g[:, c] W[c, :]
-  for (int64_t n0 = 0; n0 < N; n0 += step) {
+  auto gx = torch::zeros({g2.size(0), w.size(1)}, g2.options());  // (M, K)
+  stored_linear_grad_input_add_(gx, g2, w, scale);
+  return gx;
+}
+
+void stored_linear_grad_input_add_(torch::Tensor& gx, const torch::Tensor& g2, const torch::Tensor& w,
+                                   const torch::Tensor& scale) {
+  if (w.scalar_type() == g2.scalar_type()) {
+    gx.addmm_(g2, w);
+    return;
+  }
+  const int64_t N = w.size(0), step = rows_per_chunk(w);
+  for (int64_t n0 = 0; n0 < N; n0 += step) {  // gx += sum over row chunks c of g[:, c] W[c, :]
     const int64_t count = std::min(step, N - n0);
     gx.addmm_(g2.narrow(1, n0, count), widen_rows(w, scale, n0, count));
   }
-  return gx;
 }
 
 torch::Tensor stored_linear_weight(const torch::Tensor& w, const torch::Tensor& scale, torch::Dtype dtype) {

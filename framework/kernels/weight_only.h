@@ -61,9 +61,16 @@ torch::Tensor weight_only_linear(const torch::Tensor& x, const torch::Tensor& w,
 torch::Tensor stored_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& scale,
                             const torch::Tensor& bias = {});
 
+// y (M, N) += x2 (M, K) W^T for a weight in any storage, accumulated in place where the BLAS can (a float32
+// weight, or chunks of widened rows above kSmallRows rows), through a fresh product otherwise. No bias.
+void stored_linear_add_(torch::Tensor& y, const torch::Tensor& x2, const torch::Tensor& w, const torch::Tensor& scale);
+
 // The input gradient of stored_linear: g2 (M, N) -> g2 W (M, K), the stored weight widened in row chunks (a
 // float32 weight of g2's dtype multiplies directly).
 torch::Tensor stored_linear_grad_input(const torch::Tensor& g2, const torch::Tensor& w, const torch::Tensor& scale);
+// gx (M, K) += g2 (M, N) W, the same product accumulated in place.
+void stored_linear_grad_input_add_(torch::Tensor& gx, const torch::Tensor& g2, const torch::Tensor& w,
+                                   const torch::Tensor& scale);
 
 // A stored weight as a matrix of `dtype` for code that multiplies by it directly: w itself when it already has
 // that dtype, else widened (a temporary copy for this call).

@@ -3,8 +3,11 @@
 // over a frozen base weight W in any storage (float32, or bfloat16 / int8 weight-only). Against one node for
 // the base product and four LibTorch operators per adapter (linear, addmm and their backward nodes), it saves
 // the per-operator dispatch, forms the adapter's input gradient in place on the base's (no (N, in) sum of two
-// gradients), keeps each adapter's small product t = x A^T from forward for B's gradient, and orients the
-// small products the way OpenBLAS runs them fastest.
+// gradients), and keeps each adapter's small product t = x A^T from forward for B's gradient. In float32 on a
+// vector path the adapters' products run in our own kernels (kernels/low_rank.h), and the output and x's
+// gradient are first written by the adapters' terms, then the base's product is accumulated onto them (no
+// clearing pass, no second read and write of the output); elsewhere (bfloat16 compute, no AVX2) LibTorch's
+// products, the small ones oriented the way OpenBLAS runs them fastest.
 #pragma once
 #include <torch/torch.h>
 

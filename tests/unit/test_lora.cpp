@@ -246,9 +246,9 @@ TEST(Lora, PeftAlphaOutOfRangeIsNamed) {
 // compute (a bfloat16 model), where the reference takes the same bfloat16 inputs and the bound is bfloat16's
 // rounding of the intermediate products.
 void check_fused_lora(kernels::Storage storage, bool bias, bool x_grad, bool second_frozen,
-                      torch::Dtype compute = torch::kFloat32) {
+                      torch::Dtype compute = torch::kFloat32, int64_t N = 37) {
   torch::manual_seed(7);
-  const int64_t N = 37, in = 48, out = 40;
+  const int64_t in = 48, out = 40;
   auto w = (torch::randn({out, in}) * 0.1).to(compute);  // (out, in)
   torch::Tensor scale;
   if (storage != kernels::Storage::kNative) scale = kernels::store_weight(w, storage);
@@ -313,6 +313,12 @@ TEST(Lora, FusedLayerEqualsTheOperatorsFloat32) {
 TEST(Lora, FusedLayerEqualsTheOperatorsOnStoredWeights) {
   check_fused_lora(kernels::Storage::kBFloat16, true, true, true);
   check_fused_lora(kernels::Storage::kInt8, false, true, false);
+}
+
+// Enough rows that the adapter's products split by rows among threads (kernels/low_rank.cpp), not by columns.
+TEST(Lora, FusedLayerAtManyRows) {
+  check_fused_lora(kernels::Storage::kNative, true, true, false, torch::kFloat32, /*N=*/130);
+  check_fused_lora(kernels::Storage::kBFloat16, false, true, true, torch::kFloat32, /*N=*/130);
 }
 
 TEST(Lora, FusedLayerInBfloat16Compute) {

@@ -1,0 +1,120 @@
+#include "framework/kernels/low_rank.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+
+#include "framework/core/error.h"
+#include "framework/kernels/gemm_paths.h"
+#include "framework/kernels/weight_only.h"
+
+namespace reglage::kernels {
+
+namespace {
+
+using OuterFn = void (*)(const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t, int64_t, int64_t,
+                         int64_t, int64_t, float, bool);
+
+// The kernel of `path`; cpu_path() only names a path this CPU has (detail::outer_product_on checks).
+OuterFn outer_fn(const std::string& path) {
+#ifndef REGLAGE_SCALAR_KERNELS_ONLY
+  if (path == "avx512") return detail::outer_rows_avx512;
+  if (path == "avx2") return detail::outer_rows_avx2;
+#endif
+  if (path == "scalar") return detail::outer_rows_scalar;
+  fail("kernel path '", path, "' (expected avx512, avx2 or scalar)");
+}
+
+void check_float_cpu(const char* what, const torch::Tensor& t) {
+  if (t.scalar_type() != torch::kFloat32 || !t.device().is_cpu() || t.dim() != 2)
+    fail("low-rank product: ", what, " is ", t.scalar_type(), " ", t.sizes(), " on ", t.device(),
+         " (expected a 2-D float32 CPU tensor)");
+}
+
+void check_outer(const torch::Tensor& c, const torch::Tensor& a, const torch::Tensor& b) {
+  check_float_cpu("a", a);
+  check_float_cpu("b", b);
+  check_float_cpu("c", c);
+  if (a.size(1) != b.size(0) || c.size(0) != a.size(0) || c.size(1) != b.size(1))
+    fail("low-rank product: c ", c.sizes(), " = a ", a.sizes(), " b ", b.sizes(), " (shapes do not chain)");
+  if (b.size(1) > 1 && b.stride(1) != 1) fail("low-rank product: b ", b.sizes(), " needs unit column stride");
+  if (!c.is_contiguous()) fail("low-rank product: c ", c.sizes(), " must be contiguous");
+}
+
+// Rows of c per parallel task: whole tiles on both paths (MR_B = 4 and 6).
+constexpr int64_t kRowBlock = 24;
+// Columns per task when c has few rows: whole NV_B-vector blocks on both paths (64 and 16 columns).
+constexpr int64_t kColBlock = 64;
+
+}  // namespace
+
+bool low_rank_fits(const torch::Tensor& x) {
+  static const bool vector_path = cpu_path() != "scalar";
+  return vector_path && x.scalar_type() == torch::kFloat32 && x.device().is_cpu();
+}
+
+torch::Tensor narrow_rows_product(const torch::Tensor& x, const torch::Tensor& f) {
+  check_float_cpu("x", x);
+  check_float_cpu("f", f);
+  if (x.size(1) != f.size(1)) fail("low-rank product: x ", x.sizes(), " against factor ", f.sizes());
+  const auto xc = x.contiguous();
+  const int64_t M = xc.size(0), K = xc.size(1), r = f.size(0);
+  auto t = torch::empty({M, r}, xc.options());  // (M, r)
+  const KernelMatrix fm = kernel_matrix(f.contiguous());
+  const float* xp = xc.data_ptr<float>();
+  float* tp = t.data_ptr<float>();
+  // Blocks of 4 rows (the kernel's input rows per call), so that a thread's share is whole register blocks.
+  at::parallel_for(0, (M + 3) / 4, /*grain_size=*/16, [&](int64_t b0, int64_t b1) {
+    const int64_t m0 = b0 * 4, m1 = std::min(M, b1 * 4);
+    kernel_rows(fm, xp + m0 * K, m1 - m0, tp + m0 * r, 0, r);
+  });
+  return t;
+}
+
+void outer_product_(torch::Tensor& c, const torch::Tensor& a, const torch::Tensor& b, double alpha, bool accumulate) {
+  check_outer(c, a, b);
+  static const OuterFn fn = outer_fn(cpu_path());
+  const int64_t M = c.size(0), N = c.size(1), K = a.size(1);
+  const float* ap = a.data_ptr<float>();
+  const float* bp = b.data_ptr<float>();
+  float* cp = c.data_ptr<float>();
+  const int64_t a_row = a.stride(0), a_col = a.stride(1), ldb = b.stride(0);
+  const float al = float(alpha);
+  if (M >= 2 * kRowBlock) {
+    at::parallel_for(0, (M + kRowBlock - 1) / kRowBlock, 1, [&](int64_t b0, int64_t b1) {
+      fn(ap, a_row, a_col, bp, ldb, cp, N, K, N, b0 * kRowBlock, std::min(M, b1 * kRowBlock), al, accumulate);
+    });
+    return;
+  }
+  at::parallel_for(0, (N + kColBlock - 1) / kColBlock, 1, [&](int64_t b0, int64_t b1) {
+    const int64_t n0 = b0 * kColBlock, n1 = std::min(N, b1 * kColBlock);
+    fn(ap, a_row, a_col, bp + n0, ldb, cp + n0, N, K, n1 - n0, 0, M, al, accumulate);
+  });
+}
+
+torch::Tensor outer_product(const torch::Tensor& a, const torch::Tensor& b, double alpha) {
+  auto c = torch::empty({a.size(0), b.size(1)}, a.options());  // (M, N)
+  outer_product_(c, a, b, alpha, /*accumulate=*/false);
+  return c;
+}
+
+namespace detail {
+
+void outer_product_on(const std::string& path, torch::Tensor& c, const torch::Tensor& a, const torch::Tensor& b,
+                      double alpha, bool accumulate) {
+  check_outer(c, a, b);
+#ifdef REGLAGE_SCALAR_KERNELS_ONLY
+  const bool has = path == "scalar";
+#else
+  const bool has = path == "scalar" ||
+                   (path == "avx512" && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) ||
+                   (path == "avx2" && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
+#endif
+  if (!has) fail("kernel path ", path, ": this CPU lacks its instructions");
+  outer_fn(path)(a.data_ptr<float>(), a.stride(0), a.stride(1), b.data_ptr<float>(), b.stride(0), c.data_ptr<float>(),
+                 c.size(1), a.size(1), c.size(1), 0, c.size(0), float(alpha), accumulate);
+}
+
+}  // namespace detail
+
+}  // namespace reglage::kernels

@@ -1,0 +1,127 @@
+// The low-rank kernels (framework/kernels/low_rank.h): the outer-product kernel on every path this CPU has and
+// the rows-times-factor product against float64 products, a hand-computed case, the same bits on one and two
+// threads, and one-line refusals of operands they cannot take.
+#include <gtest/gtest.h>
+
+#include <ATen/Parallel.h>
+
+#include "framework/kernels/low_rank.h"
+#include "test_util.h"
+
+namespace reglage::kernels {
+namespace {
+
+std::vector<std::string> paths_of_this_cpu() {
+  std::vector<std::string> out = {"scalar"};
+#if defined(__x86_64__)  // elsewhere only the scalar path is built (CMakeLists.txt)
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) out.push_back("avx2");
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) out.push_back("avx512");
+#endif
+  return out;
+}
+
+// |got - want| <= 1e-6 (1 + K) max(1, |want|max): float32 sums of K products against float64.
+void expect_near(const torch::Tensor& got, const torch::Tensor& want, int64_t K, const std::string& what) {
+  const double err = (got.to(torch::kFloat64) - want).abs().max().item<double>();
+  const double size = std::max(1.0, want.abs().max().item<double>());
+  EXPECT_LE(err, 1e-6 * double(1 + K) * size) << what << ": max error " << err;
+}
+
+TEST(LowRank, HandComputedOuterProduct) {
+  // [[1, 2], [3, 4]] [[1, 0, 2], [0, 1, 3]] = [[1, 2, 8], [3, 4, 18]]; alpha 0.5 halves it; accumulating adds
+  // it to what c holds.
+  auto a = torch::tensor({1.0f, 2.0f, 3.0f, 4.0f}).view({2, 2});
+  auto b = torch::tensor({1.0f, 0.0f, 2.0f, 0.0f, 1.0f, 3.0f}).view({2, 3});
+  auto want = torch::tensor({0.5f, 1.0f, 4.0f, 1.5f, 2.0f, 9.0f}).view({2, 3});
+  for (const auto& path : paths_of_this_cpu()) {
+    auto c = torch::full({2, 3}, 7.0f);
+    detail::outer_product_on(path, c, a, b, 0.5, /*accumulate=*/false);
+    EXPECT_TRUE(torch::equal(c, want)) << path;
+    detail::outer_product_on(path, c, a, b, 0.5, /*accumulate=*/true);
+    EXPECT_TRUE(torch::equal(c, want * 2)) << path;
+  }
+  EXPECT_TRUE(torch::equal(outer_product(a, b, 0.5), want));
+}
+
+TEST(LowRank, OuterProductOnEveryPathEqualsFloat64) {
+  torch::manual_seed(3);
+  for (const auto& path : paths_of_this_cpu()) {
+    // M: below, at and past the row tiles (4 on AVX-512, 6 on AVX2) and the threads' row blocks (24); N: single
+    // columns, single vectors, whole column blocks (64 on AVX-512, 16 on AVX2) and remainders; K: the rank and
+    // a few hundred tokens.
+    for (int64_t M : {1, 5, 16, 50}) {
+      for (int64_t N : {1, 7, 16, 64, 100, 130}) {
+        for (int64_t K : {1, 16, 37, 300}) {
+          for (bool transposed : {false, true}) {  // a read in place through a transpose's strides
+            auto a = transposed ? torch::randn({K, M}).t() : torch::randn({M, K});
+            auto b = torch::randn({K, N});
+            auto c0 = torch::randn({M, N});
+            const auto want = torch::matmul(a.to(torch::kFloat64), b.to(torch::kFloat64)) * 0.75;
+            const std::string what = path + " M=" + std::to_string(M) + " N=" + std::to_string(N) +
+                                     " K=" + std::to_string(K) + (transposed ? " a^T" : "");
+            auto c = torch::empty({M, N});
+            detail::outer_product_on(path, c, a, b, 0.75, /*accumulate=*/false);
+            expect_near(c, want, K, what);
+            c = c0.clone();
+            detail::outer_product_on(path, c, a, b, 0.75, /*accumulate=*/true);
+            expect_near(c, want + c0.to(torch::kFloat64), K, what + " accumulated");
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(LowRank, RowsTimesFactorEqualsFloat64) {
+  torch::manual_seed(4);
+  for (int64_t M : {1, 3, 50, 301})
+    for (int64_t r : {1, 4, 16, 19})
+      for (int64_t K : {37, 576}) {
+        auto x = torch::randn({M, K}), f = torch::randn({r, K});
+        const auto want = torch::matmul(x.to(torch::kFloat64), f.to(torch::kFloat64).t());
+        expect_near(narrow_rows_product(x, f), want, K,
+                    "M=" + std::to_string(M) + " r=" + std::to_string(r) + " K=" + std::to_string(K));
+      }
+}
+
+TEST(LowRank, SameBitsOnOneAndTwoThreads) {
+  torch::manual_seed(6);
+  const int before = at::get_num_threads();
+  auto x = torch::randn({300, 96}), f = torch::randn({16, 96});
+  auto t_wide = torch::randn({300, 16}), b_wide = torch::randn({16, 200});  // rows split: (300, 200)
+  auto g = torch::randn({300, 130});                                          // columns split: (16, 130)
+  auto run = [&] {
+    return std::vector<torch::Tensor>{narrow_rows_product(x, f), outer_product(t_wide, b_wide, 2.0),
+                                      outer_product(t_wide.t(), g, 0.5)};
+  };
+  at::set_num_threads(1);
+  const auto one = run();
+  at::set_num_threads(2);
+  const auto two = run();
+  at::set_num_threads(before);
+  for (size_t i = 0; i < one.size(); ++i) EXPECT_TRUE(torch::equal(one[i], two[i])) << "product " << i;
+}
+
+TEST(LowRank, RefusesOperandsItCannotTake) {
+  auto a = torch::randn({4, 3}), b = torch::randn({3, 5});
+  auto c = torch::empty({4, 5});
+  auto message = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message([&] { outer_product_(c, a.to(torch::kFloat64), b, 1.0, false); }).find("expected a 2-D float32 CPU tensor"),
+            std::string::npos);
+  EXPECT_NE(message([&] { outer_product(a, torch::randn({4, 5}), 1.0); }).find("shapes do not chain"), std::string::npos);
+  EXPECT_NE(message([&] { outer_product(a, torch::randn({5, 3}).t(), 1.0); }).find("unit column stride"),
+            std::string::npos);
+  auto strided = torch::empty({5, 4}).t();
+  EXPECT_NE(message([&] { outer_product_(strided, a, b, 1.0, false); }).find("must be contiguous"), std::string::npos);
+  EXPECT_NE(message([&] { narrow_rows_product(a, torch::randn({2, 4})); }).find("against factor"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace reglage::kernels
