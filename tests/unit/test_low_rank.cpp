@@ -11,15 +11,6 @@
 namespace reglage::kernels {
 namespace {
 
-std::vector<std::string> paths_of_this_cpu() {
-  std::vector<std::string> out = {"scalar"};
-#if defined(__x86_64__)  // elsewhere only the scalar path is built (CMakeLists.txt)
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) out.push_back("avx2");
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) out.push_back("avx512");
-#endif
-  return out;
-}
-
 // |got - want| <= 1e-6 (1 + K) max(1, |want|max): float32 sums of K products against float64.
 void expect_near(const torch::Tensor& got, const torch::Tensor& want, int64_t K, const std::string& what) {
   const double err = (got.to(torch::kFloat64) - want).abs().max().item<double>();
@@ -33,7 +24,7 @@ TEST(LowRank, HandComputedOuterProduct) {
   auto a = torch::tensor({1.0f, 2.0f, 3.0f, 4.0f}).view({2, 2});
   auto b = torch::tensor({1.0f, 0.0f, 2.0f, 0.0f, 1.0f, 3.0f}).view({2, 3});
   auto want = torch::tensor({0.5f, 1.0f, 4.0f, 1.5f, 2.0f, 9.0f}).view({2, 3});
-  for (const auto& path : paths_of_this_cpu()) {
+  for (const auto& path : test::kernel_paths_of_this_cpu()) {
     auto c = torch::full({2, 3}, 7.0f);
     detail::outer_product_on(path, c, a, b, 0.5, /*accumulate=*/false);
     EXPECT_TRUE(torch::equal(c, want)) << path;
@@ -45,7 +36,7 @@ TEST(LowRank, HandComputedOuterProduct) {
 
 TEST(LowRank, OuterProductOnEveryPathEqualsFloat64) {
   torch::manual_seed(3);
-  for (const auto& path : paths_of_this_cpu()) {
+  for (const auto& path : test::kernel_paths_of_this_cpu()) {
     // M: below, at and past the row tiles (4 on AVX-512, 6 on AVX2) and the threads' row blocks (24); N: single
     // columns, single vectors, whole column blocks (64 on AVX-512, 16 on AVX2) and remainders; K: the rank and
     // a few hundred tokens.

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "framework/core/error.h"
 #include "framework/core/file_util.h"
@@ -104,6 +105,17 @@ inline CommandResult run_reglage(const std::string& args) {
   r.out = core::read_file(tmp.path("out"));
   r.err = core::read_file(tmp.path("err"));
   return r;
+}
+
+// The vector kernels' paths this CPU can run (framework/kernels: gemm_avx512.cpp, gemm_avx2.cpp, the scalar
+// one everywhere).
+inline std::vector<std::string> kernel_paths_of_this_cpu() {
+  std::vector<std::string> out = {"scalar"};
+#if defined(__x86_64__)  // elsewhere only the scalar path is built (CMakeLists.txt)
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) out.push_back("avx2");
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) out.push_back("avx512");
+#endif
+  return out;
 }
 
 }  // namespace reglage::test

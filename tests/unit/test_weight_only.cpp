@@ -12,15 +12,6 @@
 namespace reglage::kernels {
 namespace {
 
-std::vector<std::string> paths_of_this_cpu() {
-  std::vector<std::string> out = {"scalar"};
-#if defined(__x86_64__)  // elsewhere only the scalar path is built (CMakeLists.txt)
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) out.push_back("avx2");
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) out.push_back("avx512");
-#endif
-  return out;
-}
-
 // w (N, K) float in `format`: {stored weight, scale or undefined}.
 std::pair<torch::Tensor, torch::Tensor> store(const torch::Tensor& w, const std::string& format) {
   if (format == "bfloat16") return {w.to(torch::kBFloat16).contiguous(), {}};
@@ -49,7 +40,7 @@ TEST(WeightOnly, HandComputedBFloat16AndInt8) {
 
 TEST(WeightOnly, EveryPathAndFormatEqualsTheWidenedProduct) {
   torch::manual_seed(5);
-  const auto paths = paths_of_this_cpu();
+  const auto paths = test::kernel_paths_of_this_cpu();
   std::cout << "kernel path chosen on this CPU: " << cpu_path() << "; tested:";
   for (const auto& p : paths) std::cout << " " << p;
   std::cout << "\n";
