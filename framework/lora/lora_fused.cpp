@@ -36,15 +36,16 @@ torch::Tensor narrow_product(const torch::Tensor& x, const torch::Tensor& factor
 bool own_kernels(const torch::Tensor& x) { return kernels::low_rank_fits(x); }
 
 // The forward on our kernels: y = sum_a scale_a t_a B_a^T written first (no clearing pass, no read of y), then
-// the base's product accumulated onto it by the BLAS, then the bias. ts (if given) receives each
-// t_a = x A_a^T (N, r).
+// the base's product accumulated onto it by the BLAS, then the bias. abt (if given) receives each adapter's
+// A, B and t = x A^T (N, r), as blas_forward's.
 torch::Tensor own_forward(const torch::Tensor& x, const FrozenBase& base, const std::vector<torch::Tensor>& ab,
-                          std::vector<torch::Tensor>* ts) {
+                          std::vector<torch::Tensor>* abt) {
   auto y = torch::empty({x.size(0), base.weight.size(0)}, x.options());  // (N, out)
   for (size_t a = 0; a < base.scales.size(); ++a) {
-    auto t = kernels::narrow_rows_product(x, ab[2 * a]);  // (N, r) = x A^T
-    kernels::outer_product_(y, t, ab[2 * a + 1].t().contiguous(), base.scales[a], /*accumulate=*/a > 0);
-    if (ts) ts->push_back(t);
+    const auto &A = ab[2 * a], &B = ab[2 * a + 1];
+    auto t = kernels::narrow_rows_product(x, A);                                               // (N, r) = x A^T
+    kernels::outer_product_(y, t, B.t().contiguous(), base.scales[a], /*accumulate=*/a > 0);  // (+)= s t B^T
+    if (abt) abt->insert(abt->end(), {A, B, t});
   }
   kernels::stored_linear_add_(y, x, base.weight, base.weight_scale);  // += x W^T
   if (base.bias.defined()) y.add_(base.bias.to(y.scalar_type()));
@@ -118,14 +119,8 @@ struct FusedLoraFn : public torch::autograd::Function<FusedLoraFn> {
                                const FrozenBase& base) {
     const std::vector<torch::Tensor> abv(ab.begin(), ab.end());
     const bool own = own_kernels(x) && !base.scales.empty();
-    std::vector<torch::Tensor> saved{x}, ts;
-    torch::Tensor y;
-    if (own) {
-      y = own_forward(x, base, abv, &ts);
-      for (size_t a = 0; a < base.scales.size(); ++a) saved.insert(saved.end(), {abv[2 * a], abv[2 * a + 1], ts[a]});
-    } else {
-      y = blas_forward(x, base, abv, &saved);
-    }
+    std::vector<torch::Tensor> saved{x};
+    auto y = own ? own_forward(x, base, abv, &saved) : blas_forward(x, base, abv, &saved);  // (N, out)
     ctx->save_for_backward(saved);
     ctx->saved_data["own"] = own;
     ctx->saved_data["w"] = base.weight;
