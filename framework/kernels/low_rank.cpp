@@ -57,10 +57,10 @@ torch::Tensor narrow_rows_product(const torch::Tensor& x, const torch::Tensor& f
   check_float_cpu("x", x);
   check_float_cpu("f", f);
   if (x.size(1) != f.size(1)) fail("low-rank product: x ", x.sizes(), " against factor ", f.sizes());
-  const auto xc = x.contiguous();
-  const int64_t M = xc.size(0), K = xc.size(1), r = f.size(0);
+  const auto xc = x.contiguous(), fc = f.contiguous();  // fc outlives fm, which points into it
+  const int64_t M = xc.size(0), K = xc.size(1), r = fc.size(0);
   auto t = torch::empty({M, r}, xc.options());  // (M, r)
-  const KernelMatrix fm = kernel_matrix(f.contiguous());
+  const KernelMatrix fm = kernel_matrix(fc);
   const float* xp = xc.data_ptr<float>();
   float* tp = t.data_ptr<float>();
   // Blocks of 4 rows (the kernel's input rows per call), so that a thread's share is whole register blocks.
