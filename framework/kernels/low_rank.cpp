@@ -41,6 +41,50 @@ void check_outer(const torch::Tensor& c, const torch::Tensor& a, const torch::Te
   if (!c.is_contiguous()) fail("low-rank product: c ", c.sizes(), " must be contiguous");
 }
 
+void check_bf16_operand(const char* what, const torch::Tensor& t) {
+  if (!low_rank_bf16_fits(t) || t.dim() != 2 || (t.size(1) > 1 && t.stride(1) != 1))
+    fail("low-rank product: ", what, " is ", t.scalar_type(), " ", t.sizes(), " on ", t.device(),
+         " (expected a 2-D bfloat16 CPU tensor with unit column stride, on a CPU with avx512_bf16)");
+}
+
+// The pairs along K of a (K, r) bfloat16 (pack_pairs_bf16_avx512): ((K + 1) / 2, rp) 32-bit words, rp = r
+// rounded up to 16 lanes. Held in an int32 tensor.
+struct Pairs {
+  torch::Tensor words;
+  int64_t r = 0, rp = 0;
+  const uint32_t* data() const { return reinterpret_cast<const uint32_t*>(words.data_ptr<int32_t>()); }
+};
+
+Pairs pack_pairs(const torch::Tensor& a) {  // a (K, r) bfloat16, unit column stride
+  Pairs p;
+  p.r = a.size(1);
+  p.rp = (p.r + 15) / 16 * 16;
+  p.words = torch::empty({(a.size(0) + 1) / 2, p.rp}, a.options().dtype(torch::kInt32));
+#ifndef REGLAGE_SCALAR_KERNELS_ONLY
+  detail::pack_pairs_bf16_avx512(reinterpret_cast<const uint16_t*>(a.data_ptr<at::BFloat16>()), a.stride(0),
+                                 a.size(0), p.r, reinterpret_cast<uint32_t*>(p.words.data_ptr<int32_t>()), p.rp);
+#endif
+  return p;
+}
+
+torch::Tensor narrow_rows_product_bf16(const torch::Tensor& x, const torch::Tensor& f) {
+  check_bf16_operand("x", x);
+  if (f.dim() != 2 || x.size(1) != f.size(1)) fail("low-rank product: x ", x.sizes(), " against factor ", f.sizes());
+  const auto ft = f.t().to(torch::kBFloat16).contiguous();  // (K, r)
+  const Pairs fp = pack_pairs(ft);
+  const int64_t M = x.size(0), K = x.size(1), r = fp.r;
+  auto t = torch::empty({M, r}, x.options().dtype(torch::kFloat32));  // (M, r)
+  const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
+  float* tp = t.data_ptr<float>();
+  // Blocks of 8 rows (the kernel's tile), so that a thread's share is whole tiles.
+  at::parallel_for(0, (M + 7) / 8, /*grain_size=*/8, [&](int64_t b0, int64_t b1) {
+#ifndef REGLAGE_SCALAR_KERNELS_ONLY
+    detail::pair_rows_bf16_avx512(xp, x.stride(0), fp.data(), fp.rp, r, K, tp, r, b0 * 8, std::min(M, b1 * 8));
+#endif
+  });
+  return t;
+}
+
 // Rows of c per parallel task: whole tiles on both paths (MR_B = 4 and 6).
 constexpr int64_t kRowBlock = 24;
 // Columns per task when c has few rows: whole NV_B-vector blocks on both paths (64 and 16 columns).
@@ -53,7 +97,19 @@ bool low_rank_fits(const torch::Tensor& x) {
   return vector_path && x.scalar_type() == torch::kFloat32 && x.device().is_cpu();
 }
 
+bool low_rank_bf16_fits(const torch::Tensor& x) {
+#ifdef REGLAGE_SCALAR_KERNELS_ONLY
+  (void)x;
+  return false;
+#else
+  static const bool native = cpu_path() == "avx512" && __builtin_cpu_supports("avx512bf16") &&
+                             !__builtin_cpu_supports("amx-bf16");
+  return native && x.scalar_type() == torch::kBFloat16 && x.device().is_cpu();
+#endif
+}
+
 torch::Tensor narrow_rows_product(const torch::Tensor& x, const torch::Tensor& f) {
+  if (x.scalar_type() == torch::kBFloat16) return narrow_rows_product_bf16(x, f);
   check_float_cpu("x", x);
   check_float_cpu("f", f);
   if (x.size(1) != f.size(1)) fail("low-rank product: x ", x.sizes(), " against factor ", f.sizes());
@@ -95,6 +151,25 @@ void outer_product_(torch::Tensor& c, const torch::Tensor& a, const torch::Tenso
 torch::Tensor outer_product(const torch::Tensor& a, const torch::Tensor& b, double alpha) {
   auto c = torch::empty({a.size(0), b.size(1)}, a.options());  // (M, N)
   outer_product_(c, a, b, alpha, /*accumulate=*/false);
+  return c;
+}
+
+torch::Tensor tokens_product_bf16(const torch::Tensor& a, const torch::Tensor& b, double alpha) {
+  check_bf16_operand("a", a);
+  check_bf16_operand("b", b);
+  if (a.size(0) != b.size(0)) fail("low-rank product: a ", a.sizes(), " and b ", b.sizes(), " differ in rows");
+  const auto ac = a.contiguous();
+  const Pairs ap = pack_pairs(ac);
+  const int64_t K = b.size(0), N = b.size(1), r = ap.r;
+  auto c = torch::empty({r, N}, b.options().dtype(torch::kFloat32));  // (r, N)
+  const auto* bp = reinterpret_cast<const uint16_t*>(b.data_ptr<at::BFloat16>());
+  float* cp = c.data_ptr<float>();
+  at::parallel_for(0, (N + 15) / 16, /*grain_size=*/1, [&](int64_t b0, int64_t b1) {
+#ifndef REGLAGE_SCALAR_KERNELS_ONLY
+    detail::pair_reduce_bf16_avx512(ap.data(), ap.rp, r, bp, b.stride(0), K, cp, N, float(alpha), b0 * 16,
+                                    std::min(N, b1 * 16));
+#endif
+  });
   return c;
 }
 

@@ -13,9 +13,21 @@ namespace reglage::kernels {
 // Whether these kernels take x's products: a float32 CPU tensor on a vector path (cpu_path() avx512 or avx2).
 bool low_rank_fits(const torch::Tensor& x);
 
-// t (M, r) = x (M, K) f^T for a narrow f (r, K): the dot-product kernel of the weight-only path, x's rows
-// split among LibTorch's threads. x and f float32 CPU; f contiguous.
+// Whether the bfloat16 kernels (low_rank_bf16.cpp, vdpbf16ps) take x's products: a bfloat16 CPU tensor, on
+// the avx512 path of a CPU with avx512_bf16 and without AMX (where oneDNN's products use the tile unit; not
+// measured here). At SmolLM2's shapes (2,048 tokens, rank 16) they ran at 340-400 GFLOP/s against oneDNN's
+// 160-310 (best of 15, 2 threads, AVX-512 VM).
+bool low_rank_bf16_fits(const torch::Tensor& x);
+
+// t (M, r) = x (M, K) f^T for a narrow f (r, K), split among LibTorch's threads by rows of x. float32 x and f:
+// the dot-product kernel of the weight-only path. bfloat16 x (low_rank_bf16_fits): f of any floating dtype,
+// rounded to bfloat16, pairs summed by vdpbf16ps into float32. Returns float32.
 torch::Tensor narrow_rows_product(const torch::Tensor& x, const torch::Tensor& f);
+
+// c (r, N) float32 = alpha a^T b, the sum over the K rows (tokens) of a (K, r) and b (K, N): an adapter's
+// weight gradient. Both bfloat16 (low_rank_bf16_fits), b with unit column stride; split among threads by
+// 16-column blocks of c.
+torch::Tensor tokens_product_bf16(const torch::Tensor& a, const torch::Tensor& b, double alpha);
 
 // c (M, N) = alpha a (M, K) b (K, N), or c += that when accumulate. a: float32 through any strides (a
 // transpose is read in place); b: unit column stride; c: contiguous. Split among threads by rows of c, or

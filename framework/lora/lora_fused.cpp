@@ -22,7 +22,10 @@ struct FrozenBase {
 // later round. Kept in the direct form: bfloat16 (oneDNN; 4.98 against 4.80 s, 3 of 8), LibTorch 2.11's MKL
 // (8.42 against 8.28 s, 3 of 8), and the gradients of A and B, whose transposed forms (x^T (g B), g^T t) were
 // slower on OpenBLAS too (0 of 8). The transposed result is a view: its users read it through strides.
+// bfloat16 x on a CPU with avx512_bf16 (kernels::low_rank_bf16_fits) takes the pair kernel: float32 sums,
+// rounded once to bfloat16.
 torch::Tensor narrow_product(const torch::Tensor& x, const torch::Tensor& factor) {  // x (N, k), factor (r, k)
+  if (kernels::low_rank_bf16_fits(x)) return kernels::narrow_rows_product(x, factor).to(x.scalar_type());
   static const bool openblas = kernels::blas_is_openblas();
   if (x.scalar_type() != torch::kFloat32 || !openblas) return torch::mm(x, factor.t());  // (N, r)
   return torch::mm(factor, x.t()).t();                                                      // (N, r)
@@ -94,21 +97,31 @@ void own_backward(const torch::Tensor& g, const torch::Tensor& x, const std::vec
   out[0] = gx;
 }
 
-// The backward on LibTorch's operators, the mirror of blas_forward.
+// The backward on LibTorch's operators, the mirror of blas_forward. In bfloat16 on a CPU with avx512_bf16
+// (kernels::low_rank_bf16_fits) the adapters' narrow products take the pair kernels instead of oneDNN's (at
+// SmolLM2's shapes 340-400 against 160-310 GFLOP/s): A's and B's gradients are their float32 sums, no longer
+// rounded to bfloat16 first, and s g B is rounded once.
 void blas_backward(const torch::Tensor& g, const torch::Tensor& x, const std::vector<torch::Tensor>& saved,
                    const std::vector<double>& scales, const torch::Tensor& w, const torch::Tensor& w_scale,
                    torch::ScalarType master, torch::autograd::AutogradContext* ctx,
                    torch::autograd::variable_list& out) {
   const bool want_x = ctx->needs_input_grad(0);
   if (want_x) out[0] = kernels::stored_linear_grad_input(g, w, w_scale);  // (N, in) = g W
+  const bool pairs = kernels::low_rank_bf16_fits(g);
   for (size_t a = 0; a < scales.size(); ++a) {
     const auto &A = saved[1 + 3 * a], &B = saved[2 + 3 * a], &t = saved[3 + 3 * a];
     const bool want_a = ctx->needs_input_grad(1 + 2 * a), want_b = ctx->needs_input_grad(2 + 2 * a);
-    if (want_b) out[2 + 2 * a] = torch::mm(t.t(), g).mul_(scales[a]).t().to(master).contiguous();  // (out, r) = s g^T t
+    const double s = scales[a];
+    if (want_b) {
+      auto gb = pairs ? kernels::tokens_product_bf16(t, g, s) : torch::mm(t.t(), g).mul_(s);  // (r, out) = s t^T g
+      out[2 + 2 * a] = gb.t().to(master).contiguous();                                         // (out, r)
+    }
     if (!want_a && !want_x) continue;
-    auto gt = narrow_product(g, B.t()).mul_(scales[a]);               // (N, r) = s g B
-    if (want_a) out[1 + 2 * a] = torch::mm(gt.t(), x).to(master);    // (r, in)
-    if (want_x) out[0].addmm_(gt, A);                                 // += s g B A, in place
+    auto gt = pairs ? kernels::narrow_rows_product(g, B.t()).mul_(s).to(g.scalar_type())
+                    : narrow_product(g, B.t()).mul_(s);  // (N, r) = s g B
+    if (want_a)                                          // (r, in) = gt^T x
+      out[1 + 2 * a] = (pairs ? kernels::tokens_product_bf16(gt, x, 1.0) : torch::mm(gt.t(), x)).to(master);
+    if (want_x) out[0].addmm_(gt, A);  // += s g B A, in place
   }
 }
 

@@ -1,6 +1,7 @@
 // The low-rank kernels (framework/kernels/low_rank.h): the outer-product kernel on every path this CPU has and
 // the rows-times-factor product against float64 products, a hand-computed case, the same bits on one and two
-// threads, and one-line refusals of operands they cannot take.
+// threads, and one-line refusals of operands they cannot take; the same for the bfloat16 pair kernels where
+// the CPU has avx512_bf16.
 #include <gtest/gtest.h>
 
 #include <ATen/Parallel.h>
@@ -114,6 +115,85 @@ TEST(LowRank, RefusesOperandsItCannotTake) {
             std::string::npos);
   auto strided = torch::empty({5, 4}).t();
   EXPECT_NE(message([&] { outer_product_(strided, a, b, 1.0, false); }).find("must be contiguous"), std::string::npos);
+  EXPECT_NE(message([&] { narrow_rows_product(a, torch::randn({2, 4})); }).find("against factor"), std::string::npos);
+}
+
+// The bfloat16 pair kernels need avx512_bf16; elsewhere the LoRA layer keeps oneDNN's products, and these skip.
+bool bf16_kernels_here() { return low_rank_bf16_fits(torch::empty({1}, torch::kBFloat16)); }
+constexpr const char* kNoBf16Kernels = "this CPU lacks avx512_bf16 (or has AMX): the bfloat16 kernels are not used";
+
+// Values exact in bfloat16, so that float64 products of them are the reference.
+torch::Tensor bf16_randn(std::vector<int64_t> sizes) { return torch::randn(sizes).to(torch::kBFloat16); }
+
+TEST(LowRank, Bf16HandComputed) {
+  if (!bf16_kernels_here()) GTEST_SKIP() << kNoBf16Kernels;
+  // x [[1, 2, 3], [4, 5, 6]] f^T with f [[1, 0, 1], [0.5, 1, 0]] = [[4, 2.5], [10, 7]] (K = 3: a pair and an odd
+  // last); a^T b with a = x^T (3, 2), b (3, 1) = [1, 1, 2]: [[1 + 2 + 6], [4 + 5 + 12]] = [[9], [21]], alpha 0.5.
+  auto x = torch::tensor({1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f}).view({2, 3}).to(torch::kBFloat16);
+  auto f = torch::tensor({1.0f, 0.0f, 1.0f, 0.5f, 1.0f, 0.0f}).view({2, 3});
+  EXPECT_TRUE(torch::equal(narrow_rows_product(x, f), torch::tensor({4.0f, 2.5f, 10.0f, 7.0f}).view({2, 2})));
+  auto b = torch::tensor({1.0f, 1.0f, 2.0f}).view({3, 1}).to(torch::kBFloat16);
+  EXPECT_TRUE(torch::equal(tokens_product_bf16(x.t().contiguous(), b, 0.5), torch::tensor({4.5f, 10.5f}).view({2, 1})));
+}
+
+TEST(LowRank, Bf16ProductsEqualFloat64) {
+  if (!bf16_kernels_here()) GTEST_SKIP() << kNoBf16Kernels;
+  torch::manual_seed(7);
+  // r: under, at and past one 16-lane block; K: odd and even, one pair to hundreds; M and N: under, at and past
+  // the tiles (8 rows, 16 columns) and past the threads' blocks.
+  for (int64_t r : {1, 5, 16, 20})
+    for (int64_t K : {1, 2, 37, 576}) {
+      for (int64_t M : {1, 9, 50}) {
+        auto x = bf16_randn({M, K});
+        auto f = torch::randn({r, K});  // float32: rounded to bfloat16 inside
+        const auto want = torch::matmul(x.to(torch::kFloat64), f.to(torch::kBFloat16).to(torch::kFloat64).t());
+        const std::string what = "rows M=" + std::to_string(M) + " r=" + std::to_string(r) + " K=" + std::to_string(K);
+        const auto t = narrow_rows_product(x, f);
+        EXPECT_EQ(t.scalar_type(), torch::kFloat32) << what;
+        expect_near(t, want, K, what);
+      }
+      for (int64_t N : {1, 16, 50}) {
+        // b as a column slice of a wider matrix: row stride past its width.
+        auto a = bf16_randn({K, r}), b = bf16_randn({K, N + 3}).narrow(1, 2, N);
+        const auto want = torch::matmul(a.to(torch::kFloat64).t(), b.to(torch::kFloat64)) * 0.25;
+        const std::string what =
+            "tokens N=" + std::to_string(N) + " r=" + std::to_string(r) + " K=" + std::to_string(K);
+        expect_near(tokens_product_bf16(a, b, 0.25), want, K, what);
+      }
+    }
+}
+
+TEST(LowRank, Bf16SameBitsOnOneAndTwoThreads) {
+  if (!bf16_kernels_here()) GTEST_SKIP() << kNoBf16Kernels;
+  torch::manual_seed(8);
+  const int before = at::get_num_threads();
+  auto x = bf16_randn({300, 96}), f = torch::randn({16, 96}), a = bf16_randn({300, 16}), b = bf16_randn({300, 130});
+  auto run = [&] { return std::vector<torch::Tensor>{narrow_rows_product(x, f), tokens_product_bf16(a, b, 2.0)}; };
+  at::set_num_threads(1);
+  const auto one = run();
+  at::set_num_threads(2);
+  const auto two = run();
+  at::set_num_threads(before);
+  for (size_t i = 0; i < one.size(); ++i) EXPECT_TRUE(torch::equal(one[i], two[i])) << "product " << i;
+}
+
+TEST(LowRank, Bf16RefusesOperandsItCannotTake) {
+  auto a = torch::randn({4, 3}).to(torch::kBFloat16), b = torch::randn({4, 5}).to(torch::kBFloat16);
+  auto message = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  // float32 operands are refused on every CPU (and bfloat16 ones where the kernels are not used).
+  const auto refused_float32 = message([&] { tokens_product_bf16(a.to(torch::kFloat32), b, 1.0); });
+  EXPECT_NE(refused_float32.find("expected a 2-D bfloat16 CPU tensor"), std::string::npos) << refused_float32;
+  if (!bf16_kernels_here()) return;
+  EXPECT_NE(message([&] { tokens_product_bf16(a, b.narrow(0, 0, 3), 1.0); }).find("differ in rows"), std::string::npos);
+  const auto b_transposed = torch::randn({5, 4}).to(torch::kBFloat16).t();  // (4, 5), column stride 4
+  EXPECT_NE(message([&] { tokens_product_bf16(a, b_transposed, 1.0); }).find("unit column stride"), std::string::npos);
   EXPECT_NE(message([&] { narrow_rows_product(a, torch::randn({2, 4})); }).find("against factor"), std::string::npos);
 }
 
