@@ -6,6 +6,10 @@
 
 #include <ATen/Parallel.h>
 
+#include <functional>
+#include <string>
+#include <vector>
+
 #include "framework/kernels/low_rank.h"
 #include "test_util.h"
 
@@ -17,6 +21,28 @@ void expect_near(const torch::Tensor& got, const torch::Tensor& want, int64_t K,
   const double err = (got.to(torch::kFloat64) - want).abs().max().item<double>();
   const double size = std::max(1.0, want.abs().max().item<double>());
   EXPECT_LE(err, 1e-6 * double(1 + K) * size) << what << ": max error " << err;
+}
+
+// run()'s products on one thread and on two: the same bits (each element sums in an order the split does not
+// change).
+void expect_same_on_one_and_two_threads(const std::function<std::vector<torch::Tensor>()>& run) {
+  const int before = at::get_num_threads();
+  at::set_num_threads(1);
+  const auto one = run();
+  at::set_num_threads(2);
+  const auto two = run();
+  at::set_num_threads(before);
+  for (size_t i = 0; i < one.size(); ++i) EXPECT_TRUE(torch::equal(one[i], two[i])) << "product " << i;
+}
+
+// The message of what f throws, or "no error".
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return std::string(e.what());
+  }
+  return std::string("no error");
 }
 
 TEST(LowRank, HandComputedOuterProduct) {
@@ -81,41 +107,26 @@ TEST(LowRank, RowsTimesFactorEqualsFloat64) {
 
 TEST(LowRank, SameBitsOnOneAndTwoThreads) {
   torch::manual_seed(6);
-  const int before = at::get_num_threads();
   auto x = torch::randn({300, 96}), f = torch::randn({16, 96});
   auto t_wide = torch::randn({300, 16}), b_wide = torch::randn({16, 200});  // rows split: (300, 200)
   auto g = torch::randn({300, 130});                                          // columns split: (16, 130)
-  auto run = [&] {
+  expect_same_on_one_and_two_threads([&] {
     return std::vector<torch::Tensor>{narrow_rows_product(x, f), outer_product(t_wide, b_wide, 2.0),
                                       outer_product(t_wide.t(), g, 0.5)};
-  };
-  at::set_num_threads(1);
-  const auto one = run();
-  at::set_num_threads(2);
-  const auto two = run();
-  at::set_num_threads(before);
-  for (size_t i = 0; i < one.size(); ++i) EXPECT_TRUE(torch::equal(one[i], two[i])) << "product " << i;
+  });
 }
 
 TEST(LowRank, RefusesOperandsItCannotTake) {
   auto a = torch::randn({4, 3}), b = torch::randn({3, 5});
   auto c = torch::empty({4, 5});
-  auto message = [](const std::function<void()>& f) {
-    try {
-      f();
-    } catch (const std::exception& e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
-  EXPECT_NE(message([&] { outer_product_(c, a.to(torch::kFloat64), b, 1.0, false); }).find("expected a 2-D float32 CPU tensor"),
+  EXPECT_NE(error_of([&] { outer_product_(c, a.to(torch::kFloat64), b, 1.0, false); }).find("expected a 2-D float32 CPU tensor"),
             std::string::npos);
-  EXPECT_NE(message([&] { outer_product(a, torch::randn({4, 5}), 1.0); }).find("shapes do not chain"), std::string::npos);
-  EXPECT_NE(message([&] { outer_product(a, torch::randn({5, 3}).t(), 1.0); }).find("unit column stride"),
+  EXPECT_NE(error_of([&] { outer_product(a, torch::randn({4, 5}), 1.0); }).find("shapes do not chain"), std::string::npos);
+  EXPECT_NE(error_of([&] { outer_product(a, torch::randn({5, 3}).t(), 1.0); }).find("unit column stride"),
             std::string::npos);
   auto strided = torch::empty({5, 4}).t();
-  EXPECT_NE(message([&] { outer_product_(strided, a, b, 1.0, false); }).find("must be contiguous"), std::string::npos);
-  EXPECT_NE(message([&] { narrow_rows_product(a, torch::randn({2, 4})); }).find("against factor"), std::string::npos);
+  EXPECT_NE(error_of([&] { outer_product_(strided, a, b, 1.0, false); }).find("must be contiguous"), std::string::npos);
+  EXPECT_NE(error_of([&] { narrow_rows_product(a, torch::randn({2, 4})); }).find("against factor"), std::string::npos);
 }
 
 // The bfloat16 pair kernels need avx512_bf16; elsewhere the LoRA layer keeps oneDNN's products, and these skip.
@@ -166,35 +177,21 @@ TEST(LowRank, Bf16ProductsEqualFloat64) {
 TEST(LowRank, Bf16SameBitsOnOneAndTwoThreads) {
   if (!bf16_kernels_here()) GTEST_SKIP() << kNoBf16Kernels;
   torch::manual_seed(8);
-  const int before = at::get_num_threads();
   auto x = bf16_randn({300, 96}), f = torch::randn({16, 96}), a = bf16_randn({300, 16}), b = bf16_randn({300, 130});
-  auto run = [&] { return std::vector<torch::Tensor>{narrow_rows_product(x, f), tokens_product_bf16(a, b, 2.0)}; };
-  at::set_num_threads(1);
-  const auto one = run();
-  at::set_num_threads(2);
-  const auto two = run();
-  at::set_num_threads(before);
-  for (size_t i = 0; i < one.size(); ++i) EXPECT_TRUE(torch::equal(one[i], two[i])) << "product " << i;
+  expect_same_on_one_and_two_threads(
+      [&] { return std::vector<torch::Tensor>{narrow_rows_product(x, f), tokens_product_bf16(a, b, 2.0)}; });
 }
 
 TEST(LowRank, Bf16RefusesOperandsItCannotTake) {
   auto a = torch::randn({4, 3}).to(torch::kBFloat16), b = torch::randn({4, 5}).to(torch::kBFloat16);
-  auto message = [](const std::function<void()>& f) {
-    try {
-      f();
-    } catch (const std::exception& e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
   // float32 operands are refused on every CPU (and bfloat16 ones where the kernels are not used).
-  const auto refused_float32 = message([&] { tokens_product_bf16(a.to(torch::kFloat32), b, 1.0); });
+  const auto refused_float32 = error_of([&] { tokens_product_bf16(a.to(torch::kFloat32), b, 1.0); });
   EXPECT_NE(refused_float32.find("expected a 2-D bfloat16 CPU tensor"), std::string::npos) << refused_float32;
   if (!bf16_kernels_here()) return;
-  EXPECT_NE(message([&] { tokens_product_bf16(a, b.narrow(0, 0, 3), 1.0); }).find("differ in rows"), std::string::npos);
+  EXPECT_NE(error_of([&] { tokens_product_bf16(a, b.narrow(0, 0, 3), 1.0); }).find("differ in rows"), std::string::npos);
   const auto b_transposed = torch::randn({5, 4}).to(torch::kBFloat16).t();  // (4, 5), column stride 4
-  EXPECT_NE(message([&] { tokens_product_bf16(a, b_transposed, 1.0); }).find("unit column stride"), std::string::npos);
-  EXPECT_NE(message([&] { narrow_rows_product(a, torch::randn({2, 4})); }).find("against factor"), std::string::npos);
+  EXPECT_NE(error_of([&] { tokens_product_bf16(a, b_transposed, 1.0); }).find("unit column stride"), std::string::npos);
+  EXPECT_NE(error_of([&] { narrow_rows_product(a, torch::randn({2, 4})); }).find("against factor"), std::string::npos);
 }
 
 }  // namespace
