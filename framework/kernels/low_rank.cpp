@@ -44,7 +44,7 @@ void check_outer(const torch::Tensor& c, const torch::Tensor& a, const torch::Te
 void check_bf16_operand(const char* what, const torch::Tensor& t) {
   if (!low_rank_bf16_fits(t) || t.dim() != 2 || (t.size(1) > 1 && t.stride(1) != 1))
     fail("low-rank product: ", what, " is ", t.scalar_type(), " ", t.sizes(), " on ", t.device(),
-         " (expected a 2-D bfloat16 CPU tensor with unit column stride, on a CPU with avx512_bf16)");
+         " (expected a 2-D bfloat16 CPU tensor with unit column stride, on a CPU with avx512_bf16 and no AMX)");
 }
 
 // The pairs along K of a (K, r) bfloat16 (pack_pairs_bf16_avx512): ((K + 1) / 2, rp) 32-bit words, rp = r
