@@ -13,6 +13,7 @@
 #include "framework/core/file_util.h"
 #include "framework/core/memory.h"
 #include "framework/io/model_io.h"
+#include "framework/kernels/bf16_products.h"
 #include "framework/kernels/weight_only.h"
 #include "framework/lora/adapter.h"
 #include "framework/model/config.h"
@@ -41,10 +42,8 @@ Policy load_policy(const StageContext& ctx) {
     }
   }
   p.model = io::load_lineage(p.lineage, dtype);
-  if (dtype == torch::kBFloat16 && p.model->device().is_cpu() && !kernels::cpu_has_native_bf16())
-    ctx.warn("model.dtype: bfloat16 on a CPU without native bfloat16 (no avx512_bf16 or amx_bf16 flag): LibTorch's "
-             "bfloat16 matrix products run many times slower than float32 here (reglage_bench peak measures both); "
-             "dtype: float32 with model.storage: bfloat16 halves the base's memory at float32 speed");
+  if (dtype == torch::kBFloat16 && p.model->device().is_cpu())
+    ctx.log("bfloat16 products: " + kernels::bf16_products_choice());
   p.tok = io::load_model_tokenizer(cfg.model.path, cfg.model.tokenizer, p.model->config().vocab_size);
   return p;
 }

@@ -2,6 +2,8 @@
 
 #include <ATen/Parallel.h>
 
+#include "framework/kernels/bf16_products.h"
+
 namespace reglage::kernels {
 
 namespace {
@@ -30,8 +32,16 @@ torch::Tensor scaled_bmm(const torch::Tensor& a, const torch::Tensor& b, double 
   return at::baddbmm(out, a, b, /*beta=*/0, alpha);
 }
 
-// The product either way: bfloat16 through baddbmm, float32/float64 one batch entry per thread.
+// The product either way: bfloat16 through baddbmm, or widened to float32 where the CPU multiplies faster in
+// float32 (bf16_products.h: alpha inside the float32 sum, rounded once); float32/float64 one batch entry per
+// thread.
+bool large_entries(const torch::Tensor& a, const torch::Tensor& b) {
+  return a.size(1) * a.size(2) * b.size(2) >= kMinEntryProduct;
+}
+
 torch::Tensor product(const torch::Tensor& a, const torch::Tensor& b, double alpha) {
+  if (widens_bf16(a, b) && large_entries(a, b))
+    return bmm_threads(a.to(torch::kFloat32), b.to(torch::kFloat32), alpha).to(torch::kBFloat16);  // (G, M, N)
   return a.scalar_type() == torch::kBFloat16 ? scaled_bmm(a, b, alpha) : bmm_threads(a, b, alpha);
 }
 
@@ -63,9 +73,9 @@ torch::Tensor batched_matmul(const torch::Tensor& a, const torch::Tensor& b, dou
   // bfloat16 stays with LibTorch's batched product (oneDNN's was 10-20% faster than one entry per thread), with
   // alpha as its output scale.
   const bool scaled_bf16 = fits && a.scalar_type() == torch::kBFloat16 && alpha != 1.0;
-  const bool blas = a.scalar_type() == torch::kFloat32 || a.scalar_type() == torch::kFloat64;
+  const bool blas = a.scalar_type() == torch::kFloat32 || a.scalar_type() == torch::kFloat64 || widens_bf16(a, b);
   // Small entries (stories260K's 8-wide heads) cost more in per-call overhead than they compute: torch::bmm.
-  const bool large = fits && a.size(1) * a.size(2) * b.size(2) >= kMinEntryProduct;
+  const bool large = fits && large_entries(a, b);
   if (!scaled_bf16 && (!fits || !blas || !large))
     return alpha == 1.0 ? torch::bmm(a, b) : torch::bmm(a, b).mul_(alpha);
   if (torch::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad()))

@@ -2,6 +2,8 @@
 
 #include <dlfcn.h>
 
+#include "framework/kernels/bf16_products.h"
+
 namespace reglage::kernels {
 
 namespace {
@@ -34,6 +36,9 @@ bool blas_is_openblas() {
 }
 
 torch::Tensor matmul_2d(const torch::Tensor& a, const torch::Tensor& b) {
+  // bfloat16 on a CPU that multiplies faster in float32: the float32 product of the widened operands, rounded
+  // once to bfloat16 as oneDNN's product is (which also sums in float32).
+  if (widens_bf16(a, b)) return matmul_2d(a.to(torch::kFloat32), b.to(torch::kFloat32)).to(torch::kBFloat16);
   const bool blas_float = a.scalar_type() == torch::kFloat32 || a.scalar_type() == torch::kFloat64;
   if (!a.device().is_cpu() || !blas_float || a.dim() != 2 || b.dim() != 2 || !blas_is_openblas())
     return torch::mm(a, b);
@@ -41,11 +46,21 @@ torch::Tensor matmul_2d(const torch::Tensor& a, const torch::Tensor& b) {
   return c.addmm_(a, b);                                        // beta = 1: no BLAS clearing pass
 }
 
+void addmm_2d_(torch::Tensor& c, const torch::Tensor& a, const torch::Tensor& b, double alpha) {
+  if (!widens_bf16(a, b) || c.scalar_type() != torch::kBFloat16) {
+    c.addmm_(a, b, /*beta=*/1, alpha);
+    return;
+  }
+  auto cf = c.to(torch::kFloat32);  // (M, N): the sum in float32, rounded once
+  cf.addmm_(a.to(torch::kFloat32), b.to(torch::kFloat32), /*beta=*/1, alpha);
+  c.copy_(cf);
+}
+
 torch::Tensor frozen_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias) {
   const bool frozen = !w.requires_grad() && (!bias.defined() || !bias.requires_grad());
   const bool plain = x.dim() >= 1 && w.dim() == 2 && x.scalar_type() == w.scalar_type() &&
                      (!bias.defined() || bias.scalar_type() == w.scalar_type());
-  if (!frozen || !plain || !x.device().is_cpu() || !blas_is_openblas())
+  if (!frozen || !plain || !x.device().is_cpu() || !(blas_is_openblas() || widens_bf16(x, w)))
     return torch::nn::functional::linear(x, w, bias);
   auto shape = x.sizes().vec();
   shape.back() = w.size(0);

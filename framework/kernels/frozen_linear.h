@@ -9,8 +9,12 @@
 
 namespace reglage::kernels {
 
-// a (M, K) @ b (K, N) -> (M, N), 2-D and of one floating dtype.
+// a (M, K) @ b (K, N) -> (M, N), 2-D and of one floating dtype. bfloat16 operands are widened to float32 on
+// CPUs that multiply faster in float32 (bf16_products.h).
 torch::Tensor matmul_2d(const torch::Tensor& a, const torch::Tensor& b);
+
+// c (M, N) += alpha a (M, K) @ b (K, N) in place, bfloat16 widened as matmul_2d does (the sum rounded once).
+void addmm_2d_(torch::Tensor& c, const torch::Tensor& a, const torch::Tensor& b, double alpha = 1.0);
 
 // y (N, out) = x (N, in) W^T + bias for a weight (and bias) that wants no gradient; x may want one, whose
 // gradient g W comes through matmul_2d too. Any other case (a weight being trained, another dtype or

@@ -7,8 +7,6 @@
 #include <cstring>
 #include <type_traits>
 #include <vector>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "framework/core/error.h"
@@ -212,21 +210,6 @@ std::string cpu_path() {
   return path;
 }
 
-bool cpu_has_native_bf16() {
-  static const bool native = [] {
-    std::ifstream in("/proc/cpuinfo");
-    for (std::string line; std::getline(in, line);) {
-      if (line.rfind("flags", 0) != 0) continue;
-      std::istringstream words(line);
-      for (std::string w; words >> w;)
-        if (w == "avx512_bf16" || w == "amx_bf16") return true;
-      return false;  // the first CPU's flags speak for all
-    }
-    return false;
-  }();
-  return native;
-}
-
 std::pair<torch::Tensor, torch::Tensor> quantize_int8_rows(const torch::Tensor& w) {
   torch::NoGradGuard no_grad;
   auto wf = w.detach().to(torch::kFloat32);                              // (N, K)
@@ -268,7 +251,7 @@ torch::Tensor stored_linear(const torch::Tensor& x, const torch::Tensor& w, cons
 
 void stored_linear_add_(torch::Tensor& y, const torch::Tensor& x2, const torch::Tensor& w, const torch::Tensor& scale) {
   if (w.scalar_type() == x2.scalar_type()) {
-    y.addmm_(x2, w.t());
+    addmm_2d_(y, x2, w.t());
     return;
   }
   check_operands(x2, w, scale);
@@ -293,7 +276,7 @@ torch::Tensor stored_linear_grad_input(const torch::Tensor& g2, const torch::Ten
 void stored_linear_grad_input_add_(torch::Tensor& gx, const torch::Tensor& g2, const torch::Tensor& w,
                                    const torch::Tensor& scale) {
   if (w.scalar_type() == g2.scalar_type()) {
-    gx.addmm_(g2, w);
+    addmm_2d_(gx, g2, w);
     return;
   }
   const int64_t N = w.size(0), step = rows_per_chunk(w);

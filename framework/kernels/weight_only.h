@@ -35,12 +35,6 @@ constexpr int64_t kWidenChunk = int64_t(4) << 20;
 // one (for comparing paths on one machine); a path the CPU lacks is never taken.
 std::string cpu_path();
 
-// Whether the CPU multiplies bfloat16 natively (avx512_bf16 or amx_bf16 among /proc/cpuinfo's flags). Without
-// it LibTorch's bfloat16 matrix products run at a small fraction of float32's (3.7 against 49 GFLOP/s on one
-// AVX2 machine, 0.4 against 32 on another), so `dtype: bfloat16` is slow there while `storage: bfloat16` with
-// float32 compute is not.
-bool cpu_has_native_bf16();
-
 // Symmetric per-row int8: scale[n] = max |w[n, :]| / 127, q = round(w / scale). w: (N, K) float ->
 // {q (N, K) int8, scale (N) float32}. A row of zeros gets scale 1.
 std::pair<torch::Tensor, torch::Tensor> quantize_int8_rows(const torch::Tensor& w);
