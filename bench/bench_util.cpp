@@ -49,8 +49,8 @@ double peak_rss_mb() {
 
 namespace {
 
-// Sums of [b, e): a plain loop (the hardware prefetcher alone); the same prefetching 4 KiB ahead in software,
-// as the weight-only kernel does (on some VMs the hardware prefetcher alone reaches a fraction of what a core
+// Sums of [b, e): a plain loop (the hardware prefetcher alone); the same prefetching 4 KiB ahead in software
+// with the T2 hint, as the weight-only kernel does (on some VMs the hardware prefetcher alone reaches a fraction of what a core
 // can read); and 32-byte loads into eight independent sums with that prefetch, so that neither the adds nor
 // one dependency chain limit the reader (on the AVX2 EPYC VM: 15, 21-25 and 24-26 GB/s on 2 threads).
 constexpr int kReaders = 3;
@@ -67,7 +67,7 @@ REGLAGE_WIDE_LOADS int64_t sum_range(const int64_t* p, int64_t b, int64_t e, int
     int64_t acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t i = b;
     for (; i + kLine <= e; i += kLine) {
-      __builtin_prefetch(p + std::min(i + kAhead, n - 1), 0, 0);
+      __builtin_prefetch(p + std::min(i + kAhead, n - 1), 0, 1);
       for (int j = 0; j < 8; ++j) acc[j] += p[i + j];  // vectorised by the compiler: whole-line loads
     }
     int64_t s = 0;
@@ -77,7 +77,7 @@ REGLAGE_WIDE_LOADS int64_t sum_range(const int64_t* p, int64_t b, int64_t e, int
   }
   int64_t s = 0;
   for (int64_t i = b; i < e; i += kLine) {
-    if (reader == 1) __builtin_prefetch(p + std::min(i + kAhead, n - 1), 0, 0);
+    if (reader == 1) __builtin_prefetch(p + std::min(i + kAhead, n - 1), 0, 1);
     for (int64_t j = i; j < std::min(i + kLine, e); ++j) s += p[j];
   }
   return s;

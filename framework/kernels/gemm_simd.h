@@ -24,9 +24,12 @@ inline float widen_one(uint16_t v) {
   return f;
 }
 
+// Into the caches with the T2 hint (locality 1). On an Intel Xeon (Emerald Rapids VM) the non-temporal hint
+// (prefetchnta, used before) held a decode step's weight stream to 7 GB/s on 2 cores, against 17 GB/s with T2
+// or T0 or with no software prefetch at all (float32 rows; bfloat16 rows 8.6 against 21-23 GB/s).
 template <class WT>
 inline void prefetch_ahead(const WT* p) {
-  __builtin_prefetch(p, 0, 0);
+  __builtin_prefetch(p, 0, 1);
 }
 
 // R weight rows (w points at the first, rows K apart) against MB input rows (x, rows K apart):
