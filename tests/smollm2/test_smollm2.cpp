@@ -108,10 +108,7 @@ TEST(Smollm2, IncrementalLogitsEqualTransformers) {
 // bfloat16 compute on either product path (native, or widened to float32: kernels/bf16_products.h) against
 // float32: LoRA on every linear layer, one forward and backward at batch 2 x 64. Figures printed for the README.
 TEST(Smollm2, Bf16LoraGradientsOnEitherPathNearFloat32) {
-  const auto e = test::bf16_lora_gradient_errors(test::smollm2_gguf(), 2, 64);
-  std::cout << "SmolLM2 LoRA gradients, relative L2 against float32: native " << e.native << ", widened "
-            << e.widened << ", between the two " << e.between << "; loss float32 " << e.loss_float32 << ", native "
-            << e.loss_native << ", widened " << e.loss_widened << "\n";
+  const auto e = test::bf16_lora_gradient_errors("SmolLM2", test::smollm2_gguf(), 2, 64);
   // Random tokens (loss 14) make bfloat16's own error large and seed-dependent: 0.045 (native) and 0.077
   // (widened) here, both 0.19-0.21 at 4 x 128, where the two paths were 0.037 apart. A wrong product is off by
   // 1 or more.

@@ -2,6 +2,7 @@
 // (kernels/bf16_products.h): how far each bfloat16 path's adapter gradients and loss sit from float32's, and
 // from each other. Shared by the stories260K unit test and the SmolLM2 test.
 #pragma once
+#include <iostream>
 #include <string>
 #include <vector>
 
@@ -17,8 +18,9 @@ struct Bf16GradientErrors {
 };
 
 // ids (batch, seq) drawn with a fixed seed; rank-8 LoRA on every linear layer, B random (not zero) so the
-// adapter matters; loss = the mean negative log-probability of the next token.
-inline Bf16GradientErrors bf16_lora_gradient_errors(const std::string& path, int64_t batch, int64_t seq) {
+// adapter matters; loss = the mean negative log-probability of the next token. Prints the figures under `name`.
+inline Bf16GradientErrors bf16_lora_gradient_errors(const std::string& name, const std::string& path, int64_t batch,
+                                                    int64_t seq) {
   struct Run {
     torch::Tensor grads;  // (all adapter elements) float32
     double loss;
@@ -58,8 +60,12 @@ inline Bf16GradientErrors bf16_lora_gradient_errors(const std::string& path, int
     kernels::ScopedBf16Products path(false);
     widened = run(torch::kBFloat16);
   }
-  return {rel(native.grads, f32.grads), rel(widened.grads, f32.grads), rel(widened.grads, native.grads),
-          f32.loss,                     native.loss,                     widened.loss};
+  const Bf16GradientErrors e{rel(native.grads, f32.grads), rel(widened.grads, f32.grads),
+                             rel(widened.grads, native.grads), f32.loss, native.loss, widened.loss};
+  std::cout << name << " LoRA gradients, relative L2 against float32: native " << e.native << ", widened "
+            << e.widened << ", between the two " << e.between << "; loss float32 " << e.loss_float32 << ", native "
+            << e.loss_native << ", widened " << e.loss_widened << "\n";
+  return e;
 }
 
 }  // namespace reglage::test
