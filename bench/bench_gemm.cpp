@@ -1,7 +1,8 @@
 // reglage_bench peak --model PATH [--batch B --seq T]: the products a LoRA training step spends most of its time
 // in, at the model's shapes, in float32 (kernels::matmul_2d, as the frozen float32 base runs them) and bfloat16
-// (through the same call: oneDNN, or widened to float32 where the CPU multiplies faster so), one dtype after the other in each round (the order reversed every other
-// round), with a "gemm_speedup" line of the bfloat16 rate over the float32 one per round and the median.
+// (through the same call: oneDNN, or widened to float32 where the CPU multiplies faster so), one dtype after
+// the other in each round (the order reversed every other round), with a "gemm_speedup" line of the bfloat16
+// rate over the float32 one per round and the median.
 // Per linear layer shape: forward x W^T and the input gradient g W over `rows` rows, as often as the model has
 // layers of that shape; the LM head over one chunk of the chunked loss (logprob_chunk_rows rows) as often as
 // the step runs chunks. This is the ceiling of the step's bfloat16 / float32 speed-up: the step adds

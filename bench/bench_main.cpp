@@ -18,10 +18,10 @@
 #include "bench/bench_generate.h"
 #include "bench/bench_pipeline.h"
 #include "bench/bench_tokenize.h"
-#include "framework/kernels/bf16_products.h"
 #include "bench/bench_train.h"
 #include "framework/core/blas_setup.h"
 #include "framework/core/error.h"
+#include "framework/kernels/bf16_products.h"
 
 namespace {
 
@@ -57,7 +57,8 @@ std::vector<Measurement> peak(int threads) {
     Measurement m;
     m.name = "peak";
     m.shape = "matmul 1024x1024x1024";
-    if (dt == torch::kBFloat16) std::fprintf(stderr, "bfloat16 products: %s\n", reglage::kernels::bf16_products_choice().c_str());
+    if (dt == torch::kBFloat16)
+      std::fprintf(stderr, "bfloat16 products: %s\n", reglage::kernels::bf16_products_choice().c_str());
     m.dtype = dt == torch::kFloat32 ? "float32" : "bfloat16";
     m.threads = threads;
     m.gflops = measure_matmul_peak(dt, 1024, 2.0) / 1e9;

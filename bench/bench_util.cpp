@@ -50,9 +50,10 @@ double peak_rss_mb() {
 namespace {
 
 // Sums of [b, e): a plain loop (the hardware prefetcher alone); the same prefetching 4 KiB ahead in software
-// with the T2 hint, as the weight-only kernel does (on some VMs the hardware prefetcher alone reaches a fraction of what a core
-// can read); and 32-byte loads into eight independent sums with that prefetch, so that neither the adds nor
-// one dependency chain limit the reader (on the AVX2 EPYC VM: 15, 21-25 and 24-26 GB/s on 2 threads).
+// with the T2 hint, as the weight-only kernel does (on some VMs the hardware prefetcher alone reaches a
+// fraction of what a core can read); and 32-byte loads into eight independent sums with that prefetch, so that
+// neither the adds nor one dependency chain limit the reader (on the AVX2 EPYC VM: 15, 21-25 and 24-26 GB/s on
+// 2 threads, with the non-temporal hint then).
 constexpr int kReaders = 3;
 
 // Built twice on x86-64 (AVX2 and the baseline), the loader picking the one this CPU runs.

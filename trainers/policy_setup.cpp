@@ -42,8 +42,14 @@ Policy load_policy(const StageContext& ctx) {
     }
   }
   p.model = io::load_lineage(p.lineage, dtype);
-  if (dtype == torch::kBFloat16 && p.model->device().is_cpu())
+  if (dtype == torch::kBFloat16 && p.model->device().is_cpu()) {
     ctx.log("bfloat16 products: " + kernels::bf16_products_choice());
+    if (!kernels::cpu_has_bf16_instructions())
+      ctx.warn("model.dtype: bfloat16 on a CPU without bfloat16 instructions (no avx512_bf16 or amx_bf16 flag): the "
+               "base's products are widened to float32, but LoRA's rank-r products (and a trained base's) stay "
+               "LibTorch's bfloat16 loops, many times slower than float32 here; dtype: float32 with "
+               "model.storage: bfloat16 halves the base's memory at float32 speed");
+  }
   p.tok = io::load_model_tokenizer(cfg.model.path, cfg.model.tokenizer, p.model->config().vocab_size);
   return p;
 }

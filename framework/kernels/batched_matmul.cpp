@@ -32,12 +32,14 @@ torch::Tensor scaled_bmm(const torch::Tensor& a, const torch::Tensor& b, double 
   return at::baddbmm(out, a, b, /*beta=*/0, alpha);
 }
 
-// The product either way: bfloat16 through baddbmm, or widened to float32 where the CPU multiplies faster in
-// float32 (bf16_products.h: alpha inside the float32 sum, rounded once); float32/float64 one batch entry per
-// thread.
+// Whether each batch entry is at least kMinEntryProduct multiply-adds.
 bool large_entries(const torch::Tensor& a, const torch::Tensor& b) {
   return a.size(1) * a.size(2) * b.size(2) >= kMinEntryProduct;
 }
+
+// The product either way: bfloat16 through baddbmm, or widened to float32 where the CPU multiplies faster in
+// float32 (bf16_products.h: alpha inside the float32 sum, rounded once); float32/float64 one batch entry per
+// thread.
 
 torch::Tensor product(const torch::Tensor& a, const torch::Tensor& b, double alpha) {
   if (widens_bf16(a, b) && large_entries(a, b))

@@ -65,6 +65,14 @@ std::string bf16_products_choice() {
   return std::string(bf16_products_native() ? "native" : "widened to float32") + " (" + why + ")";
 }
 
+bool cpu_has_bf16_instructions() {
+#if defined(__x86_64__) || defined(__i386__)
+  return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
+#else
+  return true;
+#endif
+}
+
 bool widens_bf16(const torch::Tensor& a, const torch::Tensor& b) {
   return a.scalar_type() == torch::kBFloat16 && b.scalar_type() == torch::kBFloat16 && a.device().is_cpu() &&
          b.device().is_cpu() && !bf16_products_native();

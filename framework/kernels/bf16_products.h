@@ -16,6 +16,11 @@ namespace reglage::kernels {
 // REGLAGE_BF16_PRODUCTS=native|widened overrides the CPU's choice; another value is an error.
 bool bf16_products_native();
 
+// Whether the CPU has bfloat16 dot-product instructions (avx512_bf16 or amx_bf16; true off x86, where LibTorch
+// decides). Without them every bfloat16 product LibTorch runs is a scalar loop, the narrow ones (LoRA's rank-r
+// factors, which stay LibTorch's) included.
+bool cpu_has_bf16_instructions();
+
 // Sets the choice for this process while it lives, then restores the one before: a benchmark comparing both
 // paths side by side, tests of either path on any CPU. Not for use while other threads multiply.
 class ScopedBf16Products {
