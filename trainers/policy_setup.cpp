@@ -44,11 +44,13 @@ Policy load_policy(const StageContext& ctx) {
   p.model = io::load_lineage(p.lineage, dtype);
   if (dtype == torch::kBFloat16 && p.model->device().is_cpu()) {
     ctx.log("bfloat16 products: " + kernels::bf16_products_choice());
-    if (!kernels::cpu_has_bf16_instructions())
-      ctx.warn("model.dtype: bfloat16 on a CPU without bfloat16 instructions (no avx512_bf16 or amx_bf16 flag): the "
-               "base's products are widened to float32, but LoRA's rank-r products (and a trained base's) stay "
-               "LibTorch's bfloat16 loops, many times slower than float32 here; dtype: float32 with "
-               "model.storage: bfloat16 halves the base's memory at float32 speed");
+    // What stays LibTorch's even when every product of the LoRA layer is widened: a trained base's products
+    // and the adapters' operator path (dropout).
+    const bool unwidened = ctx.stage.train != config::TrainMode::kLora || cfg.lora.dropout > 0;
+    if (kernels::bf16_products() == kernels::Bf16Products::kWidenedAll && unwidened)
+      ctx.warn("model.dtype: bfloat16 on a CPU without bfloat16 instructions (no avx512_bf16 or amx_bf16 flag): a "
+               "trained base's products and LoRA with dropout run LibTorch's bfloat16 loops, many times slower "
+               "than float32 here; dtype: float32 (with model.storage: bfloat16 for LoRA) runs at float32 speed");
   }
   p.tok = io::load_model_tokenizer(cfg.model.path, cfg.model.tokenizer, p.model->config().vocab_size);
   return p;

@@ -46,14 +46,32 @@ torch::Tensor matmul_2d(const torch::Tensor& a, const torch::Tensor& b) {
   return c.addmm_(a, b);                                        // beta = 1: no BLAS clearing pass
 }
 
-void addmm_2d_(torch::Tensor& c, const torch::Tensor& a, const torch::Tensor& b, double alpha) {
-  if (!widens_bf16(a, b) || c.scalar_type() != torch::kBFloat16) {
+namespace {
+
+// c += alpha a b in place: widened (the sum in float32, rounded once) or LibTorch's own.
+void addmm_either_(torch::Tensor& c, const torch::Tensor& a, const torch::Tensor& b, double alpha, bool widened) {
+  if (!widened || c.scalar_type() != torch::kBFloat16) {
     c.addmm_(a, b, /*beta=*/1, alpha);
     return;
   }
-  auto cf = c.to(torch::kFloat32);  // (M, N): the sum in float32, rounded once
+  auto cf = c.to(torch::kFloat32);  // (M, N)
   cf.addmm_(a.to(torch::kFloat32), b.to(torch::kFloat32), /*beta=*/1, alpha);
   c.copy_(cf);
+}
+
+}  // namespace
+
+void addmm_2d_(torch::Tensor& c, const torch::Tensor& a, const torch::Tensor& b, double alpha) {
+  addmm_either_(c, a, b, alpha, widens_bf16(a, b));
+}
+
+torch::Tensor narrow_mm(const torch::Tensor& a, const torch::Tensor& b) {
+  if (widens_bf16_narrow(a, b)) return matmul_2d(a.to(torch::kFloat32), b.to(torch::kFloat32)).to(torch::kBFloat16);
+  return torch::mm(a, b);
+}
+
+void narrow_addmm_(torch::Tensor& c, const torch::Tensor& a, const torch::Tensor& b, double alpha) {
+  addmm_either_(c, a, b, alpha, widens_bf16_narrow(a, b));
 }
 
 torch::Tensor frozen_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias) {

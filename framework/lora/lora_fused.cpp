@@ -27,7 +27,7 @@ struct FrozenBase {
 torch::Tensor narrow_product(const torch::Tensor& x, const torch::Tensor& factor) {  // x (N, k), factor (r, k)
   if (kernels::low_rank_bf16_fits(x)) return kernels::narrow_rows_product(x, factor).to(x.scalar_type());
   static const bool openblas = kernels::blas_is_openblas();
-  if (x.scalar_type() != torch::kFloat32 || !openblas) return torch::mm(x, factor.t());  // (N, r)
+  if (x.scalar_type() != torch::kFloat32 || !openblas) return kernels::narrow_mm(x, factor.t());  // (N, r)
   return torch::mm(factor, x.t()).t();                                                      // (N, r)
 }
 
@@ -64,7 +64,7 @@ torch::Tensor blas_forward(const torch::Tensor& x, const FrozenBase& base, const
   for (size_t a = 0; a < base.scales.size(); ++a) {
     auto A = ab[2 * a].to(x.scalar_type()), B = ab[2 * a + 1].to(x.scalar_type());
     auto t = narrow_product(x, A);                                // (N, r)
-    y.addmm_(t, B.t(), /*beta=*/1, /*alpha=*/base.scales[a]);    // y += scale t B^T, in place
+    kernels::narrow_addmm_(y, t, B.t(), base.scales[a]);         // y += scale t B^T, in place
     if (abx) abx->insert(abx->end(), {A, B, t});
   }
   return y;
@@ -113,15 +113,15 @@ void blas_backward(const torch::Tensor& g, const torch::Tensor& x, const std::ve
     const bool want_a = ctx->needs_input_grad(1 + 2 * a), want_b = ctx->needs_input_grad(2 + 2 * a);
     const double s = scales[a];
     if (want_b) {
-      auto gb = pairs ? kernels::tokens_product_bf16(t, g, s) : torch::mm(t.t(), g).mul_(s);  // (r, out) = s t^T g
+      auto gb = pairs ? kernels::tokens_product_bf16(t, g, s) : kernels::narrow_mm(t.t(), g).mul_(s);  // (r, out)
       out[2 + 2 * a] = gb.t().to(master).contiguous();                                         // (out, r)
     }
     if (!want_a && !want_x) continue;
     auto gt = pairs ? kernels::narrow_rows_product(g, B.t()).mul_(s).to(g.scalar_type())
                     : narrow_product(g, B.t()).mul_(s);  // (N, r) = s g B
     if (want_a)                                          // (r, in) = gt^T x
-      out[1 + 2 * a] = (pairs ? kernels::tokens_product_bf16(gt, x, 1.0) : torch::mm(gt.t(), x)).to(master);
-    if (want_x) out[0].addmm_(gt, A);  // += s g B A, in place
+      out[1 + 2 * a] = (pairs ? kernels::tokens_product_bf16(gt, x, 1.0) : kernels::narrow_mm(gt.t(), x)).to(master);
+    if (want_x) kernels::narrow_addmm_(out[0], gt, A);  // += s g B A, in place
   }
 }
 

@@ -27,37 +27,63 @@ TEST(Bf16Products, EitherPathIsOneRoundingOfTheExactProduct) {
   auto a = bf16(torch::randn({64, 96})), b = bf16(torch::randn({96, 80}));
   const auto exact = torch::mm(f64(a), f64(b));  // (64, 80)
   for (bool native : {true, false}) {
-    ScopedBf16Products path(native);
+    ScopedBf16Products path(native ? Bf16Products::kNative : Bf16Products::kWidened);
     auto y = matmul_2d(a, b);
     ASSERT_EQ(y.scalar_type(), torch::kBFloat16);
     EXPECT_LE(rel(y, exact), kOneRounding) << (native ? "native" : "widened");
     EXPECT_LE(rel(matmul_2d(a.t().contiguous().t(), b), exact), kOneRounding);  // a read through strides
   }
   {
-    ScopedBf16Products widened(false);
+    ScopedBf16Products widened(Bf16Products::kWidened);
     // The float32 sum rounded once: no second rounding of a bfloat16 partial sum.
     EXPECT_TRUE(torch::equal(matmul_2d(a, b), bf16(matmul_2d(a.to(torch::kFloat32), b.to(torch::kFloat32)))));
   }
-  ScopedBf16Products native(true);
+  ScopedBf16Products native(Bf16Products::kNative);
   EXPECT_TRUE(torch::equal(matmul_2d(a, b), torch::mm(a, b)));  // LibTorch's own product, untouched
 }
 
 TEST(Bf16Products, ScopedChoiceRestoresTheOneBefore) {
-  const bool before = bf16_products_native();
+  const Bf16Products before = bf16_products();
+  const Bf16Products other = before == Bf16Products::kNative ? Bf16Products::kWidened : Bf16Products::kNative;
+  auto a = bf16(torch::ones({2, 2}));
   {
-    ScopedBf16Products outer(!before);
-    EXPECT_EQ(bf16_products_native(), !before);
+    ScopedBf16Products outer(other);
+    EXPECT_EQ(bf16_products(), other);
     {
-      ScopedBf16Products inner(before);
-      EXPECT_EQ(bf16_products_native(), before);
+      ScopedBf16Products inner(Bf16Products::kWidenedAll);
+      EXPECT_EQ(bf16_products(), Bf16Products::kWidenedAll);
+      EXPECT_TRUE(widens_bf16(a, a));
+      EXPECT_TRUE(widens_bf16_narrow(a, a));
+      EXPECT_NE(bf16_products_choice().find("the narrow ones too"), std::string::npos);
     }
-    EXPECT_EQ(bf16_products_native(), !before);
-    auto a = bf16(torch::ones({2, 2}));
-    EXPECT_EQ(widens_bf16(a, a), before);                        // widened exactly when not native
+    EXPECT_EQ(bf16_products(), other);
+    EXPECT_EQ(widens_bf16(a, a), other == Bf16Products::kWidened);  // widened exactly when not native
+    EXPECT_FALSE(widens_bf16_narrow(a, a));                           // narrow ones only with kWidenedAll
     EXPECT_FALSE(widens_bf16(a.to(torch::kFloat32), a.to(torch::kFloat32)));  // float32 is never widened
-    EXPECT_NE(bf16_products_choice().find(before ? "widened" : "native"), std::string::npos);
   }
-  EXPECT_EQ(bf16_products_native(), before);
+  EXPECT_EQ(bf16_products(), before);
+}
+
+// LoRA's rank-r products: LibTorch's own unless every product is widened.
+TEST(Bf16Products, NarrowProductsWidenedOnlyWhenAllAre) {
+  torch::manual_seed(25);
+  auto t = bf16(torch::randn({64, 16})), b = bf16(torch::randn({16, 96})), c0 = bf16(torch::randn({64, 96}));
+  const double alpha = 0.5;
+  const auto exact = torch::mm(f64(t), f64(b));
+  for (auto path : {Bf16Products::kNative, Bf16Products::kWidened, Bf16Products::kWidenedAll}) {
+    ScopedBf16Products scoped(path);
+    auto y = narrow_mm(t, b);
+    auto c = c0.clone();
+    narrow_addmm_(c, t, b, alpha);
+    EXPECT_LE(rel(y, exact), kOneRounding);
+    EXPECT_LE(rel(c, f64(c0) + alpha * exact), kOneRounding);
+    if (path == Bf16Products::kWidenedAll) {
+      EXPECT_TRUE(torch::equal(y, bf16(matmul_2d(t.to(torch::kFloat32), b.to(torch::kFloat32)))));
+    } else {
+      EXPECT_TRUE(torch::equal(y, torch::mm(t, b)));
+      EXPECT_TRUE(torch::equal(c, c0.addmm(t, b, /*beta=*/1, alpha)));
+    }
+  }
 }
 
 TEST(Bf16Products, AccumulatesInPlaceWithOneRounding) {
@@ -66,7 +92,7 @@ TEST(Bf16Products, AccumulatesInPlaceWithOneRounding) {
   const double alpha = 0.3;
   const auto exact = f64(c0) + alpha * torch::mm(f64(a), f64(b));
   for (bool native : {true, false}) {
-    ScopedBf16Products path(native);
+    ScopedBf16Products path(native ? Bf16Products::kNative : Bf16Products::kWidened);
     auto c = c0.clone();
     const void* before = c.data_ptr();
     addmm_2d_(c, a, b.t().contiguous().t(), alpha);  // b read through strides
@@ -83,7 +109,7 @@ TEST(Bf16Products, FrozenLinearValuesAndInputGradient) {
   const auto exact_y = torch::matmul(f64(x0), f64(w).t()) + f64(bias);
   const auto exact_gx = torch::matmul(f64(up), f64(w));
   for (bool native : {true, false}) {
-    ScopedBf16Products path(native);
+    ScopedBf16Products path(native ? Bf16Products::kNative : Bf16Products::kWidened);
     auto x = x0.clone().requires_grad_(true);
     auto y = frozen_linear(x, w, bias);  // (5, 7, 48)
     y.backward(up);
@@ -102,7 +128,7 @@ TEST(Bf16Products, BatchedProductAndGradients) {
   const auto exact_ga = torch::bmm(f64(up), f64(b0).transpose(1, 2)) * alpha;
   const auto exact_gb = torch::bmm(f64(a0).transpose(1, 2), f64(up)) * alpha;
   for (bool native : {true, false}) {
-    ScopedBf16Products path(native);
+    ScopedBf16Products path(native ? Bf16Products::kNative : Bf16Products::kWidened);
     auto a = a0.clone().requires_grad_(true), b = b0.clone().requires_grad_(true);
     auto y = batched_matmul(a, b, alpha);
     y.backward(up);
@@ -114,15 +140,16 @@ TEST(Bf16Products, BatchedProductAndGradients) {
 }
 
 TEST(Bf16Products, BadOverrideNamesTheVariable) {
-  EXPECT_TRUE(detail::parse_bf16_products("native"));
-  EXPECT_FALSE(detail::parse_bf16_products("widened"));
+  EXPECT_EQ(detail::parse_bf16_products("native"), Bf16Products::kNative);
+  EXPECT_EQ(detail::parse_bf16_products("widened"), Bf16Products::kWidened);
+  EXPECT_EQ(detail::parse_bf16_products("widened-all"), Bf16Products::kWidenedAll);
   try {
     detail::parse_bf16_products("fast");
     FAIL() << "no error";
   } catch (const std::exception& e) {
     const std::string m = e.what();
     EXPECT_NE(m.find("REGLAGE_BF16_PRODUCTS = 'fast'"), std::string::npos) << m;
-    EXPECT_NE(m.find("expected native or widened"), std::string::npos) << m;
+    EXPECT_NE(m.find("expected native, widened or widened-all"), std::string::npos) << m;
   }
 }
 
@@ -132,6 +159,7 @@ TEST(Bf16Products, ModelGradientsOnEitherPathNearFloat32) {
   const auto e = test::bf16_lora_gradient_errors("stories260K", test::model_260k(), 4, 64);
   EXPECT_LT(e.native, 0.05);
   EXPECT_LT(e.widened, 0.05);
+  EXPECT_LT(e.widened_all, 0.05);
   EXPECT_LT(e.between, 0.05);
   EXPECT_GT(e.between, 0.0);  // the two paths really differ (else one was not taken)
   EXPECT_NEAR(e.loss_native, e.loss_float32, 0.02 * e.loss_float32);
