@@ -2,6 +2,8 @@
 // (kernels/bf16_products.h): how far each bfloat16 path's adapter gradients and loss sit from float32's, and
 // from each other. Shared by the stories260K unit test and the SmolLM2 test.
 #pragma once
+#include <gtest/gtest.h>
+
 #include <iostream>
 #include <string>
 #include <vector>
@@ -66,6 +68,17 @@ inline Bf16GradientErrors bf16_lora_gradient_errors(const std::string& name, con
             << "; loss float32 " << e.loss_float32 << ", native " << e.loss_native << ", widened " << e.loss_widened
             << "\n";
   return e;
+}
+
+// Each bfloat16 path within `each` of float32's gradients (relative L2), native within `between` of widened,
+// and the losses within `loss_rel` (relative) of float32's.
+inline void expect_bf16_paths_near(const Bf16GradientErrors& e, double each, double between, double loss_rel) {
+  EXPECT_LT(e.native, each);
+  EXPECT_LT(e.widened, each);
+  EXPECT_LT(e.widened_all, each);
+  EXPECT_LT(e.between, between);
+  EXPECT_NEAR(e.loss_native, e.loss_float32, loss_rel * e.loss_float32);
+  EXPECT_NEAR(e.loss_widened, e.loss_float32, loss_rel * e.loss_float32);
 }
 
 }  // namespace reglage::test
