@@ -119,10 +119,14 @@ torch::Tensor narrow_rows_product(const torch::Tensor& x, const torch::Tensor& f
   const KernelMatrix fm = kernel_matrix(fc);
   const float* xp = xc.data_ptr<float>();
   float* tp = t.data_ptr<float>();
-  // Blocks of 4 rows (the kernel's input rows per call), so that a thread's share is whole register blocks.
+  // Blocks of 4 rows (the kernel's input rows per call), so that a thread's share is whole register blocks;
+  // 16 rows per call, so that x is read from memory once: the kernel runs every group of f's rows over the
+  // rows it is given, and a thread's whole share of x (1,024 rows of 1,536 features, 6 MiB) read once per
+  // group of 4 came from memory 4 times (a LoRA SFT step on SmolLM2 spent 1.33 ms per x A^T there, 0.66 hot).
   at::parallel_for(0, (M + 3) / 4, /*grain_size=*/16, [&](int64_t b0, int64_t b1) {
-    const int64_t m0 = b0 * 4, m1 = std::min(M, b1 * 4);
-    kernel_rows(fm, xp + m0 * K, m1 - m0, tp + m0 * r, 0, r);
+    const int64_t m1 = std::min(M, b1 * 4);
+    for (int64_t m = b0 * 4; m < m1; m += 16)
+      kernel_rows(fm, xp + m * K, std::min<int64_t>(16, m1 - m), tp + m * r, 0, r);
   });
   return t;
 }
@@ -137,8 +141,10 @@ void outer_product_(torch::Tensor& c, const torch::Tensor& a, const torch::Tenso
   const int64_t a_row = a.stride(0), a_col = a.stride(1), ldb = b.stride(0);
   const float al = float(alpha);
   if (M >= 2 * kRowBlock) {
+    // One block of rows per call: a long K runs in chunks whose sums the kernel keeps per row (outer_rows).
     at::parallel_for(0, (M + kRowBlock - 1) / kRowBlock, 1, [&](int64_t b0, int64_t b1) {
-      fn(ap, a_row, a_col, bp, ldb, cp, N, K, N, b0 * kRowBlock, std::min(M, b1 * kRowBlock), al, accumulate);
+      for (int64_t blk = b0; blk < b1; ++blk)
+        fn(ap, a_row, a_col, bp, ldb, cp, N, K, N, blk * kRowBlock, std::min(M, (blk + 1) * kRowBlock), al, accumulate);
     });
     return;
   }

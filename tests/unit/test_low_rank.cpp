@@ -6,6 +6,7 @@
 
 #include <ATen/Parallel.h>
 
+#include <cmath>
 #include <functional>
 #include <string>
 #include <vector>
@@ -65,11 +66,11 @@ TEST(LowRank, OuterProductOnEveryPathEqualsFloat64) {
   torch::manual_seed(3);
   for (const auto& path : test::kernel_paths_of_this_cpu()) {
     // M: below, at and past the row tiles (4 on AVX-512, 6 on AVX2) and the threads' row blocks (24); N: single
-    // columns, single vectors, whole column blocks (64 on AVX-512, 16 on AVX2) and remainders; K: the rank and
-    // a few hundred tokens.
+    // columns, single vectors, whole column blocks (64 on AVX-512, 16 on AVX2) and remainders; K: none, the rank,
+    // a few hundred tokens and past the kernels' chunks of k (128 on AVX-512, 512 on AVX2, 2,048 scalar).
     for (int64_t M : {1, 5, 16, 50}) {
       for (int64_t N : {1, 7, 16, 64, 100, 130}) {
-        for (int64_t K : {1, 16, 37, 300}) {
+        for (int64_t K : {0, 1, 16, 37, 300, 2100}) {
           for (bool transposed : {false, true}) {  // a read in place through a transpose's strides
             auto a = transposed ? torch::randn({K, M}).t() : torch::randn({M, K});
             auto b = torch::randn({K, N});
@@ -87,6 +88,30 @@ TEST(LowRank, OuterProductOnEveryPathEqualsFloat64) {
         }
       }
     }
+  }
+}
+
+TEST(LowRank, ChunkedTokensSumEachElementInOrder) {
+  // A K past the chunks of k: each element of the vector columns is still one fused multiply-add after another
+  // in k's order, scaled once (vfmadd231ps rounds as std::fmaf does), the same bits as an unchunked sum.
+  torch::manual_seed(8);
+  const int64_t M = 7, N = 100, K = 1100;
+  auto a = torch::randn({K, M}).t();  // a transpose, read in place, as the adapters' gradients read t^T
+  auto b = torch::randn({K, N});
+  auto want = torch::empty({M, N});
+  const auto A = a.accessor<float, 2>(), B = b.accessor<float, 2>();
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      float acc = 0;
+      for (int64_t k = 0; k < K; ++k) acc = std::fmaf(A[m][k], B[k][n], acc);
+      want[m][n] = acc * 0.5f;
+    }
+  for (const auto& path : test::kernel_paths_of_this_cpu()) {
+    if (path == "scalar") continue;  // its multiply-add is the compiler's to fuse or not
+    auto c = torch::empty({M, N});
+    detail::outer_product_on(path, c, a, b, 0.5, /*accumulate=*/false);
+    const int64_t vector_cols = N / 8 * 8;  // both vector widths cover the first 96 columns
+    EXPECT_TRUE(torch::equal(c.slice(1, 0, vector_cols), want.slice(1, 0, vector_cols))) << path;
   }
 }
 
