@@ -77,6 +77,7 @@ const char* kUsage =
     "  train:    --shapes stories260K,stories15M,model --modes full,lora --dtypes float32,bfloat16 --seq T --steps K\n"
     "            --model PATH --batch B (shape model) --storages auto,bfloat16,int8 --checkpointing 0|1\n"
     "            --interleave 0|1 (the dtypes' steps in turn, with the speed-up of each over the first per round)\n"
+    "            --profile PREFIX (one more step per run under LibTorch's profiler: PREFIX-....json, a Chrome trace)\n"
     "  generate: --batches 1,8,32 --dtypes float32,bfloat16 --storages auto,bfloat16,int8 --new-tokens N\n"
     "            --decodes fused,ops --repeats R --model PATH --temperature T (default 1; 0 = greedy)\n"
     "  ppo:      --iterations N      scale: --steps N\n"
@@ -115,6 +116,7 @@ int main(int argc, char** argv) {
       else if (flag == "--batch") train.batch_model = parse_long(flag, v);
       else if (flag == "--checkpointing") train.checkpointing = parse_long(flag, v) != 0;
       else if (flag == "--interleave") train.interleave = parse_long(flag, v) != 0;
+      else if (flag == "--profile") train.profile = v;
       else if (flag == "--shapes") train.shapes = split_commas(v);
       else if (flag == "--modes") train.modes = split_commas(v);
       else if (flag == "--seq") train.seq = parse_long(flag, v);

@@ -3,6 +3,7 @@
 //   reglage_bench train [--shapes stories260K,stories15M] [--modes full,lora] [--dtypes float32,bfloat16]
 //                       [--seq T] [--threads N] [--steps K]
 //   reglage_bench train --shapes model --model PATH --batch B [--storages auto,bfloat16,int8] [--checkpointing 1]
+//                       [--profile PREFIX]   (one more step per run under LibTorch's profiler, a Chrome trace)
 // stories260K is the shipped model; stories15M is its larger sibling's shape (dim 288, 6 layers, 6 heads,
 // vocab 32000), randomly initialised; "model" is the model file given by --model. The loss is the sft
 // stage's: token log-probs through the chunked LM head (CausalLM::token_logprobs). tokens/s = batch x seq over the median step. MFU counts
@@ -23,6 +24,7 @@
 #include <memory>
 
 #include <nlohmann/json.hpp>
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include "bench/bench_train.h"
 #include "framework/config/choices.h"
@@ -126,6 +128,18 @@ std::unique_ptr<TrainRun> make_run(const TrainOptions& opt, const std::string& s
   return run;
 }
 
+// One more step under LibTorch's profiler (every LibTorch operator with its shapes and thread; our own kernels
+// show as the gaps inside the nodes that call them), its Chrome trace (chrome://tracing, Perfetto) in a file.
+void profile_step(const TrainOptions& opt, TrainRun& run) {
+  const std::string path = opt.profile + "-" + run.shape + "-" + run.mode + "-" + run.dtype_name + "-" +
+                           run.storage_name + ".json";
+  {
+    torch::autograd::profiler::RecordProfile guard(path);  // writes the trace when it goes out of scope
+    run.step();
+  }
+  std::fprintf(stderr, "profile of one step: %s\n", path.c_str());
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -191,6 +205,7 @@ std::vector<Measurement> bench_train(const TrainOptions& opt) {
             }
             out.push_back(measurement(opt, *run, times, peak_before, measure_matmul_peak(run->dtype)));
             print_json(out.back());
+            if (!opt.profile.empty()) profile_step(opt, *run);
           }
           continue;
         }

@@ -20,6 +20,8 @@ struct TrainOptions {
   std::vector<std::string> storages = {"auto"};  // LoRA only: the frozen base's storage (weight_only.h)
   bool checkpointing = false;              // activation checkpointing (recompute each layer in backward)
   bool interleave = false;                 // every dtype's steps in turn, with per-round speed-ups over the first
+  std::string profile;                     // if set: one more step per run under LibTorch's profiler, its Chrome
+                                           // trace written to <profile>-<shape>-<mode>-<dtype>-<storage>.json
 };
 
 std::vector<Measurement> bench_train(const TrainOptions& opt);
