@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 
 #include "framework/kernels/bf16_products.h"
+#include "framework/kernels/low_rank.h"
 
 namespace reglage::kernels {
 
@@ -19,6 +20,38 @@ torch::Tensor bmm_threads(const torch::Tensor& a, const torch::Tensor& b, double
     for (int64_t g = begin; g < end; ++g) out[g].addmm_(a[g], b[g], /*beta=*/1, alpha);  // beta = 1: no clearing pass
   });
   return out;
+}
+
+// Rows of one batch entry per parallel task of own_products: whole row tiles on both vector paths (4 and 6).
+constexpr int64_t kTaskRows = 192;
+
+// The float32 product in the outer-product kernel of low_rank.h, over tasks of (entry, block of rows): each
+// element sums k in order, so the bits do not depend on the threads. a through any strides (a transpose is
+// read in place); b made row-major first when its columns are strided (k^T forward, v^T backward: one copy of
+// (G, K, N), 4.7 MB a call at SmolLM2's 8 x 256). OpenBLAS took 267-275 us for one 256 x 64 x 256 entry on
+// one thread (31 GFLOP/s) where this kernel took 48-49 us (171-176), the three shapes attention multiplies
+// (Intel Xeon VM with AVX-512); at 8 x 256 attention's products had taken 14% of a float32 LoRA SFT step.
+torch::Tensor own_products(const torch::Tensor& a, torch::Tensor b, double alpha) {
+  if (b.size(2) > 1 && b.stride(2) != 1) b = b.contiguous();  // (G, K, N), row-major entries
+  const int64_t G = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2);
+  auto out = torch::empty({G, M, N}, a.options());  // (G, M, N)
+  const float* ap = a.data_ptr<float>();
+  const float* bp = b.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const int64_t blocks = (M + kTaskRows - 1) / kTaskRows;  // tasks per entry
+  at::parallel_for(0, G * blocks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t g = t / blocks, m0 = (t % blocks) * kTaskRows, m1 = std::min(M, m0 + kTaskRows);
+      outer_product_rows(ap + g * a.stride(0), a.stride(1), a.stride(2), bp + g * b.stride(0), b.stride(1),
+                         op + g * M * N, N, K, N, m0, m1, float(alpha), /*accumulate=*/false);
+    }
+  });
+  return out;
+}
+
+// float32 in our kernel on a vector path; float64 (and float32 without one) one BLAS call per entry.
+torch::Tensor float_products(const torch::Tensor& a, const torch::Tensor& b, double alpha) {
+  return low_rank_fits(a) ? own_products(a, b, alpha) : bmm_threads(a, b, alpha);
 }
 
 // alpha * a @ b for bfloat16 (and other dtypes LibTorch's bmm takes), alpha inside the product: baddbmm with
@@ -43,8 +76,8 @@ bool large_entries(const torch::Tensor& a, const torch::Tensor& b) {
 
 torch::Tensor product(const torch::Tensor& a, const torch::Tensor& b, double alpha) {
   if (widens_bf16(a, b) && large_entries(a, b))
-    return bmm_threads(a.to(torch::kFloat32), b.to(torch::kFloat32), alpha).to(torch::kBFloat16);  // (G, M, N)
-  return a.scalar_type() == torch::kBFloat16 ? scaled_bmm(a, b, alpha) : bmm_threads(a, b, alpha);
+    return float_products(a.to(torch::kFloat32), b.to(torch::kFloat32), alpha).to(torch::kBFloat16);  // (G, M, N)
+  return a.scalar_type() == torch::kBFloat16 ? scaled_bmm(a, b, alpha) : float_products(a, b, alpha);
 }
 
 struct BatchedMatmulFn : public torch::autograd::Function<BatchedMatmulFn> {

@@ -1,11 +1,13 @@
-// Batched matrix products for attention: (G, M, K) x (G, K, N) -> (G, M, N), one product per thread.
+// Batched matrix products for attention: (G, M, K) x (G, K, N) -> (G, M, N).
 // LibTorch 1.13's CPU bmm calls the BLAS once per batch entry, each call spread over every thread (and, with
 // OpenBLAS, clearing the output with a scalar loop first): attention's products took 14% of a float32 LoRA SFT
-// step on SmolLM2 at 8 x 256 (24 products of 768 x 64 x 256 per call). Here the batch entries are spread over
-// the threads, each product runs on one (OpenBLAS stays single-threaded inside a parallel region) and
-// accumulates into a cleared output: 10-20% faster at those shapes on 2 threads (AVX-512 VM). Backward uses
-// the same products. bfloat16 keeps LibTorch's batched product (oneDNN's was faster there), with alpha as its
-// output scale (baddbmm), forward and backward.
+// step on SmolLM2 at 8 x 256 (24 products of 768 x 64 x 256 per call). Here float32 on a vector path runs in
+// the outer-product kernel of low_rank.h over tasks of (batch entry, block of rows): alternating LoRA SFT
+// steps on SmolLM2 took 5.22-5.26 s against 5.38-5.49 s with one OpenBLAS product per entry and thread (Intel
+// Xeon VM); float64 and float32 without a vector path keep one BLAS product per entry and thread (OpenBLAS
+// stays single-threaded inside a parallel region; 10-20% faster than bmm on an AVX-512 EPYC). Backward uses the
+// same products. bfloat16 keeps LibTorch's batched product (oneDNN's was faster there), with alpha as its output
+// scale (baddbmm), forward and backward, unless its products are widened to float32 (bf16_products.h).
 #pragma once
 #include <torch/torch.h>
 

@@ -154,6 +154,12 @@ void outer_product_(torch::Tensor& c, const torch::Tensor& a, const torch::Tenso
   });
 }
 
+void outer_product_rows(const float* a, int64_t a_row, int64_t a_col, const float* b, int64_t ldb, float* c,
+                        int64_t ldc, int64_t K, int64_t N, int64_t m0, int64_t m1, float alpha, bool accumulate) {
+  static const OuterFn fn = outer_fn(cpu_path());
+  fn(a, a_row, a_col, b, ldb, c, ldc, K, N, m0, m1, alpha, accumulate);
+}
+
 torch::Tensor outer_product(const torch::Tensor& a, const torch::Tensor& b, double alpha) {
   auto c = torch::empty({a.size(0), b.size(1)}, a.options());  // (M, N)
   outer_product_(c, a, b, alpha, /*accumulate=*/false);

@@ -36,6 +36,12 @@ void outer_product_(torch::Tensor& c, const torch::Tensor& a, const torch::Tenso
 // The same into a fresh c (M, N).
 torch::Tensor outer_product(const torch::Tensor& a, const torch::Tensor& b, double alpha);
 
+// Rows [m0, m1) of c (., N) = alpha a (., K) b (K, N) (+ c when accumulate) on raw float32 buffers, in the
+// calling thread, on this CPU's path (only where low_rank_fits holds): a[m, k] at a[m * a_row + k * a_col]; b
+// and c row-major with row strides ldb and ldc. For callers that split the work themselves (batched_matmul).
+void outer_product_rows(const float* a, int64_t a_row, int64_t a_col, const float* b, int64_t ldb, float* c,
+                        int64_t ldc, int64_t K, int64_t N, int64_t m0, int64_t m1, float alpha, bool accumulate);
+
 namespace detail {
 // outer_product_ on one path ("avx512", "avx2", "scalar"), in the calling thread, for tests.
 void outer_product_on(const std::string& path, torch::Tensor& c, const torch::Tensor& a, const torch::Tensor& b,

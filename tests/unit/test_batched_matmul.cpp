@@ -1,6 +1,6 @@
-// kernels::batched_matmul (attention's products, one batch entry per thread) against torch::bmm: values and
-// both gradients for float64 and float32 with transposed (strided) operands, values for bfloat16 and for
-// small entries (left to torch::bmm), the no-grad path, and the scale alpha.
+// kernels::batched_matmul (attention's products) against torch::bmm: values and both gradients for float64 and
+// float32 with transposed (strided) operands, float32's row tasks on one and two threads, values for bfloat16
+// and for small entries (left to torch::bmm), the no-grad path, and the scale alpha.
 #include <gtest/gtest.h>
 
 #include <ATen/Parallel.h>
@@ -46,6 +46,25 @@ TEST(BatchedMatmul, EqualsBmmInValueAndGradient) {
   // Shapes that do not fit are left to torch::bmm, which reports them.
   EXPECT_THROW(batched_matmul(torch::randn({2, 3, 4}), torch::randn({2, 5, 6})), c10::Error);
   at::set_num_threads(threads);
+}
+
+// float32 on a vector path takes the outer-product kernel over tasks of (entry, 192 rows): entries of two tasks
+// (the second short), k past the kernel's chunks, a transposed b (made row-major) and a transposed a (read in
+// place): within float32 rounding of float64, and the same bits on one thread and on two.
+TEST(BatchedMatmul, Float32RowTasksNearFloat64AndSameOnAnyThreads) {
+  torch::manual_seed(9);
+  const int threads = at::get_num_threads();
+  const int64_t G = 3, M = 200, K = 130, N = 70;
+  auto a = torch::randn({G, K, M}).transpose(1, 2);  // (G, M, K) through strides
+  auto b = torch::randn({G, N, K}).transpose(1, 2);  // (G, K, N), strided columns
+  const auto want = torch::bmm(a.to(torch::kFloat64), b.to(torch::kFloat64)) * 0.125;
+  at::set_num_threads(1);
+  const auto one = batched_matmul(a, b, 0.125);
+  at::set_num_threads(2);
+  const auto two = batched_matmul(a, b, 0.125);
+  at::set_num_threads(threads);
+  EXPECT_LT((one.to(torch::kFloat64) - want).abs().max().item<double>(), 1e-4);
+  EXPECT_TRUE(torch::equal(one, two));
 }
 
 // alpha scales the product and both gradients (attention's 1/sqrt(Dh)), on the threaded and torch::bmm paths.
