@@ -230,11 +230,14 @@ inline void gemm_rows_any(const float* x, int64_t M, int64_t K, const void* w, i
 // A long k (the gradients' tokens) runs in chunks, each tile's unscaled sums kept between chunks in `part`
 // (MR rows, ldp apart): `from_part` starts from them instead of zero, `to_part` stores them there instead of
 // finishing into C. A float32 stored and loaded again is the same float32, so the chunks change no bit.
-// V also provides: MR_B, NV_B (the tile), set1(float), mul, add, store(float*, reg).
-template <class V, int MR, int NV>
+// V also provides: MR_B, NV_B (the tile), set1(float), mul, add, store(float*, reg), and load_first(const float*,
+// n), store_first(float*, reg, n) for the first n lanes.
+// kTail (with NV = 1 and 0 < cols < W) makes the tile the last cols columns of C: B and C read and written
+// through masks, the sums kept whole-vector in `part`.
+template <class V, int MR, int NV, bool kTail = false>
 inline void outer_tile(const float* a, int64_t a_row, int64_t a_col, const float* b, int64_t ldb, float* c,
                        int64_t ldc, int64_t K, float alpha, bool accumulate, float* part = nullptr, int64_t ldp = 0,
-                       bool from_part = false, bool to_part = false) {
+                       bool from_part = false, bool to_part = false, int cols = 0) {
   typename V::reg acc[MR][NV];
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
@@ -243,7 +246,12 @@ inline void outer_tile(const float* a, int64_t a_row, int64_t a_col, const float
   for (int64_t k = 0; k < K; ++k) {
     typename V::reg bv[NV];
 #pragma GCC unroll 8
-    for (int j = 0; j < NV; ++j) bv[j] = V::load_x(b + k * ldb + j * V::W);
+    for (int j = 0; j < NV; ++j) {
+      if constexpr (kTail)
+        bv[j] = V::load_first(b + k * ldb, cols);
+      else
+        bv[j] = V::load_x(b + k * ldb + j * V::W);
+    }
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const typename V::reg av = V::set1(a[i * a_row + k * a_col]);
@@ -265,8 +273,13 @@ inline void outer_tile(const float* a, int64_t a_row, int64_t a_col, const float
     for (int j = 0; j < NV; ++j) {
       float* p = c + i * ldc + j * V::W;
       typename V::reg v = V::mul(acc[i][j], scale);
-      if (accumulate) v = V::add(v, V::load_x(p));
-      V::store(p, v);
+      if constexpr (kTail) {
+        if (accumulate) v = V::add(v, V::load_first(p, cols));
+        V::store_first(p, v, cols);
+      } else {
+        if (accumulate) v = V::add(v, V::load_x(p));
+        V::store(p, v);
+      }
     }
 }
 
@@ -281,7 +294,8 @@ constexpr int64_t outer_k_chunk() {
 
 // Rows [m0, m1) and columns [0, N) of C = alpha A (., K) B (K, N) (+ C when accumulate): A[m, k] at
 // a[m * a_row + k * a_col], B and C row-major with row strides ldb and ldc. Column blocks of NV vectors, then
-// single vectors, then single columns; within a block, MR rows at a time and the rest one by one. B's block
+// single vectors, then the last columns as one masked vector (column by column in scalar code, attention's
+// q k^T over 100 keys ran at half OpenBLAS's speed); within a block, MR rows at a time and the rest one by one. B's block
 // stays in L1 for LoRA's rank; a K of thousands of tokens runs in chunks of k, each over all the blocks, the
 // sums kept between chunks. (Rows outermost, each along all its columns, ran no faster in a SmolLM2 step.)
 template <class V>
@@ -290,34 +304,31 @@ inline void outer_rows(const float* a, int64_t a_row, int64_t a_col, const float
   constexpr int MR = V::MR_B, NV = V::NV_B;
   constexpr int64_t KC = outer_k_chunk<V>();
   const bool chunked = K > KC;
-  const int64_t ldp = N / V::W * V::W;   // the columns the vector blocks cover
-  thread_local std::vector<float> part;  // (m1 - m0, ldp): the unscaled sums between chunks
+  const int64_t ldp = (N + V::W - 1) / V::W * V::W;  // whole vectors over the columns
+  thread_local std::vector<float> part;               // (m1 - m0, ldp): the unscaled sums between chunks
   if (chunked && int64_t(part.size()) < (m1 - m0) * ldp) part.resize(size_t((m1 - m0) * ldp));
   for (int64_t k0 = 0; k0 == 0 || k0 < K; k0 += KC) {  // once at least: K = 0 writes alpha 0 (+ C)
     const int64_t kc = K - k0 < KC ? K - k0 : KC;
     const bool from = k0 > 0, to = k0 + kc < K;
     const float* ak = a + k0 * a_col;
-    auto block = [&](auto nv, int64_t n) {  // columns [n, n + NV W) of the chunk, down the rows
+    // Columns [n, n + NV W) of the chunk (the last `cols` columns when kTail), down the rows.
+    auto block = [&](auto nv, auto tail, int64_t n, int cols) {
       constexpr int kNV = decltype(nv)::value;
+      constexpr bool kTail = decltype(tail)::value;
       const float* bk = b + k0 * ldb + n;
       auto pm = [&](int64_t m) { return chunked ? part.data() + (m - m0) * ldp + n : nullptr; };
       int64_t m = m0;
       for (; m + MR <= m1; m += MR)
-        outer_tile<V, MR, kNV>(ak + m * a_row, a_row, a_col, bk, ldb, c + m * ldc + n, ldc, kc, alpha, accumulate,
-                               pm(m), ldp, from, to);
+        outer_tile<V, MR, kNV, kTail>(ak + m * a_row, a_row, a_col, bk, ldb, c + m * ldc + n, ldc, kc, alpha, accumulate,
+                               pm(m), ldp, from, to, cols);
       for (; m < m1; ++m)
-        outer_tile<V, 1, kNV>(ak + m * a_row, a_row, a_col, bk, ldb, c + m * ldc + n, ldc, kc, alpha, accumulate,
-                              pm(m), ldp, from, to);
+        outer_tile<V, 1, kNV, kTail>(ak + m * a_row, a_row, a_col, bk, ldb, c + m * ldc + n, ldc, kc, alpha, accumulate,
+                              pm(m), ldp, from, to, cols);
     };
     int64_t n = 0;
-    for (; n + NV * V::W <= N; n += NV * V::W) block(std::integral_constant<int, NV>{}, n);
-    for (; n + V::W <= N; n += V::W) block(std::integral_constant<int, 1>{}, n);
+    using Whole = std::false_type;
+    for (; n + NV * V::W <= N; n += NV * V::W) block(std::integral_constant<int, NV>{}, Whole{}, n, 0);
+    for (; n + V::W <= N; n += V::W) block(std::integral_constant<int, 1>{}, Whole{}, n, 0);
+    if (n < N) block(std::integral_constant<int, 1>{}, std::true_type{}, n, int(N - n));
   }
-  for (int64_t n = ldp; n < N; ++n)
-    for (int64_t m = m0; m < m1; ++m) {
-      float s = 0;
-      for (int64_t k = 0; k < K; ++k) s += a[m * a_row + k * a_col] * b[k * ldb + n];
-      float& out = c[m * ldc + n];
-      out = accumulate ? out + s * alpha : s * alpha;
-    }
 }

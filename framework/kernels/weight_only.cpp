@@ -32,6 +32,8 @@ struct VScalar {  // one lane: the reference the vector paths are tested against
   static reg mul(reg a, reg b) { return a * b; }
   static reg add(reg a, reg b) { return a + b; }
   static void store(float* p, reg v) { *p = v; }
+  static reg load_first(const float* p, int) { return *p; }  // never called: one lane has no partial vector
+  static void store_first(float* p, reg v, int) { *p = v; }
 };
 
 }  // namespace
