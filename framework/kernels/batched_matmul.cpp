@@ -28,9 +28,9 @@ constexpr int64_t kTaskRows = 192;
 // The float32 product in the outer-product kernel of low_rank.h, over tasks of (entry, block of rows): each
 // element sums k in order, so the bits do not depend on the threads. a through any strides (a transpose is
 // read in place); b made row-major first when its columns are strided (k^T forward, v^T backward: one copy of
-// (G, K, N), 4.7 MB a call at SmolLM2's 8 x 256). OpenBLAS took 267-275 us for one 256 x 64 x 256 entry on
-// one thread (31 GFLOP/s) where this kernel took 48-49 us (171-176), the three shapes attention multiplies
-// (Intel Xeon VM with AVX-512); at 8 x 256 attention's products had taken 14% of a float32 LoRA SFT step.
+// (G, K, N), 4.7 MB a call at SmolLM2's 8 x 256). At that shape (24 entries of 768 x 64 x 256, 2 threads, Intel
+// Xeon VM with AVX-512) q k^T took 2.3-2.5 ms against OpenBLAS's 2.5-3.5 one entry per thread, p v 1.9-2.4
+// against 2.5-3.1; with 100 keys q k^T ran even (bench/README.md, fourth 2026-12-07 section).
 torch::Tensor own_products(const torch::Tensor& a, torch::Tensor b, double alpha) {
   if (b.size(2) > 1 && b.stride(2) != 1) b = b.contiguous();  // (G, K, N), row-major entries
   const int64_t G = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2);
