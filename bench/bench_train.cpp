@@ -22,6 +22,7 @@
 #include <chrono>
 #include <filesystem>
 #include <memory>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 #include <torch/csrc/autograd/profiler_legacy.h>
@@ -29,6 +30,7 @@
 #include "bench/bench_train.h"
 #include "framework/config/choices.h"
 #include "framework/core/error.h"
+#include "framework/core/file_util.h"
 #include "framework/io/model_io.h"
 #include "framework/kernels/weight_only.h"
 #include "framework/lora/adapter.h"
@@ -133,10 +135,12 @@ std::unique_ptr<TrainRun> make_run(const TrainOptions& opt, const std::string& s
 void profile_step(const TrainOptions& opt, TrainRun& run) {
   const std::string path = opt.profile + "-" + run.shape + "-" + run.mode + "-" + run.dtype_name + "-" +
                            run.storage_name + ".json";
+  std::ostringstream trace;
   {
-    torch::autograd::profiler::RecordProfile guard(path);  // writes the trace when it goes out of scope
+    torch::autograd::profiler::RecordProfile guard(trace);  // writes the trace when it goes out of scope
     run.step();
   }
+  core::write_file_atomic(path, trace.str());
   std::fprintf(stderr, "profile of one step: %s\n", path.c_str());
 }
 
@@ -188,6 +192,11 @@ Measurement measurement(const TrainOptions& opt, TrainRun& run, const std::vecto
 }  // namespace
 
 std::vector<Measurement> bench_train(const TrainOptions& opt) {
+  if (!opt.profile.empty()) {  // before minutes of steps, not after them
+    const std::string dir = core::parent_dir(opt.profile);
+    if (!dir.empty() && !core::is_directory(dir))
+      fail("--profile ", opt.profile, ": the directory '", dir, "' does not exist (expected a path prefix in an existing directory)");
+  }
   std::vector<Measurement> out;
   torch::set_num_threads(opt.threads);
   for (const auto& shape : opt.shapes)
