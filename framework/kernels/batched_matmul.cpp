@@ -76,7 +76,10 @@ bool large_entries(const torch::Tensor& a, const torch::Tensor& b) {
 
 torch::Tensor product(const torch::Tensor& a, const torch::Tensor& b, double alpha) {
   if (widens_bf16(a, b) && large_entries(a, b))
-    return float_products(a.to(torch::kFloat32), b.to(torch::kFloat32), alpha).to(torch::kBFloat16);  // (G, M, N)
+    // b widened and made row-major in one pass (own_products would copy a widened transpose again).
+    return float_products(a.to(torch::kFloat32), torch::empty(b.sizes(), b.options().dtype(torch::kFloat32)).copy_(b),
+                          alpha)
+        .to(torch::kBFloat16);  // (G, M, N)
   return a.scalar_type() == torch::kBFloat16 ? scaled_bmm(a, b, alpha) : float_products(a, b, alpha);
 }
 
